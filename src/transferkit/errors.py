@@ -1,0 +1,17 @@
+"""Errors a user can cause and fix. The CLI prints them in one or two lines, exit code 2."""
+
+
+class TransferkitError(Exception):
+    """A mistake in a spec, a data file or a model file, with a message that says how to fix it."""
+
+
+class SpecError(TransferkitError):
+    """A spec key is unknown, has the wrong type or names a path that does not exist."""
+
+
+class DataError(TransferkitError):
+    """A dataset, label file or image cannot be used."""
+
+
+class ModelError(TransferkitError):
+    """A checkpoint, zoo entry, weight file or ONNX model cannot be used."""
