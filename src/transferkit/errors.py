@@ -15,3 +15,7 @@ class DataError(TransferkitError):
 
 class ModelError(TransferkitError):
     """A checkpoint, zoo entry, weight file or ONNX model cannot be used."""
+
+
+class TrainingInterrupted(TransferkitError):
+    """Training stopped by Ctrl-C after saving a resumable checkpoint (CLI exit code 130)."""

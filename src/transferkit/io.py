@@ -9,9 +9,10 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 from .errors import ModelError
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -25,6 +26,7 @@ def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
         write(tmp_path)
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -45,11 +47,15 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    import torch
+
     return _atomic(path, lambda p: torch.save(obj, p))
 
 
 def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     """torch.load with weights_only=True; every failure becomes a one-line ModelError."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{what} {path} does not exist: pass an existing file with -m")

@@ -1,0 +1,195 @@
+"""`tkit <task> <verb> -e SPEC -r RESULTS [-m MODEL] [key=value ...]`: argument parsing only.
+
+Also `tkit model {list,info,import,import-onnx}` and `tkit data demo NAME DIR`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import TrainingInterrupted, TransferkitError
+
+log = logging.getLogger("transferkit")
+
+TASK_VERBS = ("default_spec", "train", "evaluate", "inference", "prune", "export")
+MODEL_VERBS = ("evaluate", "inference", "prune", "export")
+
+
+def _task_parser(task: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"tkit {task}", description=f"{task}: {', '.join(TASK_VERBS)}")
+    p.add_argument("verb", choices=TASK_VERBS)
+    p.add_argument("-e", "--experiment_spec", dest="spec", help="spec YAML (defaults when omitted)")
+    p.add_argument("-r", "--results_dir", dest="results", help="results folder; everything the run makes lands here")
+    p.add_argument("-m", "--model", help="checkpoint (.ckpt) or exported .onnx the verb works on")
+    p.add_argument("--gpus", type=int, help="number of GPUs (sets train.accelerator=gpu, train.num_devices)")
+    p.add_argument("--num_nodes", type=int, help="machines for multi-node DDP (train.num_nodes)")
+    p.add_argument("--use_amp", action="store_true", help="mixed precision (train.precision=bf16-mixed, 16-mixed on GPU)")
+    p.add_argument("--log_file", help="also write the log here (default RESULTS/log.txt)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier training run in the results folder")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted spec overrides, e.g. train.epochs=3")
+    return p
+
+
+def _tao_overrides(args) -> list[str]:
+    extra = []
+    if args.gpus is not None:
+        extra += ["train.accelerator=gpu" if args.gpus > 0 else "train.accelerator=cpu",
+                  f"train.num_devices={max(1, args.gpus)}"]
+    if args.num_nodes is not None:
+        extra.append(f"train.num_nodes={args.num_nodes}")
+    if args.use_amp:
+        import torch
+
+        extra.append("train.precision=16-mixed" if torch.cuda.is_available() else "train.precision=bf16-mixed")
+    return extra
+
+
+def run_task(task: str, argv: list[str]) -> int:
+    from . import api
+    from .tasks import get_task
+
+    get_task(task)  # unknown task -> clear error before parsing verbs
+    args = _task_parser(task).parse_args(argv)
+    if args.verb == "default_spec":
+        sys.stdout.write(api.default_spec(task))
+        return 0
+    if not args.results:
+        raise TransferkitError(f"tkit {task} {args.verb} needs a results folder: -r DIR")
+    if args.verb in MODEL_VERBS and not args.model:
+        raise TransferkitError(f"tkit {task} {args.verb} needs a model: -m PATH (best.ckpt, pruned.ckpt or .onnx)")
+    overrides = list(args.overrides) + _tao_overrides(args)
+    common = dict(log_file=args.log_file)
+    if args.verb == "train":
+        api.train(task, args.spec, args.results, overrides, overwrite=args.overwrite, **common)
+    else:
+        getattr(api, args.verb)(task, args.spec, args.results, overrides, model=args.model, **common)
+    return 0
+
+
+def run_model(argv: list[str]) -> int:
+    from . import zoo
+
+    p = argparse.ArgumentParser(prog="tkit model", description="the pretrained model zoo")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="every model and whether its weights are on disk")
+    info = sub.add_parser("info", help="everything known about one model")
+    info.add_argument("name")
+    imp = sub.add_parser("import", help="add a weight file you downloaded (checksum-verified)")
+    imp.add_argument("name")
+    imp.add_argument("file")
+    onx = sub.add_parser("import-onnx", help="bring your own ONNX classifier or backbone")
+    onx.add_argument("name")
+    onx.add_argument("file")
+    onx.add_argument("--features", help="node whose output is the feature map (default: before the classifier)")
+    p.add_argument("--debug", action="store_true")
+    args = p.parse_args(argv)
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if args.cmd == "list":
+        table = Table(title=f"transferkit model zoo (cache: {zoo.home()})")
+        for col in ("name", "family", "input", "licence", "weights on disk"):
+            table.add_column(col)
+        for entry in zoo.list_models():
+            where = zoo.weights_status(entry.name)
+            table.add_row(entry.name, entry.family, str(entry.input_size), entry.license or "-",
+                          where or "[yellow]no[/] (network or tkit model import)")
+        console.print(table)
+        console.print("Any timm model works too as timm:<name> (weights from the Hugging Face hub, or imported).")
+    elif args.cmd == "info":
+        entry = zoo.get_entry(args.name)
+        for key, value in zoo.describe(entry).items():
+            console.print(f"[bold]{key}[/]: {value}")
+    elif args.cmd == "import":
+        path = zoo.import_weights(args.name, args.file)
+        console.print(f"imported {args.file} as {args.name}: {path}")
+    else:
+        entry, report = zoo.import_onnx(args.name, args.file, features_node=args.features)
+        console.print(f"imported {args.file} as backbone '{entry.name}': {report}")
+        console.print(f"fine-tune it with: tkit classification train ... model.backbone={entry.name}")
+    return 0
+
+
+def run_data(argv: list[str]) -> int:
+    from .data.demo import DEMO_DATASETS, build_demo
+
+    p = argparse.ArgumentParser(prog="tkit data", description="built-in datasets")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    demo = sub.add_parser("demo", help=f"build a demo dataset: {', '.join(DEMO_DATASETS)}")
+    demo.add_argument("name", choices=list(DEMO_DATASETS))
+    demo.add_argument("dir")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("options", nargs="*", metavar="key=value", help="builder options, e.g. per_class=20 size=96")
+    p.add_argument("--debug", action="store_true")
+    args = p.parse_args(argv)
+    options = {}
+    for text in args.options:
+        key, sep, value = text.partition("=")
+        if not sep:
+            raise TransferkitError(f"demo option '{text}' must look like key=value, e.g. per_class=20")
+        options[key] = value
+    summary = build_demo(args.name, args.dir, seed=args.seed, **options)
+    print(f"built demo dataset '{args.name}' in {args.dir}: {summary.get('counts', summary)}")
+    return 0
+
+
+USAGE = """usage: tkit <task> <verb> [-e SPEC] [-r RESULTS] [-m MODEL] [key=value ...]
+       tkit model {list,info,import,import-onnx} ...
+       tkit data demo NAME DIR
+
+tasks: %s
+verbs: default_spec, train, evaluate, inference, prune, export
+"""
+
+
+def setup_console_logging(debug: bool) -> None:
+    from rich.logging import RichHandler
+
+    root = logging.getLogger("transferkit")
+    if not any(isinstance(h, RichHandler) for h in root.handlers):
+        handler = RichHandler(show_path=False, show_time=False, markup=False, rich_tracebacks=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    root.propagate = False
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    setup_console_logging(debug)
+    from .tasks import task_names
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE % ", ".join(task_names()))
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "model":
+            return run_model(rest)
+        if command == "data":
+            return run_data(rest)
+        return run_task(command, rest)
+    except TrainingInterrupted as e:
+        print(f"tkit: {e}", file=sys.stderr)
+        return 130
+    except TransferkitError as e:
+        if debug:
+            raise
+        print(f"tkit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

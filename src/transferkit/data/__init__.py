@@ -1,0 +1,1 @@
+"""Dataset readers, writers and builders. Images are always read through `data.images.load_image`."""

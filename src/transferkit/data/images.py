@@ -1,0 +1,228 @@
+"""The one image loader: every task, converter and demo reads pixels through `load_image`.
+
+What it guarantees, whatever the file holds: an upright (EXIF orientation applied), fully decoded,
+8-bit RGB `PIL.Image`. Transparent pixels are composited onto WHITE, the way most viewers show
+them. A file that cannot give such an image raises `ImageError` with a one-line message naming
+the file, the reason and a fix; truncated files are errors, never padded with grey.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from ..errors import DataError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+MAX_PIXELS = 100_000_000  # width * height after which a file is refused unread (e.g. 10000 x 10000)
+
+_ORIENTATION_TAG = 0x0112
+# EXIF orientation -> the transpose that makes the pixels upright (the table ImageOps.exif_transpose uses).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_WHITE = (255, 255, 255, 255)
+
+
+class ImageError(DataError):
+    """An image file is empty, truncated, too large or not an image at all."""
+
+
+def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> Image.Image:
+    """Decode `path` into an upright 8-bit RGB image; `max_pixels=None` lifts our size limit."""
+    path = Path(path)
+    # Never let a truncated JPEG/PNG be padded with grey: someone may have flipped PIL's global.
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise ImageError(
+            f"{path}: PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True, so truncated files would load "
+            "silently padded with grey; set it back to False before loading images"
+        )
+    with _open(path, max_pixels) as im:
+        try:
+            im.load()
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
+            raise ImageError(
+                f"{path}: the file is truncated or corrupt ({_first_line(e)}); "
+                "re-copy or re-export it, or remove it from the dataset"
+            ) from e
+        orientation = _orientation(im, path)
+        rgb = _to_rgb(im, path)
+    if orientation in _UPRIGHT:
+        rgb = rgb.transpose(_UPRIGHT[orientation])
+    rgb.load()
+    return rgb
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of the upright image, read from the header without decoding the pixels."""
+    path = Path(path)
+    with _open(path, max_pixels=None) as im:
+        width, height = im.size
+        orientation = _orientation(im, path)
+    # Orientations 5-8 rotate by 90 degrees, swapping width and height.
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Image files (by extension, any case) in `folder`, sorted; names starting with '.' are skipped
+    (macOS '._x.jpg' side files, editors' temp files)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        what = "does not exist" if not folder.exists() else "is a file, not a folder"
+        raise DataError(f"image folder {folder} {what}: pass a folder that holds the images")
+    found: list[Path] = []
+    seen_dirs: set[Path] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = Path(root).resolve()
+        if real in seen_dirs:  # a symlink loop: do not walk the same folder twice
+            dirs[:] = []
+            continue
+        seen_dirs.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
+        found += [
+            Path(root) / name for name in files
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+        ]
+    return sorted(found)
+
+
+def _open(path: Path, max_pixels: int | None) -> Image.Image:
+    """Image.open with every failure turned into an ImageError; refuses huge images from the header."""
+    try:
+        size_bytes = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file; check the path or the label file that names it") from None
+    except OSError as e:
+        raise ImageError(f"{path}: cannot be read ({_first_line(e)}); check its permissions") from e
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image file; name an image file")
+    if size_bytes == 0:
+        raise ImageError(f"{path}: the file is empty (0 bytes); re-copy it or remove it from the dataset")
+    try:
+        # Our own max_pixels limit below replaces PIL's warning; its hard error is still caught.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise ImageError(
+            f"{path}: the header claims an image too large to decode safely ({_first_line(e)}); "
+            "resize the image or remove it from the dataset"
+        ) from e
+    except UnidentifiedImageError as e:
+        raise ImageError(
+            f"{path}: not an image that Pillow can read ({size_bytes} bytes); "
+            f"convert it to PNG or JPEG, or remove it from the dataset"
+        ) from e
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
+        raise ImageError(
+            f"{path}: the image header is corrupt ({_first_line(e)}); re-copy or re-export the file"
+        ) from e
+    width, height = im.size
+    if max_pixels is not None and width * height > max_pixels:
+        im.close()
+        raise ImageError(
+            f"{path}: image is {width}x{height} = {width * height:,} pixels, more than the limit of "
+            f"{max_pixels:,}; downscale it, or raise max_pixels if you trust the file"
+        )
+    return im
+
+
+def _orientation(im: Image.Image, path: Path) -> int:
+    """The EXIF orientation (1..8) of an opened image, read the same way for load and size."""
+    try:
+        if im.format == "PNG" and "exif" not in im.info and not _png_metadata_after_pixels(im):
+            # PngImageFile.getexif() decodes the whole image to look for metadata after the pixel
+            # data; there is none, so the header's chunks (read by the base class) are complete.
+            exif = Image.Image.getexif(im)
+        else:
+            exif = im.getexif()
+        orientation = int(exif.get(_ORIENTATION_TAG, 1))
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, TypeError, KeyError):
+        return 1  # unreadable EXIF: keep the pixels as stored, in load_image and image_size alike
+    return orientation if orientation in range(1, 9) else 1
+
+
+def _png_metadata_after_pixels(im: Image.Image) -> bool:
+    """True when a PNG has eXIf/text chunks after its first IDAT (found by seeking, not decoding)."""
+    fp = im.fp
+    if fp is None:
+        return False
+    position = fp.tell()
+    try:
+        fp.seek(8)  # after the PNG signature
+        seen_pixels = False
+        while True:
+            head = fp.read(8)
+            if len(head) < 8:
+                return False
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"IDAT":
+                seen_pixels = True
+            elif seen_pixels and kind in (b"eXIf", b"tEXt", b"zTXt", b"iTXt"):
+                return True
+            elif kind == b"IEND":
+                return False
+            fp.seek(length + 4, os.SEEK_CUR)  # chunk data + CRC
+    finally:
+        fp.seek(position)
+
+
+def _to_rgb(im: Image.Image, path: Path) -> Image.Image:
+    mode = im.mode
+    if mode == "RGB":
+        return im.copy()
+    if (mode == "P" and "transparency" in im.info) or mode in ("PA", "RGBa", "La"):
+        im, mode = im.convert("RGBA"), "RGBA"
+    if mode in ("LA", "RGBA"):
+        background = Image.new("RGBA", im.size, _WHITE)
+        return Image.alpha_composite(background, im.convert("RGBA")).convert("RGB")
+    if mode.startswith("I"):  # I;16, I;16B, I;16L, I;16N, I (32-bit)
+        return Image.fromarray(_sixteen_bit_to_8(np.asarray(im)), "L").convert("RGB")
+    if mode == "F":
+        return Image.fromarray(_float_to_8(np.asarray(im)), "L").convert("RGB")
+    try:
+        return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...
+    except ValueError as e:
+        raise ImageError(
+            f"{path}: colour mode {mode} cannot be converted to RGB ({_first_line(e)}); "
+            "re-save the image as an RGB PNG or JPEG"
+        ) from e
+
+
+def _sixteen_bit_to_8(values: np.ndarray) -> np.ndarray:
+    """16-bit range 0..65535 -> 0..255, rounded (65535 -> 255, 32768 -> 128).
+
+    32-bit integer images whose values leave that range are stretched from their min..max instead.
+    """
+    values = values.astype(np.int64)
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high > 65535:
+        span = max(high - low, 1)
+        return (((values - low) * 255 + span // 2) // span).astype(np.uint8)
+    return ((values * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _float_to_8(values: np.ndarray) -> np.ndarray:
+    """Float images: 0..1 -> 0..255, 0..255 kept, anything else stretched from min..max; NaN -> 0."""
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(values.min()), float(values.max())
+    if low >= 0.0 and high <= 1.0:
+        values = values * 255.0
+    elif low < 0.0 or high > 255.0:
+        values = (values - low) * (255.0 / max(high - low, 1e-12))
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0][:200] if text else type(error).__name__)

@@ -1,0 +1,83 @@
+"""The LightningModule base every task extends: optimiser, schedule, checkpoint metadata, histograms."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from ..spec import TrainConfig
+from .checkpoint import META_KEY
+
+
+class TaskModule(pl.LightningModule):
+    """A task's network (`self.net`, image batch -> raw outputs, the thing pruned and exported)
+    plus its training logic. Subclasses write training_step / validation_step."""
+
+    def __init__(self, net: nn.Module, meta: dict[str, Any], train: TrainConfig):
+        super().__init__()
+        self.net = net
+        self.meta = dict(meta)  # task, classes, backbone, input size, mean/std, pruned shapes ...
+        self.train_cfg = train
+        if train.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    def forward(self, images: torch.Tensor) -> Any:
+        return self.net(images)
+
+    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.train_cfg.channels_last else images
+
+    # -- optimisation -------------------------------------------------------------------------
+    def configure_optimizers(self):
+        cfg = self.train_cfg
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]  # biases and norm scales are not decayed
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if cfg.optimizer == "sgd":
+            opt = torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+        elif cfg.optimizer == "adam":
+            opt = torch.optim.Adam(groups, lr=cfg.learning_rate)
+        else:
+            opt = torch.optim.AdamW(groups, lr=cfg.learning_rate)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs))
+        warmup = cfg.warmup_epochs * steps_per_epoch
+
+        def factor(step: int) -> float:
+            if warmup and step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            if cfg.lr_scheduler == "cosine":
+                return 0.5 * (1 + math.cos(math.pi * progress))
+            if cfg.lr_scheduler == "step":
+                return 0.01 if progress >= 0.75 else 0.1 if progress >= 0.5 else 1.0
+            return 1.0
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[META_KEY] = self.meta
+
+    # -- TensorBoard ----------------------------------------------------------------------------
+    def on_train_epoch_end(self) -> None:
+        if not self.train_cfg.histograms or self.trainer.sanity_checking:
+            return
+        writer = self.tensorboard
+        if writer is None:
+            return
+        for name, param in self.net.named_parameters():
+            if param.ndim > 1:  # conv and linear weights; norms and biases add noise, not insight
+                writer.add_histogram(f"weights/{name}", param.detach().float().cpu(), self.current_epoch)
+
+    @property
+    def tensorboard(self):
+        """The SummaryWriter, on rank zero only (None elsewhere or without a TensorBoard logger)."""
+        if self.trainer is None or self.trainer.global_rank != 0 or self.logger is None:
+            return None
+        return getattr(self.logger, "experiment", None)

@@ -1,0 +1,95 @@
+"""The results folder of one run: rank-zero guard, lock file, log.txt."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+from ..errors import SpecError
+
+log = logging.getLogger("transferkit")
+
+LOCK_NAME = ".tkit.lock"
+
+
+def global_rank() -> int:
+    """Rank of this process under torchrun, SLURM or Lightning's DDP launcher (0 when alone)."""
+    for var in ("RANK", "SLURM_PROCID"):
+        if var in os.environ:
+            return int(os.environ[var])
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", 0)))
+    # Lightning's subprocess launcher sets LOCAL_RANK/NODE_RANK for the children it starts.
+    world_local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return node * world_local + local
+
+
+def is_rank_zero() -> bool:
+    return global_rank() == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunFolder:
+    """Owns a results folder for the length of a verb: creates it, locks it, logs into it.
+
+    Only rank zero takes the lock and writes files; the other DDP ranks share the folder read-only.
+    """
+
+    def __init__(self, path: str | Path, *, log_file: str | Path | None = None, lock: bool = True):
+        self.path = Path(path)
+        self.log_file = Path(log_file) if log_file else self.path / "log.txt"
+        self.lock = lock and is_rank_zero()
+        self._handler: logging.Handler | None = None
+
+    def __enter__(self) -> "RunFolder":
+        if is_rank_zero():
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                probe = self.path / ".tkit-write-test"
+                probe.write_text("ok")
+                probe.unlink()
+            except OSError as e:
+                raise SpecError(f"results folder {self.path} cannot be written ({e.strerror}); pass a writable -r DIR") from e
+            if self.lock:
+                self._take_lock()
+            self._handler = logging.FileHandler(self.log_file, encoding="utf-8")
+            self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            for name in ("transferkit", "lightning.pytorch", "lightning.fabric"):
+                logging.getLogger(name).addHandler(self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handler is not None:
+            for name in ("transferkit", "lightning.pytorch", "lightning.fabric"):
+                logging.getLogger(name).removeHandler(self._handler)
+            self._handler.close()
+        if self.lock:
+            (self.path / LOCK_NAME).unlink(missing_ok=True)
+
+    def _take_lock(self) -> None:
+        lock = self.path / LOCK_NAME
+        me = f"{socket.gethostname()} {os.getpid()}"
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            host, _, pid = lock.read_text().strip().partition(" ")
+            if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+                log.warning("removing a stale lock in %s left by process %s, which is gone", self.path, pid)
+                lock.unlink(missing_ok=True)
+                return self._take_lock()
+            raise SpecError(
+                f"results folder {self.path} is in use by another run (process {pid} on {host}); "
+                "wait for it, or pass another -r DIR"
+            ) from None
+        with os.fdopen(fd, "w") as f:
+            f.write(me)

@@ -1,0 +1,156 @@
+"""Lightning Trainer factory and the callbacks every task's training shares."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from ..io import atomic_write_text
+from ..spec import TrainConfig
+from .checkpoint import AtomicCheckpointIO
+from .run import is_rank_zero
+
+log = logging.getLogger("transferkit")
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().float().item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class StatusCallback(Callback):
+    """Writes `status.json`: one JSON object per line per epoch (epoch, step, losses, metrics, time).
+
+    Also prints a one-line epoch summary, which is the progress report when stdout is not a
+    terminal (CI logs, notebooks).
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.lines: list[str] = []
+        self.start = time.time()
+        self.epoch_start = time.time()
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.start = time.time()
+        if self.path.is_file() and trainer.current_epoch > 0:  # resumed: keep the epochs already done
+            kept = []
+            for line in self.path.read_text().splitlines():
+                try:
+                    if json.loads(line).get("epoch", 0) < trainer.current_epoch:
+                        kept.append(line)
+                except json.JSONDecodeError:
+                    continue
+            self.lines = kept
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.epoch_start = time.time()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not is_rank_zero():
+            return
+        metrics = {k: _number(v) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
+        record = {
+            "epoch": trainer.current_epoch,
+            "step": trainer.global_step,
+            **{k.removesuffix("_epoch"): v for k, v in sorted(metrics.items())},
+            "epoch_time_s": round(time.time() - self.epoch_start, 3),
+            "elapsed_s": round(time.time() - self.start, 3),
+        }
+        opt = trainer.optimizers[0] if trainer.optimizers else None
+        if opt is not None:
+            record["lr"] = opt.param_groups[0]["lr"]
+        self.lines.append(json.dumps(record))
+        atomic_write_text(self.path, "\n".join(self.lines) + "\n")
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in record.items()
+                          if isinstance(v, float) and k not in ("epoch_time_s", "elapsed_s", "lr"))
+        log.info("epoch %d/%d step %d: %s (%.1fs)", trainer.current_epoch + 1, trainer.max_epochs,
+                 trainer.global_step, shown, record["epoch_time_s"])
+
+
+class InterruptCheckpoint(Callback):
+    """On Ctrl-C (SIGINT) save `last.ckpt` so `train.resume=true` continues from where it stopped."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.interrupted = False
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.interrupted = True
+            trainer.save_checkpoint(self.path)
+
+
+def resolve_precision(train: TrainConfig, accelerator: str) -> str:
+    if train.precision == "16-mixed" and accelerator == "cpu":
+        log.warning("train.precision=16-mixed needs a GPU; using bf16-mixed on the CPU")
+        return "bf16-mixed"
+    return train.precision
+
+
+def resolve_accelerator(train: TrainConfig) -> str:
+    if train.accelerator == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if train.accelerator == "gpu" and not torch.cuda.is_available():
+        from ..errors import SpecError
+
+        raise SpecError("train.accelerator=gpu (or --gpus) but no CUDA GPU is visible; use train.accelerator=cpu")
+    return train.accelerator
+
+
+def build_trainer(
+    train: TrainConfig,
+    results: Path,
+    monitor: str,
+    mode: str,
+    callbacks: list[Callback] = (),
+    max_epochs: int | None = None,
+) -> pl.Trainer:
+    accelerator = resolve_accelerator(train)
+    ddp = train.num_devices > 1 or train.num_nodes > 1
+    checkpoint = ModelCheckpoint(
+        dirpath=results, filename="best", monitor=monitor, mode=mode, save_top_k=1, save_last=True,
+        auto_insert_metric_name=False, enable_version_counter=False,
+    )
+    all_callbacks: list[Callback] = [checkpoint, StatusCallback(results / "status.json"),
+                                     InterruptCheckpoint(results / "last.ckpt"),
+                                     LearningRateMonitor(logging_interval="epoch"), *callbacks]
+    if train.early_stopping_patience:
+        all_callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=train.early_stopping_patience))
+    interactive = sys.stderr.isatty()
+    if interactive:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        all_callbacks.append(RichProgressBar())
+    logger = TensorBoardLogger(save_dir=str(results), name="tensorboard", version="", default_hp_metric=False)
+    limit = train.limit_train_batches
+    return pl.Trainer(
+        default_root_dir=str(results),
+        accelerator=accelerator,
+        devices=train.num_devices,
+        num_nodes=train.num_nodes,
+        strategy="ddp" if ddp else "auto",
+        precision=resolve_precision(train, accelerator),
+        max_epochs=max_epochs or train.epochs,
+        logger=logger,
+        callbacks=all_callbacks,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=interactive,
+        enable_model_summary=False,
+        log_every_n_steps=train.log_every_n_steps,
+        deterministic=train.deterministic,
+        limit_train_batches=int(limit) if limit > 1 else limit,
+        num_sanity_val_steps=0,
+    )

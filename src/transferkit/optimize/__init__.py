@@ -1,0 +1,31 @@
+"""Shrink and ship a trained model: prune channels, export to ONNX, quantise to INT8, run ONNX.
+
+Everything here works on any `nn.Module` that maps an image batch [N, 3, H, W] to its outputs,
+so every task reuses it unchanged.
+"""
+from .export import check_parity, export_onnx, export_tensorrt, set_metadata, verify_export
+from .profile import count_macs, count_params, file_size_bytes, measure_latency_ms
+from .prune import PrunedLayer, PruneConfig, PruneResult, apply_layer_shapes, layer_shapes, prune_model
+from .quantize import quantize_int8
+from .runtime import OnnxModel, default_providers
+
+__all__ = [
+    "OnnxModel",
+    "PruneConfig",
+    "PruneResult",
+    "PrunedLayer",
+    "apply_layer_shapes",
+    "check_parity",
+    "count_macs",
+    "count_params",
+    "default_providers",
+    "export_onnx",
+    "export_tensorrt",
+    "file_size_bytes",
+    "layer_shapes",
+    "measure_latency_ms",
+    "prune_model",
+    "quantize_int8",
+    "set_metadata",
+    "verify_export",
+]

@@ -1,0 +1,190 @@
+"""Export an image model to ONNX (and, where installed, a TensorRT engine) and check the export.
+
+We use torch's TorchScript-based exporter (`dynamo=False`) with constant folding off: its output
+runs in ONNX Runtime, quantises, and reads back into PyTorch with onnx2torch (our BYOM importer),
+which fails on the dynamo exporter's output and on folded initialisers. BatchNorm stays a separate
+node in the file; ONNX Runtime and TensorRT fuse it when they load the model.
+"""
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from ..errors import ModelError
+from ..io import atomic_write_bytes
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    input_shape: Sequence[int],
+    metadata: Mapping[str, Any] | None = None,
+    opset: int = 17,
+    input_name: str = "input",
+    output_names: Sequence[str] = ("logits",),
+    dynamic_batch: bool = True,
+) -> Path:
+    """Write `model` (image batch [N, *input_shape] -> outputs) to an ONNX file at `path`.
+
+    `metadata` lands in the file's metadata_props (strings as given, anything else as JSON), where
+    `OnnxModel.metadata` reads it back. The model is traced in eval mode on the CPU and returned
+    to its device and mode afterwards. Models over 2 GB (protobuf's limit) are not supported.
+    """
+    path = Path(path)
+    if len(input_shape) != 3:
+        raise ModelError(f"export_onnx: input_shape must be (channels, height, width), got {tuple(input_shape)}")
+    device = next(model.parameters(), torch.empty(0)).device
+    was_training = model.training
+    model.cpu().eval()
+    example = torch.randn(2, *input_shape)  # batch 2, so no size-1 batch gets baked into reshapes
+    dynamic_axes = None
+    if dynamic_batch:
+        dynamic_axes = {name: {0: "batch"} for name in (input_name, *output_names)}
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            # torch warns that the TorchScript exporter is deprecated; it is our deliberate choice.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                model, (example,), buf, dynamo=False, opset_version=opset, do_constant_folding=False,
+                input_names=[input_name], output_names=list(output_names), dynamic_axes=dynamic_axes,
+            )
+    except Exception as e:
+        raise ModelError(f"ONNX export to {path} failed: {type(e).__name__}: {_first_line(e)}") from e
+    finally:
+        model.to(device).train(was_training)
+
+    proto = onnx.load_from_string(buf.getvalue())
+    set_metadata(proto, metadata or {})
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as e:
+        raise ModelError(f"the exported ONNX model for {path} is invalid: {_first_line(e)}") from e
+    return atomic_write_bytes(path, proto.SerializeToString())
+
+
+def set_metadata(proto: onnx.ModelProto, metadata: Mapping[str, Any]) -> None:
+    """Add or replace entries of the model's metadata_props (non-strings are stored as JSON)."""
+    existing = {p.key: p for p in proto.metadata_props}
+    for key, value in metadata.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        if key in existing:
+            existing[key].value = text
+        else:
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = str(key), text
+
+
+def check_parity(
+    model: nn.Module, onnx_path: str | Path, inputs: torch.Tensor, atol: float = 1e-4, rtol: float = 1e-3
+) -> dict[str, Any]:
+    """Compare the model's outputs with ONNX Runtime's on `inputs` (every output, in order)."""
+    from .runtime import OnnxModel
+
+    device = next(model.parameters(), torch.empty(0)).device
+    was_training = model.training
+    model.cpu().eval()
+    try:
+        with torch.inference_mode():
+            expected = [t.numpy() for t in _output_tensors(model(inputs.cpu()))]
+    finally:
+        model.to(device).train(was_training)
+    got = OnnxModel(onnx_path)(inputs.cpu().numpy())
+    if len(got) != len(expected):
+        raise ModelError(f"{onnx_path} has {len(got)} outputs but the model returns {len(expected)}")
+    max_abs = max(float(np.abs(a - b).max(initial=0.0)) for a, b in zip(expected, got))
+    ok = all(a.shape == b.shape and np.allclose(b, a, atol=atol, rtol=rtol) for a, b in zip(expected, got))
+    return {"max_abs_diff": max_abs, "ok": ok, "atol": atol, "rtol": rtol, "batch": int(inputs.shape[0])}
+
+
+def verify_export(
+    model: nn.Module, onnx_path: str | Path, inputs: torch.Tensor, atol: float = 1e-4, rtol: float = 1e-3
+) -> dict[str, Any]:
+    """`check_parity`, raising ModelError when the ONNX outputs differ beyond the tolerance."""
+    result = check_parity(model, onnx_path, inputs, atol=atol, rtol=rtol)
+    if not result["ok"]:
+        raise ModelError(
+            f"{onnx_path} does not reproduce the PyTorch model: max abs difference {result['max_abs_diff']:.3g} "
+            f"exceeds atol={atol}, rtol={rtol} on a batch of {result['batch']}; the model may use an "
+            "operation the exporter translates differently"
+        )
+    return result
+
+
+def export_tensorrt(
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    fp16: bool = True,
+    int8: bool = False,
+    max_batch: int = 16,
+    opt_batch: int = 1,
+    workspace_gb: float = 2.0,
+) -> Path:
+    """Build a serialized TensorRT engine from an ONNX file (needs `tensorrt` and an NVIDIA GPU).
+
+    INT8 uses explicit quantisation: pass the QDQ model written by `quantize_int8` with int8=True;
+    TensorRT reads the scales from its Q/DQ nodes, so no calibrator runs here.
+    """
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise ModelError(
+            "TensorRT is not installed: pip install tensorrt (needs an NVIDIA GPU and driver); "
+            f"the ONNX file at {onnx_path} works with ONNX Runtime as it is"
+        ) from None
+    if not onnx_path.is_file():
+        raise ModelError(f"ONNX file {onnx_path} does not exist")
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):  # TensorRT 8; implicit in 10
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ModelError(f"TensorRT cannot parse {onnx_path}: {errors[:400]}")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if int8:
+        config.set_flag(trt.BuilderFlag.INT8)
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        dims = list(tensor.shape)
+        if any(d < 0 for d in dims[1:]):
+            raise ModelError(f"{onnx_path}: input {tensor.name} has a dynamic size other than the batch: {dims}")
+        profile.set_shape(tensor.name, [1, *dims[1:]], [opt_batch, *dims[1:]], [max_batch, *dims[1:]])
+    config.add_optimization_profile(profile)
+    engine = builder.build_serialized_network(network, config)
+    if engine is None:
+        raise ModelError(f"TensorRT could not build an engine from {onnx_path}; its log above says why")
+    return atomic_write_bytes(engine_path, bytes(engine))
+
+
+def _output_tensors(x: Any) -> list[torch.Tensor]:
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, dict):
+        x = list(x.values())
+    if isinstance(x, (list, tuple)):
+        return [t for item in x for t in _output_tensors(item)]
+    return []
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__

@@ -1,0 +1,113 @@
+"""INT8 post-training quantisation of an ONNX model with ONNX Runtime, calibrated on real batches.
+
+The result is a QDQ model (QuantizeLinear/DequantizeLinear pairs around int8 weights): ONNX Runtime
+runs it on the CPU with int8 kernels, and TensorRT builds an INT8 engine from it directly.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from ..errors import DataError, ModelError
+from ..io import atomic_write_bytes
+from .export import set_metadata
+
+log = logging.getLogger(__name__)
+
+_CALIBRATION_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
+
+
+class _Batches(CalibrationDataReader):
+    """Feeds float32 batches to ORT's calibrator, checking each against the model's input shape."""
+
+    def __init__(self, batches: Iterator[np.ndarray], input_name: str, input_shape: list[int | None], source: Path):
+        self.batches, self.input_name, self.input_shape, self.source = batches, input_name, input_shape, source
+        self.count = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self.batches, None)
+        if batch is None:
+            return None
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        fixed = [(i, d) for i, d in enumerate(self.input_shape) if d is not None]
+        if batch.ndim != len(self.input_shape) or any(batch.shape[i] != d for i, d in fixed):
+            expected = ["N" if d is None else d for d in self.input_shape]
+            raise DataError(
+                f"calibration batch {self.count} has shape {list(batch.shape)}, but {self.source.name} expects "
+                f"{expected}: feed images preprocessed the same way as for inference"
+            )
+        self.count += 1
+        return {self.input_name: batch}
+
+
+def quantize_int8(
+    fp32_path: str | Path,
+    int8_path: str | Path,
+    calibration: Iterable[np.ndarray],
+    per_channel: bool = True,
+    method: str = "minmax",
+    max_batches: int | None = None,
+) -> Path:
+    """Write an INT8 (QDQ) copy of the ONNX model at `fp32_path`, calibrated on `calibration` batches.
+
+    Batches are float32 arrays [N, C, H, W], preprocessed like inference inputs; a few hundred
+    images are plenty. The FP32 model's metadata_props are kept, plus `precision: int8`.
+    """
+    fp32_path, int8_path = Path(fp32_path), Path(int8_path)
+    if method not in _CALIBRATION_METHODS:
+        raise ModelError(f"INT8 calibration method must be one of {', '.join(_CALIBRATION_METHODS)}, got {method!r}")
+    try:
+        fp32 = onnx.load(str(fp32_path))
+    except Exception as e:
+        raise ModelError(f"{fp32_path} is not a readable ONNX model: {type(e).__name__}") from e
+    graph_input = [i for i in fp32.graph.input if i.name not in {t.name for t in fp32.graph.initializer}][0]
+    input_shape = [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
+
+    batches = iter(calibration)
+    if max_batches is not None:
+        batches = itertools.islice(batches, max_batches)
+    first = next(batches, None)
+    if first is None:
+        raise DataError(f"INT8 calibration of {fp32_path.name} got no batches: pass at least one batch of images")
+    reader = _Batches(itertools.chain([first], batches), graph_input.name, input_shape, fp32_path)
+
+    with tempfile.TemporaryDirectory(prefix="tkit-int8-") as tmp:
+        source, target = Path(tmp) / "prep.onnx", Path(tmp) / "int8.onnx"
+        try:
+            # Shape inference plus graph fusion (Conv+BatchNorm): calibration then sees the
+            # deployed graph and every weight is quantised once.
+            quant_pre_process(str(fp32_path), str(source))
+        except Exception as e:
+            log.warning("quantisation pre-processing of %s failed (%s); quantising it as exported", fp32_path, e)
+            source = fp32_path
+        try:
+            quantize_static(
+                str(source), str(target), reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=_CALIBRATION_METHODS[method],
+            )
+        except DataError:
+            raise
+        except Exception as e:
+            raise ModelError(f"INT8 quantisation of {fp32_path} failed: {type(e).__name__}: {str(e).strip()[:300]}") from e
+        int8 = onnx.load(str(target))
+
+    del int8.metadata_props[:]
+    set_metadata(int8, {p.key: p.value for p in fp32.metadata_props})
+    set_metadata(int8, {"precision": "int8", "calibration_batches": str(reader.count)})
+    return atomic_write_bytes(int8_path, int8.SerializeToString())

@@ -1,0 +1,282 @@
+"""Spec files: YAML load, dotted overrides, pydantic validation, and default_spec rendering.
+
+A spec is a tree of `SpecModel`s. Every field carries a one-line `description`, which becomes
+the comment next to the key in `tkit <task> default_spec`. Unknown keys are refused with the
+nearest valid key as a suggestion; wrong types name the dotted key path.
+"""
+from __future__ import annotations
+
+import difflib
+import types
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import SpecError
+
+
+class SpecModel(BaseModel):
+    """Base of every spec section: unknown keys are errors, values are immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections shared by every task.
+
+
+class TrainConfig(SpecModel):
+    epochs: int = Field(10, gt=0, description="number of passes over the training data")
+    batch_size: int = Field(32, gt=0, description="images per step on each device")
+    learning_rate: float = Field(0.01, gt=0, description="peak learning rate")
+    optimizer: Literal["sgd", "adam", "adamw"] = Field("sgd", description="sgd | adam | adamw")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(5e-5, ge=0, description="L2 weight decay")
+    lr_scheduler: Literal["cosine", "step", "constant"] = Field(
+        "cosine", description="cosine | step (x0.1 at 1/2 and 3/4 of training) | constant"
+    )
+    warmup_epochs: int = Field(0, ge=0, description="linear learning-rate warm-up epochs")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing for the loss")
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field(
+        "32", description="32 | bf16-mixed | 16-mixed (AMP); --use_amp picks a mixed one"
+    )
+    accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto | cpu | gpu")
+    num_devices: int = Field(1, gt=0, description="devices (GPUs or CPU processes); >1 uses DDP")
+    num_nodes: int = Field(1, gt=0, description="machines for multi-node DDP (torchrun / SLURM)")
+    num_workers: int = Field(2, ge=0, description="DataLoader worker processes per device")
+    seed: int = Field(42, description="random seed for weights, data order and augmentation")
+    deterministic: bool = Field(False, description="use deterministic algorithms (reproducible, slower)")
+    resume: bool = Field(False, description="continue from last.ckpt in the results folder")
+    early_stopping_patience: int = Field(
+        0, ge=0, description="stop after this many epochs without val improvement (0 = off)"
+    )
+    channels_last: bool = Field(True, description="NHWC memory layout (much faster convs on CPU)")
+    log_every_n_steps: int = Field(10, gt=0, description="how often step metrics are logged")
+    histograms: bool = Field(True, description="write weight histograms to TensorBoard each epoch")
+    limit_train_batches: float = Field(
+        1.0, gt=0, description="fraction (<=1.0) or number (>1) of training batches per epoch"
+    )
+
+
+class PruneConfig(SpecModel):
+    threshold: float | None = Field(
+        0.1, ge=0, le=1, description="remove filter groups whose normalised norm is below this (TAO -pth)"
+    )
+    ratio: float | None = Field(
+        None, ge=0, lt=1, description="instead of threshold: fraction of channels to remove"
+    )
+    norm: Literal["l2", "max"] = Field("l2", description="filter importance: l2 | max")
+    granularity: int = Field(8, gt=0, description="kept channel counts are multiples of this")
+    min_num_filters: int = Field(16, gt=0, description="never keep fewer filters than this per layer")
+    equalization: Literal["union", "intersection", "arithmetic_mean", "geometric_mean"] = Field(
+        "union", description="how coupled layers (residual adds) combine importance"
+    )
+    excluded_layers: list[str] = Field(default_factory=list, description="module names never pruned")
+
+
+class ExportConfig(SpecModel):
+    opset: int = Field(17, ge=13, description="ONNX opset version")
+    int8: bool = Field(False, description="also write an INT8 (QDQ) model calibrated on training images")
+    calibration_images: int = Field(64, gt=0, description="training images used for INT8 calibration")
+    parity_tolerance: float = Field(
+        1e-3, gt=0, description="max |PyTorch - ONNX Runtime| output difference accepted"
+    )
+    engine: bool = Field(False, description="also build a TensorRT engine (needs tensorrt and a GPU)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, overrides, validation.
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file {path} does not exist (-e); `tkit <task> default_spec > spec.yaml` writes one")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not UTF-8 text at byte {e.start}; save the spec as UTF-8") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        hint = " (tabs cannot indent YAML; use spaces)" if "\\t" in str(e) or "\t" in str(e) else ""
+        raise SpecError(f"{where}: YAML syntax error: {e.problem}{hint}") from e
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: YAML syntax error: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a spec must be a mapping of sections (data:, model:, train: ...), got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.epochs=3` -> (["train", "epochs"], 3). Values are read as YAML scalars/lists."""
+    if "=" not in text:
+        raise SpecError(f"override '{text}' must look like key.path=value, e.g. train.epochs=3")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise SpecError(f"override '{text}': empty key part; use dotted keys such as train.epochs=3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw  # a plain string that is not valid YAML, e.g. a path with ': '
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = _deep_copy(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise SpecError(f"override '{text}': {'.'.join(parts[: i + 1])} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def key_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every valid dotted key of a spec schema, sections included."""
+    paths = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        paths.append(path)
+        sub = _section_type(field.annotation)
+        if sub is not None:
+            paths.extend(key_paths(sub, path + "."))
+    return paths
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, types.UnionType):
+        for arg in get_args(annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                return arg
+    return None
+
+
+def suggest_key(bad: str, schema: type[BaseModel]) -> str | None:
+    valid = key_paths(schema)
+    match = difflib.get_close_matches(bad, valid, n=1, cutoff=0.6)
+    if match:
+        return match[0]
+    leaf = bad.rsplit(".", 1)[-1]
+    by_leaf = {p.rsplit(".", 1)[-1]: p for p in valid}
+    match = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.6)
+    return by_leaf[match[0]] if match else None
+
+
+def _describe_error(err: dict, schema: type[BaseModel]) -> str:
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        hint = suggest_key(key, schema)
+        return f"unknown key '{key}'" + (f" (did you mean '{hint}'?)" if hint else "")
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, dict) else "a section"
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{key}: {err['msg'][0].lower() + err['msg'][1:]}, got {shown}"
+
+
+def validate(schema: type[BaseModel], data: dict, source: str = "spec") -> Any:
+    try:
+        return schema.model_validate(data)
+    except ValidationError as e:
+        errors = e.errors()
+        first = _describe_error(errors[0], schema)
+        more = f" (+{len(errors) - 1} more problem{'s' if len(errors) > 2 else ''}: " + "; ".join(
+            _describe_error(x, schema) for x in errors[1:3]
+        ) + ")" if len(errors) > 1 else ""
+        raise SpecError(f"{source}: {first}{more}") from e
+
+
+def load_spec(schema: type[BaseModel], path: str | Path | None, overrides: list[str] = ()) -> Any:
+    """Spec file (or the defaults when `path` is None) + dotted overrides -> validated spec."""
+    data = load_yaml(path) if path else {}
+    data = apply_overrides(data, list(overrides))
+    source = str(path) if path else "spec"
+    if overrides:
+        source += " + overrides"
+    return validate(schema, data, source)
+
+
+def to_yaml(spec: BaseModel) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+
+
+def require_path(key: str, value: str | Path | None, kind: str = "path") -> Path:
+    """Check a spec path exists at the moment a verb needs it; errors name the key."""
+    if value in (None, ""):
+        raise SpecError(f"{key} is not set: give it in the spec or as {key}=PATH")
+    path = Path(value).expanduser()
+    if kind == "dir" and not path.is_dir():
+        raise SpecError(f"{key}: folder {path} does not exist" + (" (it is a file)" if path.is_file() else ""))
+    if kind == "file" and not path.is_file():
+        raise SpecError(f"{key}: file {path} does not exist")
+    if kind == "path" and not path.exists():
+        raise SpecError(f"{key}: {path} does not exist")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# default_spec: every key with its default and a one-line comment.
+
+
+def render_default_spec(schema: type[BaseModel], header: str = "") -> str:
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    _render(schema, schema.model_construct(), 0, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _render(schema: type[BaseModel], instance: BaseModel, indent: int, lines: list[str]) -> None:
+    pad = "  " * indent
+    for name, field in schema.model_fields.items():
+        value = field.get_default(call_default_factory=True)
+        sub = _section_type(field.annotation)
+        comment = f"  # {field.description}" if field.description else ""
+        if sub is not None and isinstance(value, BaseModel):
+            lines.append(f"{pad}{name}:{comment}")
+            _render(sub, value, indent + 1, lines)
+            continue
+        dumped = yaml.safe_dump(_jsonable(value), default_flow_style=True, width=10_000).strip()
+        if dumped.endswith("\n..."):
+            dumped = dumped[: -len("\n...")]
+        dumped = dumped.removesuffix("...").strip()
+        lines.append(f"{pad}{name}: {dumped}{comment}")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+__all__ = [
+    "SpecModel", "TrainConfig", "PruneConfig", "ExportConfig", "Field", "load_spec", "load_yaml",
+    "apply_overrides", "parse_override", "validate", "to_yaml", "render_default_spec",
+    "require_path", "key_paths", "suggest_key",
+]

@@ -1,0 +1,26 @@
+"""The task table: one line per task. A new task is one folder under tasks/ plus one line here."""
+from __future__ import annotations
+
+import difflib
+
+from ..errors import SpecError
+from .base import Task
+
+
+def _tasks() -> dict[str, Task]:
+    from .classification import TASK as classification
+
+    return {t.name: t for t in (classification,)}
+
+
+def task_names() -> list[str]:
+    return list(_tasks())
+
+
+def get_task(name: str) -> Task:
+    tasks = _tasks()
+    if name not in tasks:
+        close = difflib.get_close_matches(name, list(tasks), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise SpecError(f"unknown task '{name}'{hint}; tasks: {', '.join(tasks)}")
+    return tasks[name]

@@ -1,0 +1,71 @@
+"""What a task supplies to the shared verbs (api.py). Everything else is written once."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..engine.module import TaskModule
+from ..engine.checkpoint import LoadReport
+
+
+class Predictor:
+    """An image batch -> the network's raw outputs, from a checkpoint (eager) or an .onnx file.
+
+    Tasks post-process these outputs the same way whichever backend produced them, so evaluate and
+    inference give the same files for `-m best.ckpt` and `-m model.onnx`.
+    """
+
+    def __init__(self, meta: dict, run: Callable[[torch.Tensor], list[torch.Tensor]], kind: str, source: Path):
+        self.meta = meta
+        self.run = run
+        self.kind = kind  # "pytorch" | "onnx"
+        self.source = source
+
+    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.run(images)
+
+
+class Task:
+    """Base for a task. Subclasses set the class attributes and implement the methods."""
+
+    name: str = ""
+    spec_class: type = None
+    monitor: str = "val/loss"
+    monitor_mode: str = "min"
+    output_names: tuple[str, ...] = ("output",)
+    description: str = ""
+
+    def default_spec_header(self) -> str:
+        return (f"transferkit {self.name} spec. Every key is optional; values shown are the defaults.\n"
+                f"Override any key on the command line: tkit {self.name} train -e spec.yaml -r runs/x train.epochs=3")
+
+    # data and model ------------------------------------------------------------------------
+    def build_data(self, spec, classes: list[str] | None = None):
+        raise NotImplementedError
+
+    def build_training_module(self, spec, data) -> tuple[TaskModule, LoadReport | None]:
+        raise NotImplementedError
+
+    def build_net(self, meta: dict) -> nn.Module:
+        """The architecture a checkpoint's metadata describes, randomly initialised."""
+        raise NotImplementedError
+
+    def prune_ignored_layers(self, net: nn.Module) -> list[nn.Module]:
+        """Layers whose outputs are the network's outputs (their channel counts are fixed)."""
+        return []
+
+    def spec_for_model(self, spec, meta: dict):
+        """The spec adjusted to what the model file fixes (input size, classes)."""
+        return spec
+
+    # verbs that differ per task ------------------------------------------------------------
+    def evaluate(self, spec, predictor: Predictor, data, out_dir: Path) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def inference(self, spec, predictor: Predictor, out_dir: Path) -> dict[str, Any]:
+        raise NotImplementedError
+
+    extra_verbs: dict[str, Callable] = {}

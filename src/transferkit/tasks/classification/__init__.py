@@ -1,0 +1,173 @@
+"""Image classification: ImageFolder/CSV data, a zoo backbone with a linear head."""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...data.images import ImageError, list_images, load_image
+from ...engine.checkpoint import read_checkpoint
+from ...errors import DataError
+from ...io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ...optimize.prune import apply_layer_shapes
+from ...spec import require_path
+from ...zoo import get_entry
+from ..base import Predictor, Task
+from .data import ClassificationData, build_transforms
+from .metrics import classification_metrics
+from .model import ClassifierNet, build_classifier
+from .module import ClassificationModule
+from .spec import ClassificationSpec
+from .viz import draw_caption, save_confusion_png
+
+log = logging.getLogger("transferkit")
+
+
+class ClassificationTask(Task):
+    name = "classification"
+    spec_class = ClassificationSpec
+    monitor = "val/acc"
+    monitor_mode = "max"
+    output_names = ("logits",)
+    description = "image classification (ImageFolder or CSV)"
+
+    def normalisation(self, backbone: str) -> tuple[tuple, tuple]:
+        entry = get_entry(backbone)
+        return tuple(entry.mean), tuple(entry.std)
+
+    def build_data(self, spec: ClassificationSpec, classes=None, mean=None, std=None) -> ClassificationData:
+        if mean is None:
+            mean, std = self.normalisation(spec.model.backbone)
+        return ClassificationData(spec, mean, std, classes)
+
+    def build_training_module(self, spec: ClassificationSpec, data: ClassificationData):
+        m = spec.model
+        mean, std = data.mean, data.std
+        meta = {
+            "task": self.name, "classes": data.classes, "backbone": m.backbone, "image_size": spec.data.image_size,
+            "mean": list(mean), "std": list(std), "dropout": m.dropout, "pruned_shapes": None,
+        }
+        if m.pruned:
+            pruned_meta, state = read_checkpoint(require_path("model.pruned", m.pruned, "file"), task=self.name)
+            if [c.lower() for c in pruned_meta["classes"]] != [c.lower() for c in data.classes]:
+                raise DataError(f"model.pruned: {m.pruned} was trained on classes {pruned_meta['classes']}, the data "
+                                f"has {data.classes}; retrain a pruned model on the same classes")
+            meta.update(backbone=pruned_meta["backbone"], pruned_shapes=pruned_meta["pruned_shapes"],
+                        dropout=pruned_meta.get("dropout", m.dropout))
+            net = self.build_net(meta)
+            net.load_state_dict(state)
+            net.backbone.freeze(list(m.freeze_blocks), m.freeze_bn)
+            report = None
+            log.info("retraining the pruned model %s", m.pruned)
+        else:
+            net, report = build_classifier(m.backbone, data.classes, m.pretrained, m.dropout, m.freeze_blocks, m.freeze_bn)
+        return ClassificationModule(net, meta, spec.train), report
+
+    def build_net(self, meta: dict) -> nn.Module:
+        net, _ = build_classifier(meta["backbone"], meta["classes"], False, meta.get("dropout", 0.0))
+        if meta.get("pruned_shapes"):
+            apply_layer_shapes(net, meta["pruned_shapes"])
+        return net
+
+    def prune_ignored_layers(self, net: ClassifierNet) -> list[nn.Module]:
+        return [net.fc]
+
+    def spec_for_model(self, spec: ClassificationSpec, meta: dict) -> ClassificationSpec:
+        if spec.data.image_size == meta["image_size"]:
+            return spec
+        log.info("using the model's input size %d (spec says %d)", meta["image_size"], spec.data.image_size)
+        return spec.model_copy(update={"data": spec.data.model_copy(update={"image_size": meta["image_size"]})})
+
+    # -- evaluate ------------------------------------------------------------------------------
+    def evaluate(self, spec: ClassificationSpec, predictor: Predictor, data: ClassificationData, out_dir: Path) -> dict:
+        classes = predictor.meta["classes"]
+        all_logits, all_labels, bad = [], [], {}
+        for images, labels, skipped in data.val_dataloader():
+            for entry in skipped:
+                path, _, reason = entry.partition("\t")
+                bad[path] = reason
+            if len(labels):
+                all_logits.append(predictor(images)[0].float().cpu().numpy())
+                all_labels.append(labels.numpy())
+        if not all_logits:
+            raise DataError("no usable validation images to evaluate; check data.val_dir / data.val_csv")
+        logits = np.concatenate(all_logits)
+        labels = np.concatenate(all_labels)
+        metrics = classification_metrics(logits, labels, classes, spec.evaluate.top_k)
+        matrix = np.array(metrics["confusion_matrix"]["rows_true_cols_predicted"])
+        atomic_write_json(out_dir / "confusion_matrix.json", metrics["confusion_matrix"])
+        save_confusion_png(matrix, classes, out_dir / "confusion_matrix.png",
+                           f"top-1 {metrics['top1']:.3f} on {metrics['num_images']} val images")
+        skipped = {**data.skipped, **bad}
+        metrics["skipped_images"] = {"count": len(skipped), "files": skipped}
+        metrics["model"] = {"file": str(predictor.source), "runtime": predictor.kind}
+        return metrics
+
+    # -- inference -----------------------------------------------------------------------------
+    def inference(self, spec: ClassificationSpec, predictor: Predictor, out_dir: Path) -> dict:
+        meta = predictor.meta
+        paths = collect_images(spec.inference.images)
+        transform = build_transforms(spec, meta["mean"], meta["std"], train=False)
+        classes = meta["classes"]
+        k = min(spec.inference.top_k, len(classes))
+        rows, bad = [], {}
+        annotated = out_dir / "annotated"
+        batch, batch_paths, originals = [], [], []
+
+        def flush():
+            if not batch:
+                return
+            logits = predictor(torch.stack(batch))[0].float()
+            probs = torch.softmax(logits, 1)
+            scores, idx = probs.topk(k, dim=1)
+            for path, image, s, i in zip(batch_paths, originals, scores.tolist(), idx.tolist()):
+                rows.append([str(path)] + [v for pair in zip([classes[j] for j in i], [f"{x:.4f}" for x in s]) for v in pair])
+                if spec.inference.annotate:
+                    buf = io.BytesIO()
+                    draw_caption(image, f"{classes[i[0]]} {s[0]:.2f}").save(buf, format="PNG")
+                    atomic_write_bytes(annotated / f"{path.stem}.png", buf.getvalue())
+            batch.clear(); batch_paths.clear(); originals.clear()
+
+        for path in paths:
+            try:
+                image = load_image(path, max_pixels=spec.data.max_image_pixels)
+            except ImageError as e:
+                bad[str(path)] = str(e)
+                log.warning("skipped %s", e)
+                continue
+            batch.append(transform(image))
+            batch_paths.append(path)
+            originals.append(image if spec.inference.annotate else None)
+            if len(batch) == spec.inference.batch_size:
+                flush()
+        flush()
+        header = ["path"] + [f"{name}{r}" for r in range(1, k + 1) for name in ("label", "score")]
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(header)
+        writer.writerows(rows)
+        atomic_write_text(out_dir / "predictions.csv", out.getvalue())
+        return {"images": len(rows), "skipped_images": {"count": len(bad), "files": bad},
+                "predictions": str(out_dir / "predictions.csv"), "model": {"file": str(predictor.source), "runtime": predictor.kind}}
+
+
+def collect_images(value: str | None) -> list[Path]:
+    """A folder (recursively), one image file, or a .txt file with one path per line."""
+    path = require_path("inference.images", value)
+    if path.is_dir():
+        images = list_images(path, recursive=True)
+        if not images:
+            raise DataError(f"inference.images: {path} contains no image files")
+        return images
+    if path.suffix.lower() == ".txt":
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        return [Path(ln) if Path(ln).is_absolute() else path.parent / ln for ln in lines]
+    return [path]
+
+
+TASK = ClassificationTask()

@@ -1,0 +1,62 @@
+"""Classification training logic on top of the shared TaskModule."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from ...engine.module import TaskModule
+from ...spec import TrainConfig
+from .viz import labelled_grid
+
+
+class ClassificationModule(TaskModule):
+    def __init__(self, net, meta: dict, train: TrainConfig):
+        super().__init__(net, meta, train)
+        n = len(meta["classes"])
+        self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
+        self.top_k = min(5, n)
+        self.val_topk = MulticlassAccuracy(num_classes=n, top_k=self.top_k, average="micro")
+        self.bad_files: dict[str, str] = {}
+        self._grid_logged = False
+
+    def _note_bad(self, bad: list[str]) -> None:
+        for entry in bad:
+            path, _, reason = entry.partition("\t")
+            self.bad_files[path] = reason
+
+    def training_step(self, batch, batch_idx):
+        images, labels, bad = batch
+        self._note_bad(bad)
+        if len(labels) == 0:
+            return None
+        logits = self(self.prepare_images(images))
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.train_cfg.label_smoothing)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._grid_logged = False
+
+    def validation_step(self, batch, batch_idx):
+        images, labels, bad = batch
+        self._note_bad(bad)
+        if len(labels) == 0:
+            return
+        logits = self(self.prepare_images(images))
+        loss = F.cross_entropy(logits, labels)
+        self.val_acc.update(logits, labels)
+        self.val_topk.update(logits, labels)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(labels), sync_dist=True)
+        self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
+        if self.top_k > 1:
+            self.log(f"val/top{self.top_k}", self.val_topk, on_epoch=True)
+        writer = self.tensorboard
+        if writer is not None and not self._grid_logged and not self.trainer.sanity_checking:
+            self._grid_logged = True
+            pred = logits.argmax(1)
+            classes = self.meta["classes"]
+            texts = [f"{classes[p]}" + ("" if p == t else f" (true {classes[t]})") for p, t in zip(pred.tolist(), labels.tolist())]
+            grid = labelled_grid(images[:16].float().cpu(), texts[:16], self.meta["mean"], self.meta["std"],
+                                 correct=(pred == labels)[:16].tolist())
+            writer.add_image("val/predictions", grid, self.current_epoch)

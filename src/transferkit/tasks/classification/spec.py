@@ -1,0 +1,61 @@
+"""The classification spec: every key `tkit classification default_spec` prints."""
+from __future__ import annotations
+
+from pydantic import Field
+
+from ...spec import ExportConfig, PruneConfig, SpecModel, TrainConfig
+
+
+class AugmentationConfig(SpecModel):
+    random_resized_crop_scale: tuple[float, float] = Field(
+        (0.5, 1.0), description="area range of the random crop, as fractions of the image"
+    )
+    horizontal_flip: float = Field(0.5, ge=0, le=1, description="probability of a left-right flip")
+    vertical_flip: float = Field(0.0, ge=0, le=1, description="probability of an up-down flip")
+    color_jitter: float = Field(0.2, ge=0, description="brightness/contrast/saturation jitter strength")
+    hue: float = Field(0.02, ge=0, le=0.5, description="hue jitter")
+
+
+class DataConfig(SpecModel):
+    train_dir: str | None = Field(None, description="training images: one sub-folder per class (ImageFolder)")
+    val_dir: str | None = Field(None, description="validation images, same layout; empty = split train by val_split")
+    train_csv: str | None = Field(None, description="instead of train_dir: CSV with path,label rows")
+    val_csv: str | None = Field(None, description="instead of val_dir: CSV with path,label rows")
+    val_split: float = Field(0.2, ge=0, lt=1, description="fraction of train held out as val when no val data is given")
+    image_size: int = Field(224, ge=16, description="square network input size in pixels")
+    classes: list[str] | None = Field(None, description="class names in output order; empty = sorted folder names")
+    max_image_pixels: int = Field(100_000_000, gt=0, description="refuse images larger than this many pixels")
+    augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig, description="training augmentation")
+
+
+class ModelConfig(SpecModel):
+    backbone: str = Field("mobilenet_v2", description="zoo model name (`tkit model list`) or timm:<name>")
+    pretrained: bool | str = Field(
+        True, description="true = zoo ImageNet weights; false = random; or a .pth / transferkit .ckpt path"
+    )
+    pruned: str | None = Field(None, description="retrain a pruned model: path to pruned.ckpt from `prune`")
+    freeze_blocks: list[int] = Field(default_factory=list, description="backbone stages to freeze (0 = stem)")
+    freeze_bn: bool = Field(False, description="keep BatchNorm statistics frozen")
+    dropout: float = Field(0.2, ge=0, lt=1, description="dropout before the classifier")
+
+
+class EvaluateConfig(SpecModel):
+    batch_size: int = Field(32, gt=0, description="images per batch")
+    top_k: int = Field(5, gt=0, description="top-k accuracy reported when there are at least k classes")
+
+
+class InferenceConfig(SpecModel):
+    images: str | None = Field(None, description="folder of images, a single image, or a .txt list of paths")
+    batch_size: int = Field(32, gt=0, description="images per batch")
+    top_k: int = Field(3, gt=0, description="labels written per image")
+    annotate: bool = Field(False, description="also write copies of the images with the predicted label drawn")
+
+
+class ClassificationSpec(SpecModel):
+    data: DataConfig = Field(default_factory=DataConfig, description="dataset")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="network")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="training")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="evaluate verb")
+    inference: InferenceConfig = Field(default_factory=InferenceConfig, description="inference verb")
+    prune: PruneConfig = Field(default_factory=PruneConfig, description="prune verb")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="export verb")

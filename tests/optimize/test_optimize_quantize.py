@@ -1,0 +1,73 @@
+import os
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torchvision
+
+from transferkit.errors import DataError
+from transferkit.optimize import OnnxModel, export_onnx, file_size_bytes, quantize_int8
+
+SIZE = 32
+
+
+def smooth_images(n: int, seed: int) -> np.ndarray:
+    """Random but image-like inputs: low-frequency colour blobs, normalised like ImageNet inputs."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, 4, 4, generator=g)
+    images = torch.nn.functional.interpolate(coarse, size=SIZE, mode="bilinear", align_corners=False)
+    return ((images - 0.45) / 0.225).numpy()
+
+
+@pytest.fixture(scope="module")
+def fp32_and_int8(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("int8")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    fp32 = export_onnx(model, folder / "fp32.onnx", input_shape=(3, SIZE, SIZE), metadata={"task": "classification"})
+    int8 = quantize_int8(fp32, folder / "int8.onnx", (smooth_images(8, seed) for seed in range(4)))
+    return fp32, int8
+
+
+def test_int8_model_is_qdq_and_at_least_2_5x_smaller(fp32_and_int8):
+    fp32, int8 = fp32_and_int8
+    assert file_size_bytes(fp32) / file_size_bytes(int8) >= 2.5
+    ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_int8_outputs_stay_close_to_fp32(fp32_and_int8):
+    fp32, int8 = fp32_and_int8
+    x = smooth_images(32, seed=99)
+    a, b = OnnxModel(fp32)(x)[0], OnnxModel(int8)(x)[0]
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.9
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.8
+
+
+def test_int8_model_keeps_metadata_and_dynamic_batch(fp32_and_int8):
+    _, int8 = fp32_and_int8
+    model = OnnxModel(int8)
+    assert model.metadata["task"] == "classification"
+    assert model.metadata["precision"] == "int8" and model.metadata["calibration_batches"] == "4"
+    assert model(smooth_images(3, seed=5))[0].shape == (3, 10)
+
+
+def test_quantization_leaves_no_files_behind(fp32_and_int8):
+    fp32, _ = fp32_and_int8
+    assert sorted(p.name for p in fp32.parent.iterdir()) == ["fp32.onnx", "int8.onnx"]
+    assert not any(name.startswith("augmented_model") for name in os.listdir("."))
+
+
+def test_no_calibration_batches_is_a_data_error(fp32_and_int8, tmp_path):
+    fp32, _ = fp32_and_int8
+    with pytest.raises(DataError, match="no batches"):
+        quantize_int8(fp32, tmp_path / "x.onnx", [])
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_calibration_batch_of_wrong_size_is_a_data_error(fp32_and_int8, tmp_path):
+    fp32, _ = fp32_and_int8
+    with pytest.raises(DataError, match=r"shape \[2, 3, 16, 16\].*\['N', 3, 32, 32\]"):
+        quantize_int8(fp32, tmp_path / "x.onnx", [np.zeros((2, 3, 16, 16), np.float32)])
