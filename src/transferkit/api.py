@@ -197,3 +197,138 @@ def inference(task: str, spec_path, results, overrides: Sequence[str] = (), *, m
         log.info("wrote predictions for %d images to %s (%d skipped)", summary["images"], results,
                  summary["skipped_images"]["count"])
         return summary
+
+
+# -- prune ----------------------------------------------------------------------------------------
+
+def _latency(fn, size: int, batch: int = 1) -> float:
+    from .optimize import measure_latency_ms
+
+    return round(measure_latency_ms(fn, torch.randn(batch, 3, size, size), warmup=3, runs=10), 3)
+
+
+def prune(task: str, spec_path, results, overrides: Sequence[str] = (), *, model=None, log_file=None) -> dict:
+    """TAO's prune: remove low-norm channel groups, write pruned.ckpt and prune_report.json."""
+    from .optimize import PruneConfig, count_macs, count_params, layer_shapes, prune_model
+
+    results = Path(results)
+    if model is None:
+        raise SpecError("prune needs the trained checkpoint: -m runs/cls/best.ckpt")
+    with RunFolder(results, log_file=log_file):
+        t, spec = _spec(task, spec_path, overrides)
+        _write_spec(spec, results)
+        meta, state = read_checkpoint(model, task=t.name)
+        net = load_net(t, meta, state, Path(model)).eval().to(memory_format=torch.contiguous_format)
+        p = spec.prune
+        cfg = PruneConfig(threshold=None if p.ratio is not None else p.threshold, ratio=p.ratio, norm=p.norm,
+                          granularity=p.granularity, min_num_filters=p.min_num_filters,
+                          equalization=p.equalization, excluded_layers=list(p.excluded_layers))
+        size = meta["image_size"]
+        example = torch.randn(1, 3, size, size)
+        with torch.inference_mode():
+            before = {"params": count_params(net), "macs": count_macs(net, example),
+                      "latency_ms": _latency(net, size)}
+        result = prune_model(net, example, cfg, ignored_layers=t.prune_ignored_layers(net))
+        with torch.inference_mode():
+            after = {"params": count_params(net), "macs": count_macs(net, example), "latency_ms": _latency(net, size)}
+        new_meta = {**meta, "pruned_shapes": layer_shapes(net), "pruned_from": str(model),
+                    "prune": p.model_dump(mode="json")}
+        out = results / "pruned.ckpt"
+        atomic_torch_save({META_KEY: new_meta, "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, out)
+        report = {
+            "model": str(model), "pruned_checkpoint": str(out), "config": p.model_dump(mode="json"),
+            "params_before": before["params"], "params_after": after["params"],
+            "macs_before": before["macs"], "macs_after": after["macs"],
+            "latency_ms_before": before["latency_ms"], "latency_ms_after": after["latency_ms"],
+            "file_bytes_before": Path(model).stat().st_size, "file_bytes_after": out.stat().st_size,
+            "params_ratio": round(before["params"] / max(1, after["params"]), 3),
+            "layers": [{"name": r.name, "kept": r.kept, "total": r.total} for r in result.layers],
+        }
+        atomic_write_json(results / "prune_report.json", report)
+        _print_prune_table(report)
+        log.info("pruned model: %s (retrain it: tkit %s train ... model.pruned=%s)", out, task, out)
+        return report
+
+
+def _print_prune_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="prune")
+    for col in ("", "before", "after", "ratio"):
+        table.add_column(col, justify="right")
+    for key, label in (("params", "parameters"), ("macs", "MACs"), ("file_bytes", "file bytes"),
+                       ("latency_ms", "CPU latency ms (batch 1)")):
+        b, a = report[f"{key}_before"], report[f"{key}_after"]
+        table.add_row(label, f"{b:,}" if isinstance(b, int) else f"{b:.2f}", f"{a:,}" if isinstance(a, int) else f"{a:.2f}",
+                      f"{b / a:.2f}x" if a else "-")
+    layers = Table(title="kept / total channels")
+    layers.add_column("layer")
+    layers.add_column("kept/total", justify="right")
+    for row in report["layers"]:
+        if row["kept"] != row["total"]:
+            layers.add_row(row["name"], f"{row['kept']}/{row['total']}")
+    console = Console(stderr=False)
+    console.print(table)
+    if layers.row_count:
+        console.print(layers)
+
+
+# -- export ---------------------------------------------------------------------------------------
+
+def export(task: str, spec_path, results, overrides: Sequence[str] = (), *, model=None, log_file=None) -> dict:
+    """ONNX (FP32, optionally INT8) with parity checked against PyTorch; safetensors weights."""
+    from safetensors.torch import save_file
+
+    from .optimize import OnnxModel, export_onnx, export_tensorrt, quantize_int8, verify_export
+
+    results = Path(results)
+    with RunFolder(results, log_file=log_file):
+        t, spec = _spec(task, spec_path, overrides)
+        predictor = load_predictor(t, model)
+        if predictor.kind != "pytorch":
+            raise SpecError("export needs a PyTorch checkpoint (-m best.ckpt), not an .onnx file")
+        spec = t.spec_for_model(spec, predictor.meta)
+        _write_spec(spec, results)
+        meta = predictor.meta
+        net = predictor.net.eval().to(memory_format=torch.contiguous_format)
+        size = meta["image_size"]
+        onnx_meta = {k: v for k, v in meta.items() if k != "pruned_shapes"}
+        metadata = {META_KEY: json.dumps(onnx_meta), "task": meta["task"], "class_names": meta["classes"],
+                    "mean": meta["mean"], "std": meta["std"], "input_size": [3, size, size]}
+        fp32 = export_onnx(net, results / "model.onnx", (3, size, size), metadata, opset=spec.export.opset,
+                           output_names=t.output_names)
+        data = t.build_data(spec, classes=meta["classes"], mean=meta["mean"], std=meta["std"])
+        real = next(iter(data.calibration_batches(8, batch_size=8)), None)
+        probe = real if real is not None else torch.randn(4, 3, size, size)
+        parity = verify_export(net, fp32, probe, atol=spec.export.parity_tolerance, rtol=0)
+        log.info("ONNX parity on %d %s images: max |PyTorch - ONNX Runtime| = %.2e (tolerance %.0e)", len(probe),
+                 "validation" if real is not None else "random", parity["max_abs_diff"], spec.export.parity_tolerance)
+        weights = {k: v.contiguous() for k, v in net.state_dict().items()}
+        tmp = results / ".model.safetensors.tmp"
+        save_file(weights, str(tmp), metadata={META_KEY: json.dumps(meta)})
+        tmp.replace(results / "model.safetensors")
+        report: dict[str, Any] = {"model": str(model), "onnx": str(fp32), "parity": parity,
+                                  "safetensors": str(results / "model.safetensors"), "runtimes": {}}
+        runtimes = {"pytorch": (predictor, None), "onnx_fp32": (load_predictor(t, fp32), fp32)}
+        if spec.export.int8:
+            calib = [b.numpy() for b in data.calibration_batches(spec.export.calibration_images)]
+            int8 = quantize_int8(fp32, results / "model_int8.onnx", calib)
+            runtimes["onnx_int8"] = (load_predictor(t, int8), int8)
+            report["onnx_int8"] = str(int8)
+        if spec.export.int8:  # accuracy and latency of each runtime, side by side
+            for name, (pred, path) in runtimes.items():
+                metrics = t.evaluate(spec, pred, data, results / f"eval_{name}")
+                report["runtimes"][name] = {
+                    t.headline: metrics[t.headline], "latency_ms_batch1": _latency(pred, size),
+                    "file_bytes": Path(path or model).stat().st_size,
+                }
+        if spec.export.engine:
+            export_tensorrt(fp32, results / "model.engine", fp16=True, int8=False)
+            report["engine"] = str(results / "model.engine")
+        atomic_write_json(results / "export_report.json", report)
+        for name, row in report["runtimes"].items():
+            log.info("%-10s %s=%.4f latency=%.2f ms size=%.2f MB", name, t.headline, row[t.headline],
+                     row["latency_ms_batch1"], row["file_bytes"] / 1e6)
+        log.info("exported %s%s", fp32, f" and {report['onnx_int8']}" if "onnx_int8" in report else "")
+        return report

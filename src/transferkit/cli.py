@@ -53,7 +53,7 @@ def run_task(task: str, argv: list[str]) -> int:
     from .tasks import get_task
 
     get_task(task)  # unknown task -> clear error before parsing verbs
-    args = _task_parser(task).parse_args(argv)
+    args = _task_parser(task).parse_intermixed_args(argv)
     if args.verb == "default_spec":
         sys.stdout.write(api.default_spec(task))
         return 0
@@ -71,7 +71,10 @@ def run_task(task: str, argv: list[str]) -> int:
 
 
 def run_model(argv: list[str]) -> int:
+    import dataclasses
+
     from . import zoo
+    from .zoo.checksums import transferkit_home
 
     p = argparse.ArgumentParser(prog="tkit model", description="the pretrained model zoo")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -92,19 +95,22 @@ def run_model(argv: list[str]) -> int:
 
     console = Console()
     if args.cmd == "list":
-        table = Table(title=f"transferkit model zoo (cache: {zoo.home()})")
+        table = Table(title=f"transferkit model zoo (cache: {transferkit_home()})")
         for col in ("name", "family", "input", "licence", "weights on disk"):
             table.add_column(col)
         for entry in zoo.list_models():
             where = zoo.weights_status(entry.name)
             table.add_row(entry.name, entry.family, str(entry.input_size), entry.license or "-",
-                          where or "[yellow]no[/] (network or tkit model import)")
+                          where.split(":")[0] if where else "[yellow]no[/] (download or tkit model import)")
         console.print(table)
         console.print("Any timm model works too as timm:<name> (weights from the Hugging Face hub, or imported).")
     elif args.cmd == "info":
         entry = zoo.get_entry(args.name)
-        for key, value in zoo.describe(entry).items():
+        for key, value in dataclasses.asdict(entry).items():
+            if key == "categories" and value:
+                value = f"{len(value)} classes: {', '.join(value[:5])}, ..."
             console.print(f"[bold]{key}[/]: {value}")
+        console.print(f"[bold]weights on disk[/]: {zoo.weights_status(entry.name) or 'no'}")
     elif args.cmd == "import":
         path = zoo.import_weights(args.name, args.file)
         console.print(f"imported {args.file} as {args.name}: {path}")

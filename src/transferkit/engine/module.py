@@ -66,6 +66,9 @@ class TaskModule(pl.LightningModule):
 
     # -- TensorBoard ----------------------------------------------------------------------------
     def on_train_epoch_end(self) -> None:
+        optimizers = self.trainer.optimizers if self.trainer is not None else []
+        if optimizers:
+            self.log("train/lr", optimizers[0].param_groups[0]["lr"], rank_zero_only=True)
         if not self.train_cfg.histograms or self.trainer.sanity_checking:
             return
         writer = self.tensorboard

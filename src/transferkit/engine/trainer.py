@@ -6,12 +6,13 @@ import logging
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from ..io import atomic_write_text
@@ -110,6 +111,16 @@ def resolve_accelerator(train: TrainConfig) -> str:
     return train.accelerator
 
 
+def quiet_lightning() -> None:
+    """Keep the terminal for what the user asked about: Lightning's banners and tips go to log.txt only."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (".*Checkpoint directory .* exists and is not empty.*", ".*isinstance\\(treespec, LeafSpec\\).*",
+                    ".*was configured so 100% of the batches.*", ".*does not have many workers.*",
+                    ".*litlogger.*", ".*The number of training batches .* is smaller than the logging interval.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def build_trainer(
     train: TrainConfig,
     results: Path,
@@ -118,6 +129,7 @@ def build_trainer(
     callbacks: list[Callback] = (),
     max_epochs: int | None = None,
 ) -> pl.Trainer:
+    quiet_lightning()
     accelerator = resolve_accelerator(train)
     ddp = train.num_devices > 1 or train.num_nodes > 1
     checkpoint = ModelCheckpoint(
@@ -125,8 +137,7 @@ def build_trainer(
         auto_insert_metric_name=False, enable_version_counter=False,
     )
     all_callbacks: list[Callback] = [checkpoint, StatusCallback(results / "status.json"),
-                                     InterruptCheckpoint(results / "last.ckpt"),
-                                     LearningRateMonitor(logging_interval="epoch"), *callbacks]
+                                     InterruptCheckpoint(results / "last.ckpt"), *callbacks]
     if train.early_stopping_patience:
         all_callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=train.early_stopping_patience))
     interactive = sys.stderr.isatty()

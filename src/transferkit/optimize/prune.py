@@ -206,11 +206,12 @@ def _modules_by_name(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
 
 def _output_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Module]:
     """Conv/linear layers whose output tensor the model returns unchanged (its prediction heads)."""
-    produced: dict[int, nn.Module] = {}
+    # Keyed by id(); holding the tensor too keeps its id from being reused by a later tensor.
+    produced: dict[int, tuple[nn.Module, torch.Tensor]] = {}
 
     def remember(module: nn.Module, _inputs: Any, output: Any) -> None:
         if isinstance(output, torch.Tensor):
-            produced[id(output)] = module
+            produced[id(output)] = (module, output)
 
     hooks = [m.register_forward_hook(remember) for m in model.modules() if isinstance(m, (_ConvNd, nn.Linear))]
     try:
@@ -219,7 +220,7 @@ def _output_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Mo
     finally:
         for h in hooks:
             h.remove()
-    return [produced[id(t)] for t in _tensors(outputs) if id(t) in produced]
+    return [produced[id(t)][0] for t in _tensors(outputs) if id(t) in produced]
 
 
 def _tensors(x: Any) -> list[torch.Tensor]:

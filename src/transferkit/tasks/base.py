@@ -36,6 +36,7 @@ class Task:
     monitor: str = "val/loss"
     monitor_mode: str = "min"
     output_names: tuple[str, ...] = ("output",)
+    headline: str = ""  # the evaluate metric tables show first (top1, mAP ...)
     description: str = ""
 
     def default_spec_header(self) -> str:

@@ -1,6 +1,6 @@
 """Bring your own model: turn a user's ONNX classifier or backbone into a trainable torch backbone.
 
-import_onnx(name, file) normalises the graph into the form onnx2torch reads, cuts off the
+import_onnx(name, file) normalises the graph into the form onnx2torch reads (onnx_normalise), cuts off the
 classifier head, converts it, proves the conversion against onnxruntime, and stores the result
 under $TRANSFERKIT_HOME/onnx/<name>/ (model.onnx, entry.json, report.json) so that
 `build_backbone(name)` works in any later process.
@@ -25,135 +25,13 @@ from ..errors import ModelError
 from ..io import atomic_write_bytes, atomic_write_json
 from .checksums import file_sha256
 from .entry import IMAGENET_MEAN, IMAGENET_STD, ModelEntry, entry_to_dict
-from .registry import TIMM_PREFIX, _REGISTRY, onnx_models_dir
+from .onnx_normalise import default_opset, normalise_onnx, unsupported_nodes
+from .registry import list_models, onnx_models_dir
 
-# onnx2torch has converters for the widest set of operators at opset 13; older models are lifted to it.
-MIN_OPSET = 13
-# Newer opsets change operator signatures onnx2torch does not read yet (ReduceMean-18 takes axes as
-# an input); such models are lowered to this opset when the operators allow it.
-MAX_OPSET = 17
 ATOL, RTOL = 1e-4, 1e-3
 _HEAD_PASSTHROUGH = {"Softmax", "LogSoftmax", "Sigmoid", "Identity", "Dropout"}
 _FLATTENING = {"Flatten", "Reshape", "Squeeze", "Identity", "Dropout"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-# --------------------------------------------------------------------------------------------
-# Normalisation: one small function per form onnx2torch cannot read
-
-
-def _default_opset(model) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
-def _drop_initializer_inputs(model) -> int:
-    """keep_initializers_as_inputs=True lists every weight as a graph input: keep only real inputs."""
-    names = {init.name for init in model.graph.initializer}
-    weights = [i for i in model.graph.input if i.name in names]
-    for value in weights:
-        model.graph.input.remove(value)
-    return len(weights)
-
-
-def _constants_to_initializers(model) -> int:
-    """Weights stored as Constant nodes become initializers (onnx2torch's Conv/Gemm need initializers)."""
-    from onnx import helper, numpy_helper
-
-    moved = 0
-    for node in list(model.graph.node):
-        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
-            continue
-        attr = node.attribute[0] if len(node.attribute) == 1 else None
-        if attr is None:
-            continue
-        if attr.name == "value":
-            tensor = numpy_helper.to_array(attr.t)
-        elif attr.name in ("value_float", "value_int"):
-            tensor = np.array(helper.get_attribute_value(attr), dtype=np.float32 if "float" in attr.name else np.int64)
-        elif attr.name in ("value_floats", "value_ints"):
-            tensor = np.array(helper.get_attribute_value(attr), dtype=np.float32 if "float" in attr.name else np.int64)
-        else:
-            continue  # sparse and string constants stay nodes
-        model.graph.initializer.append(numpy_helper.from_array(tensor, name=node.output[0]))
-        model.graph.node.remove(node)
-        moved += 1
-    return moved
-
-
-def _fold_initializer_identities(model) -> int:
-    """Identity(initializer) -> a copy of the initializer under the Identity's output name.
-
-    The legacy exporter with constant folding shares equal weights through Identity nodes, which
-    onnx2torch cannot follow (KeyError on the weight name, or BatchNorm left with buffers).
-    """
-    outputs = {o.name for o in model.graph.output}
-    initializers = {init.name: init for init in model.graph.initializer}
-    folded = 0
-    changed = True
-    while changed:
-        changed = False
-        for node in list(model.graph.node):
-            if node.op_type == "Identity" and node.input[0] in initializers and node.output[0] not in outputs:
-                copy = type(initializers[node.input[0]])()
-                copy.CopyFrom(initializers[node.input[0]])
-                copy.name = node.output[0]
-                model.graph.initializer.append(copy)
-                initializers[copy.name] = copy
-                model.graph.node.remove(node)
-                folded += 1
-                changed = True
-    return folded
-
-
-def _unsupported_nodes(model) -> list[tuple[str, str]]:
-    """(op_type, node name) of every node onnx2torch has no converter for at the model's opset."""
-    from onnx2torch.node_converters import get_converter
-
-    versions = {o.domain or "": o.version for o in model.opset_import}
-    missing = []
-    for index, node in enumerate(model.graph.node):
-        domain = "" if node.domain == "ai.onnx" else node.domain
-        try:
-            get_converter(operation_type=node.op_type, version=versions.get(domain, 0), domain=domain)
-        except NotImplementedError:
-            missing.append((node.op_type if not domain else f"{domain}.{node.op_type}", node.name or f"#{index}"))
-    return missing
-
-
-def _convert_opset(model, target: int):
-    from onnx import version_converter
-
-    try:
-        return version_converter.convert_version(model, target)
-    except Exception:  # the converter raises RuntimeError/IndexError/... for operators it cannot adapt
-        return None
-
-
-def normalise_onnx(model) -> tuple[Any, list[str]]:
-    """Rewrite `model` (an onnx ModelProto) into the form onnx2torch reads; returns (model, notes)."""
-    import onnx
-
-    notes: list[str] = []
-    if n := _drop_initializer_inputs(model):
-        notes.append(f"removed {n} initializers listed as graph inputs")
-    opset = _default_opset(model)
-    target = MIN_OPSET if opset < MIN_OPSET else MAX_OPSET if opset > MAX_OPSET and _unsupported_nodes(model) else None
-    if target is not None:
-        converted = _convert_opset(model, target)
-        if converted is not None:
-            model = converted
-            notes.append(f"converted opset {opset} -> {target}")
-        else:
-            notes.append(f"kept opset {opset}: onnx's version converter could not convert it to {target}")
-    if n := _constants_to_initializers(model):
-        notes.append(f"moved {n} Constant nodes into initializers")
-    if n := _fold_initializer_identities(model):
-        notes.append(f"replaced {n} Identity nodes on weights with copies of the weights")
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as e:
-        raise ModelError(f"the ONNX model is invalid after normalisation: {str(e).strip().splitlines()[0]}") from e
-    return model, notes
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,9 +72,22 @@ def _find_features(model) -> tuple[str, str]:
     while node is not None and node.op_type in _FLATTENING:
         value = node.input[0]
         node = produced_by.get(value)
-    if node is not None and node.op_type in ("GlobalAveragePool", "ReduceMean"):
+    if node is not None and (node.op_type == "GlobalAveragePool" or _is_spatial_mean(model, node)):
         return node.input[0], f"cut before {node.op_type} '{node.name}' and the {head.op_type} head '{head.name}'"
     return vector, f"cut before the {head.op_type} head '{head.name}' (its input is a vector)"
+
+
+def _is_spatial_mean(model, node) -> bool:
+    """A ReduceMean over the two spatial axes of an NCHW map (axes as attribute, or input from opset 18)."""
+    from onnx import helper, numpy_helper
+
+    if node.op_type != "ReduceMean":
+        return False
+    axes = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axes"), None)
+    if axes is None and len(node.input) > 1:
+        init = next((i for i in model.graph.initializer if i.name == node.input[1]), None)
+        axes = numpy_helper.to_array(init).tolist() if init is not None else None
+    return axes is not None and sorted(axes) in ([2, 3], [-2, -1])
 
 
 def _resolve_features_node(model, features_node: str) -> str:
@@ -242,7 +133,7 @@ def convert_onnx(model):
     from onnx2torch import convert
     from onnx2torch.node_converters.batch_norm import OnnxBatchNorm
 
-    if missing := _unsupported_nodes(model):
+    if missing := unsupported_nodes(model):
         ops = sorted({op for op, _ in missing})
         nodes = ", ".join(f"{name} ({op})" for op, name in missing[:10])
         raise ModelError(
@@ -302,6 +193,11 @@ def _metadata(model) -> dict[str, Any]:
     return parsed
 
 
+def _per_channel(values) -> tuple[float, float, float]:
+    values = [float(v) for v in values]
+    return tuple(values * 3 if len(values) == 1 else values)
+
+
 def check_fidelity(model, module, input_shape: tuple[int, ...], seed: int = 0) -> tuple[float, np.ndarray]:
     """Max |onnxruntime - torch| on a random batch; raises ModelError above ATOL + RTOL * max|ref|."""
     import onnxruntime as ort
@@ -335,9 +231,9 @@ def import_onnx(
     """Convert and register a user's ONNX model as backbone `name`; returns (entry, report)."""
     import onnx
 
-    if not _NAME.match(name) or name.startswith(TIMM_PREFIX.rstrip(":")) and ":" in name:
+    if not _NAME.match(name):
         raise ModelError(f"model name {name!r} must be letters, digits, '_', '-' or '.', starting with a letter or digit")
-    if name in _REGISTRY:
+    if any(e.name == name and e.family != "onnx" for e in list_models()):
         raise ModelError(f"model name {name!r} is a built-in zoo model; pick another name")
     folder = onnx_models_dir() / name
     if (folder / "entry.json").exists() and not overwrite:
@@ -369,8 +265,8 @@ def import_onnx(
             "Pick another tensor with features_node="
         )
     stride = probe_hw[0] // reference.shape[2] if reference.ndim == 4 else None
-    mean = tuple(float(v) for v in metadata.get("mean", IMAGENET_MEAN)) * (3 if len(metadata.get("mean", [0] * 3)) == 1 else 1)
-    std = tuple(float(v) for v in metadata.get("std", IMAGENET_STD)) * (3 if len(metadata.get("std", [0] * 3)) == 1 else 1)
+    mean = _per_channel(metadata.get("mean", IMAGENET_MEAN))
+    std = _per_channel(metadata.get("std", IMAGENET_STD))
     num_params = sum(p.numel() for p in module.parameters())
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -403,7 +299,7 @@ def import_onnx(
         "name": name,
         "source": str(source.resolve()),
         "normalisations": notes,
-        "opset": _default_opset(model),
+        "opset": default_opset(model),
         "features": features,
         "how": how,
         "output_shape": list(reference.shape),

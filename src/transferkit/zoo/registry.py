@@ -64,7 +64,7 @@ def get_entry(name: str) -> ModelEntry:
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ModelError(
                 f"imported model {name!r} has an unreadable {entry_file} ({type(e).__name__}: {e}); "
-                f"import it again with `tkit model import_onnx {name} FILE.onnx`"
+                f"import the .onnx file again"
             ) from e
     known = [e.name for e in list_models()]
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
@@ -112,9 +112,9 @@ def timm_entry(model_name: str) -> ModelEntry:
         license=cfg.license or "see the model card",
         sha256=None,  # timm publishes no digests for its hub files
         filename=f"{full_name}.safetensors",
-        url=f"https://huggingface.co/{cfg.hf_hub_id}" if cfg.hf_hub_id else cfg.url or None,
+        url=f"https://huggingface.co/{cfg.hf_hub_id}/resolve/main/model.safetensors" if cfg.hf_hub_id else cfg.url or None,
         description=f"timm {full_name}",
-        meta={"hf_hub_id": cfg.hf_hub_id, "pretrained_tag": cfg.tag},
+        meta={"hf_hub_id": cfg.hf_hub_id, "pretrained_tag": cfg.tag, "classifier": cfg.classifier},
     )
 
 

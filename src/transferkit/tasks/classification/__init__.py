@@ -34,6 +34,7 @@ class ClassificationTask(Task):
     monitor = "val/acc"
     monitor_mode = "max"
     output_names = ("logits",)
+    headline = "top1"
     description = "image classification (ImageFolder or CSV)"
 
     def normalisation(self, backbone: str) -> tuple[tuple, tuple]:
