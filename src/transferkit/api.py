@@ -139,7 +139,7 @@ def load_predictor(task, model: str | Path | None, device: str = "cpu") -> Predi
 
         return Predictor(meta, run_onnx, "onnx", path)
     meta, state = read_checkpoint(path, task=task.name)
-    net = load_net(task, meta, state, path)
+    net = task.load_net(meta, state, path).to(memory_format=torch.channels_last)
     net.eval().to(device)
 
     @torch.inference_mode()
@@ -151,17 +151,6 @@ def load_predictor(task, model: str | Path | None, device: str = "cpu") -> Predi
     predictor = Predictor(meta, run_torch, "pytorch", path)
     predictor.net = net
     return predictor
-
-
-def load_net(task, meta: dict, state: dict, path: Path):
-    net = task.build_net(meta)
-    net_state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")} or state
-    try:
-        net.load_state_dict(net_state)
-    except RuntimeError as e:
-        raise ModelError(f"{path}: weights do not fit the {meta.get('backbone')} architecture it names "
-                         f"({str(e).splitlines()[0][:200]})") from e
-    return net.to(memory_format=torch.channels_last)
 
 
 def _model_verb_setup(task, spec_path, overrides, model):
@@ -218,7 +207,7 @@ def prune(task: str, spec_path, results, overrides: Sequence[str] = (), *, model
         t, spec = _spec(task, spec_path, overrides)
         _write_spec(spec, results)
         meta, state = read_checkpoint(model, task=t.name)
-        net = load_net(t, meta, state, Path(model)).eval().to(memory_format=torch.contiguous_format)
+        net = t.load_net(meta, state, Path(model)).eval().to(memory_format=torch.contiguous_format)
         p = spec.prune
         cfg = PruneConfig(threshold=None if p.ratio is not None else p.threshold, ratio=p.ratio, norm=p.norm,
                           granularity=p.granularity, min_num_filters=p.min_num_filters,

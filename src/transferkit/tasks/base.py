@@ -9,6 +9,7 @@ from torch import nn
 
 from ..engine.module import TaskModule
 from ..engine.checkpoint import LoadReport
+from ..errors import ModelError
 
 
 class Predictor:
@@ -53,6 +54,17 @@ class Task:
     def build_net(self, meta: dict) -> nn.Module:
         """The architecture a checkpoint's metadata describes, randomly initialised."""
         raise NotImplementedError
+
+    def load_net(self, meta: dict, state: dict, path: Path) -> nn.Module:
+        """The network a checkpoint describes, with its weights (strict: every tensor must fit)."""
+        net = self.build_net(meta)
+        net_state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")} or state
+        try:
+            net.load_state_dict(net_state)
+        except RuntimeError as e:
+            raise ModelError(f"{path}: weights do not fit the {meta.get('backbone')} architecture it names "
+                             f"({str(e).splitlines()[0][:200]})") from None
+        return net
 
     def prune_ignored_layers(self, net: nn.Module) -> list[nn.Module]:
         """Layers whose outputs are the network's outputs (their channel counts are fixed)."""

@@ -54,14 +54,14 @@ class ClassificationTask(Task):
             "mean": list(mean), "std": list(std), "dropout": m.dropout, "pruned_shapes": None,
         }
         if m.pruned:
-            pruned_meta, state = read_checkpoint(require_path("model.pruned", m.pruned, "file"), task=self.name)
+            pruned_path = require_path("model.pruned", m.pruned, "file")
+            pruned_meta, state = read_checkpoint(pruned_path, task=self.name)
             if [c.lower() for c in pruned_meta["classes"]] != [c.lower() for c in data.classes]:
                 raise DataError(f"model.pruned: {m.pruned} was trained on classes {pruned_meta['classes']}, the data "
                                 f"has {data.classes}; retrain a pruned model on the same classes")
             meta.update(backbone=pruned_meta["backbone"], pruned_shapes=pruned_meta["pruned_shapes"],
                         dropout=pruned_meta.get("dropout", m.dropout))
-            net = self.build_net(meta)
-            net.load_state_dict(state)
+            net = self.load_net(meta, state, pruned_path)
             net.backbone.freeze(list(m.freeze_blocks), m.freeze_bn)
             report = None
             log.info("retraining the pruned model %s", m.pruned)
