@@ -110,6 +110,7 @@ def _final_train_metrics(trainer, module, data, started: float) -> dict[str, Any
         "skipped_images": {"count": len(skipped), "files": skipped},
         "warnings": list(getattr(data, "warnings", [])),
         "world_size": trainer.world_size,
+        "ranks_that_trained": getattr(module, "ranks_seen", None),
         "wall_time_s": round(time.time() - started, 2),
     }
 

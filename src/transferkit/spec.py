@@ -20,7 +20,7 @@ from .errors import SpecError
 class SpecModel(BaseModel):
     """Base of every spec section: unknown keys are errors, values are immutable once validated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,11 @@ class TaskModule(pl.LightningModule):
         if train.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
 
+    def on_train_start(self) -> None:
+        # Proof, in metrics.json, of which DDP ranks actually trained (a single process reports [0]).
+        ranks = self.all_gather(torch.tensor([self.global_rank], device=self.device))
+        self.ranks_seen = sorted({int(r) for r in ranks.flatten().tolist()})
+
     def forward(self, images: torch.Tensor) -> Any:
         return self.net(images)
 

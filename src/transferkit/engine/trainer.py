@@ -44,7 +44,7 @@ class StatusCallback(Callback):
         self.start = time.time()
         self.epoch_start = time.time()
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer, pl_module) -> None:  # after a resume has restored the epoch
         self.start = time.time()
         if self.path.is_file() and trainer.current_epoch > 0:  # resumed: keep the epochs already done
             kept = []

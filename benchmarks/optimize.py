@@ -1,0 +1,207 @@
+"""Prune -> retrain -> ONNX FP32 -> ONNX INT8 on the built-in `digits` demo, measured in one run.
+
+    python benchmarks/optimize.py --quick          # 1-3 minutes: 64 px images, 2+2 epochs
+    python benchmarks/optimize.py                  # full mode, < 10 minutes: 96 px, 6+6 epochs
+    python benchmarks/optimize.py --out runs/bench --threshold 0.5
+
+Every step is the public API (`api.train / prune / evaluate / export`). Prints one table (params, MACs,
+CPU latency at batch 1 and 32, file size, val top-1 per model), the ratios, whether the issue's
+targets are met, and writes benchmarks/results/optimize.json with machine info and every raw timing.
+Run by hand; the tests never run it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import onnxruntime  # noqa: E402
+import torch  # noqa: E402
+
+from transferkit import api  # noqa: E402
+from transferkit.data.demo import build_demo  # noqa: E402
+from transferkit.optimize import count_macs, count_params, measure_latency_ms  # noqa: E402
+from transferkit.tasks import get_task  # noqa: E402
+
+TASK = "classification"
+RESULTS = Path(__file__).resolve().parent / "results" / "optimize.json"
+MODES = {  # image size, epochs (train and retrain), timed runs at batch 1 / batch 32, warm-up runs
+    "quick": {"image_size": 64, "epochs": 2, "runs_b1": 20, "runs_b32": 5, "warmup": 3},
+    "full": {"image_size": 96, "epochs": 6, "runs_b1": 50, "runs_b32": 15, "warmup": 5},
+}
+# (key, label, runtime, checkpoint whose nn.Module gives params/MACs) -- the model file is filled in below
+ROWS = [("unpruned", "unpruned (eager)", "pytorch", "unpruned"),
+        ("pruned", "pruned, not retrained (eager)", "pytorch", "pruned"),
+        ("retrained", "pruned + retrained (eager)", "pytorch", "retrained"),
+        ("onnx_fp32", "ONNX Runtime FP32", "onnx", "retrained"),
+        ("onnx_int8", "ONNX Runtime INT8", "onnx", "retrained")]
+
+
+def machine_info() -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), platform.processor())
+    return {"cpu_model": model, "cpu_cores": os.cpu_count(), "affinity_cores": len(os.sched_getaffinity(0)),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "torch_threads": torch.get_num_threads(),
+            "torch_interop_threads": torch.get_num_interop_threads(), "python": platform.python_version(),
+            "platform": platform.platform(), "ort_providers": onnxruntime.get_available_providers()}
+
+
+def interleaved_timings(predictors: dict, size: int, batch: int, runs: int, warmup: int) -> dict[str, list[float]]:
+    """Raw wall times (ms) of single calls, `warmup` untimed calls first. Models take turns call by call,
+    so a burst of load from other processes hits every model alike instead of one row."""
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    for predictor in predictors.values():
+        measure_latency_ms(predictor, x, warmup=warmup, runs=1)
+    raw = {key: [] for key in predictors}
+    for _ in range(runs):
+        for key, predictor in predictors.items():
+            raw[key].append(round(measure_latency_ms(predictor, x, warmup=0, runs=1), 4))
+    return raw
+
+
+def run_pipeline(root: Path, mode: dict, prune_override: str, log) -> tuple[dict, dict, dict]:
+    data = root / "data"
+    build_demo("digits", data, seed=0)
+    common = [f"data.train_dir={data / 'train'}", f"data.val_dir={data / 'val'}", f"data.image_size={mode['image_size']}",
+              "model.backbone=mobilenet_v2", "model.pretrained=true", f"train.epochs={mode['epochs']}",
+              "train.batch_size=32", "train.optimizer=sgd", "train.learning_rate=0.02", "train.num_workers=2",
+              "train.histograms=false", prune_override]
+    steps = {}
+
+    def step(name, fn, *args, **kwargs):
+        log(f"-- {name}")
+        t0 = time.perf_counter()
+        out = fn(TASK, None, root / name, common + list(args), **kwargs)
+        steps[name] = round(time.perf_counter() - t0, 1)
+        return out
+
+    step("train", api.train, overwrite=True)
+    prune_report = step("prune", api.prune, model=root / "train" / "best.ckpt")
+    step("retrain", api.train, f"model.pruned={root / 'prune' / 'pruned.ckpt'}", overwrite=True)
+    export_report = step("export", api.export, "export.int8=true", model=root / "retrain" / "best.ckpt")
+    return prune_report, export_report, steps
+
+
+def measure(root: Path, mode: dict, log) -> tuple[dict, dict]:
+    task = get_task(TASK)
+    files = {"unpruned": root / "train" / "best.ckpt", "pruned": root / "prune" / "pruned.ckpt",
+             "retrained": root / "retrain" / "best.ckpt", "onnx_fp32": root / "export" / "model.onnx",
+             "onnx_int8": root / "export" / "model_int8.onnx"}
+    data = [f"data.train_dir={root / 'data' / 'train'}", f"data.val_dir={root / 'data' / 'val'}"]
+    size = mode["image_size"]
+    example = torch.randn(1, 3, size, size)
+    rows, predictors = {}, {}
+    for key, label, runtime, net_key in ROWS:
+        log(f"-- evaluating {label}")
+        predictors[key] = api.load_predictor(task, files[key])
+        net = api.load_predictor(task, files[net_key]).net.eval()
+        with torch.inference_mode():
+            params, macs = count_params(net), count_macs(net, example)
+        metrics = api.evaluate(TASK, None, root / f"eval_{key}", data, model=files[key])
+        rows[key] = {"label": label, "runtime": runtime, "file": str(files[key]), "file_bytes": files[key].stat().st_size,
+                     "params": params, "macs": macs, "params_macs_from": net_key,
+                     "top1": metrics["top1"], "val_images": metrics["num_images"], "raw_latency_ms": {}}
+    load = {"loadavg_before_timing": os.getloadavg()}
+    for b in (1, 32):
+        log(f"-- timing batch {b}: {mode['warmup']} warm-up + {mode[f'runs_b{b}']} runs per model, interleaved")
+        raw = interleaved_timings(predictors, size, b, mode[f"runs_b{b}"], mode["warmup"])
+        for key, times in raw.items():
+            rows[key][f"latency_ms_b{b}"] = statistics.median(times)
+            rows[key]["raw_latency_ms"][f"b{b}"] = times
+    load["loadavg_after_timing"] = os.getloadavg()
+    return rows, load
+
+
+def ratios(rows: dict) -> dict:
+    base, fp32 = rows["unpruned"], rows["onnx_fp32"]
+    out = {}
+    for key, r in rows.items():
+        ref = fp32 if key == "onnx_int8" else base
+        out[key] = {"vs": "onnx_fp32" if key == "onnx_int8" else "unpruned", "params_x": base["params"] / r["params"],
+                    "latency_x_b1": ref["latency_ms_b1"] / r["latency_ms_b1"],
+                    "latency_x_b32": ref["latency_ms_b32"] / r["latency_ms_b32"],
+                    "top1_delta_points": 100 * (r["top1"] - ref["top1"])}
+        if key == "onnx_int8":
+            out[key]["latency_x_vs_unpruned_b1"] = base["latency_ms_b1"] / r["latency_ms_b1"]
+    return out
+
+
+def targets(rows: dict, rx: dict) -> list[dict]:
+    eager, ort = rows["retrained"], rows["onnx_fp32"]
+    checks = [("pruning: >=3x fewer parameters", rx["retrained"]["params_x"], ">=", 3.0, "x"),
+              ("retraining: <=1 point top-1 loss vs unpruned", -rx["retrained"]["top1_delta_points"], "<=", 1.0, " pts lost"),
+              ("INT8: <=1 point top-1 loss vs ONNX FP32", -rx["onnx_int8"]["top1_delta_points"], "<=", 1.0, " pts lost")]
+    for b in (1, 32):
+        checks += [(f"pruning: >=2x lower CPU latency, batch {b} (retrained eager vs unpruned eager)",
+                    rx["retrained"][f"latency_x_b{b}"], ">=", 2.0, "x"),
+                   (f"ONNX Runtime FP32 >=2x eager (same pruned model), batch {b}",
+                    eager[f"latency_ms_b{b}"] / ort[f"latency_ms_b{b}"], ">=", 2.0, "x"),
+                   (f"INT8 >=1.5x over ONNX FP32, batch {b}", rx["onnx_int8"][f"latency_x_b{b}"], ">=", 1.5, "x")]
+    return [{"target": name, "value": round(v, 3), "need": f"{op} {need}{unit}",
+             "met": bool(v >= need if op == ">=" else v <= need)} for name, v, op, need, unit in checks]
+
+
+def print_report(result: dict) -> None:
+    rows, rx = result["rows"], result["ratios"]
+    head = f"{'model':32} {'params':>10} {'MMACs':>8} {'b1 ms':>8} {'b32 ms':>8} {'size MB':>8} {'top-1':>7} " \
+           f"{'params x':>8} {'b1 x':>6} {'b32 x':>6} {'dtop1':>6}  vs"
+    print("\n" + head + "\n" + "-" * len(head))
+    for key, r in rows.items():
+        q = rx[key]
+        print(f"{r['label']:32} {r['params']:>10,} {r['macs'] / 1e6:>8.1f} {r['latency_ms_b1']:>8.2f} {r['latency_ms_b32']:>8.2f} "
+              f"{r['file_bytes'] / 1e6:>8.2f} {100 * r['top1']:>6.2f}% {q['params_x']:>7.2f}x {q['latency_x_b1']:>5.2f}x "
+              f"{q['latency_x_b32']:>5.2f}x {q['top1_delta_points']:>+6.2f}  {q['vs']}")
+    print("(ONNX rows: params/MACs are those of the retrained PyTorch network they were exported from; "
+          f"{rows['unpruned']['val_images']} val images, 1 image = {100 / rows['unpruned']['val_images']:.2f} points)")
+    print(f"\nprune setting: {result['prune_setting']}; mode {result['mode_name']} {result['mode']}")
+    print("\ntargets:")
+    for t in result["targets"]:
+        print(f"  {'MET    ' if t['met'] else 'NOT MET'}  {t['target']}: {t['value']} (need {t['need']})")
+    print(f"\nall targets met: {all(t['met'] for t in result['targets'])}; total {result['wall_time_s']:.0f} s; "
+          f"wrote {RESULTS}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1-3 minute run: smaller images, fewer epochs and timing runs")
+    ap.add_argument("--out", type=Path, help="working folder (default: a temporary folder, deleted afterwards)")
+    how = ap.add_mutually_exclusive_group()
+    how.add_argument("--ratio", type=float, default=0.5, help="prune.ratio: fraction of channels removed per group (default 0.5)")
+    how.add_argument("--threshold", type=float, help="prune.threshold instead of a ratio")
+    args = ap.parse_args(argv)
+    mode_name = "quick" if args.quick else "full"
+    mode = MODES[mode_name]
+    prune_override = f"prune.threshold={args.threshold}" if args.threshold is not None else f"prune.ratio={args.ratio}"
+    started = time.perf_counter()
+
+    def log(msg):
+        print(f"[{time.perf_counter() - started:6.1f}s] {msg}", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="tkit-bench-") as tmp:
+        root = (args.out or Path(tmp)).resolve()
+        prune_report, export_report, steps = run_pipeline(root, mode, prune_override, log)
+        rows, load = measure(root, mode, log)
+    rx = ratios(rows)
+    result = {"benchmark": "optimize", "mode_name": mode_name, "mode": mode, "command": " ".join(sys.argv),
+              "prune_setting": prune_override, "machine": {**machine_info(), **load}, "rows": rows, "ratios": rx,
+              "targets": targets(rows, rx), "step_wall_time_s": steps,
+              "prune_report": {k: v for k, v in prune_report.items() if k != "layers"},
+              "pruned_layers": [r for r in prune_report["layers"] if r["kept"] != r["total"]],
+              "export_report_runtimes": export_report["runtimes"], "export_parity": export_report["parity"],
+              "wall_time_s": round(time.perf_counter() - started, 1)}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print_report(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
