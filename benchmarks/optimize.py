@@ -1,8 +1,8 @@
 """Prune -> retrain -> ONNX FP32 -> ONNX INT8 on the built-in `digits` demo, measured in one run.
 
     python benchmarks/optimize.py --quick          # 1-3 minutes: 64 px images, 2+2 epochs
-    python benchmarks/optimize.py                  # full mode, < 10 minutes: 96 px, 6+6 epochs
-    python benchmarks/optimize.py --out runs/bench --threshold 0.5
+    python benchmarks/optimize.py                  # full mode, < 10 minutes: 96 px, 5+5 epochs
+    python benchmarks/optimize.py --out runs/bench --threshold 0.8   # instead of --ratio 0.5
 
 Every step is the public API (`api.train / prune / evaluate / export`). Prints one table (params, MACs,
 CPU latency at batch 1 and 32, file size, val top-1 per model), the ratios, whether the issue's
@@ -35,7 +35,7 @@ TASK = "classification"
 RESULTS = Path(__file__).resolve().parent / "results" / "optimize.json"
 MODES = {  # image size, epochs (train and retrain), timed runs at batch 1 / batch 32, warm-up runs
     "quick": {"image_size": 64, "epochs": 2, "runs_b1": 20, "runs_b32": 5, "warmup": 3},
-    "full": {"image_size": 96, "epochs": 6, "runs_b1": 50, "runs_b32": 15, "warmup": 5},
+    "full": {"image_size": 96, "epochs": 5, "runs_b1": 100, "runs_b32": 20, "warmup": 5},
 }
 # (key, label, runtime, checkpoint whose nn.Module gives params/MACs) -- the model file is filled in below
 ROWS = [("unpruned", "unpruned (eager)", "pytorch", "unpruned"),
@@ -52,6 +52,20 @@ def machine_info() -> dict:
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "torch_threads": torch.get_num_threads(),
             "torch_interop_threads": torch.get_num_interop_threads(), "python": platform.python_version(),
             "platform": platform.platform(), "ort_providers": onnxruntime.get_available_providers()}
+
+
+def cpu_snapshot() -> tuple[int, int, float]:
+    """(all-CPU jiffies, idle jiffies) from /proc/stat and this process's CPU seconds (all its threads)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    own = os.times()
+    return sum(ticks), ticks[3] + ticks[4], own.user + own.system
+
+
+def others_cpu_share(a: tuple, b: tuple) -> float:
+    """Fraction of the machine's CPU time that other processes used between two snapshots."""
+    total = b[0] - a[0]
+    busy, own = total - (b[1] - a[1]), (b[2] - a[2]) * os.sysconf("SC_CLK_TCK")
+    return round(max(0.0, busy - own) / max(1, total), 3)
 
 
 def interleaved_timings(predictors: dict, size: int, batch: int, runs: int, warmup: int) -> dict[str, list[float]]:
@@ -109,14 +123,14 @@ def measure(root: Path, mode: dict, log) -> tuple[dict, dict]:
         rows[key] = {"label": label, "runtime": runtime, "file": str(files[key]), "file_bytes": files[key].stat().st_size,
                      "params": params, "macs": macs, "params_macs_from": net_key,
                      "top1": metrics["top1"], "val_images": metrics["num_images"], "raw_latency_ms": {}}
-    load = {"loadavg_before_timing": os.getloadavg()}
+    before, load = cpu_snapshot(), {"loadavg_before_timing": os.getloadavg()}
     for b in (1, 32):
         log(f"-- timing batch {b}: {mode['warmup']} warm-up + {mode[f'runs_b{b}']} runs per model, interleaved")
         raw = interleaved_timings(predictors, size, b, mode[f"runs_b{b}"], mode["warmup"])
         for key, times in raw.items():
             rows[key][f"latency_ms_b{b}"] = statistics.median(times)
             rows[key]["raw_latency_ms"][f"b{b}"] = times
-    load["loadavg_after_timing"] = os.getloadavg()
+    load.update(loadavg_after_timing=os.getloadavg(), other_processes_cpu_share_during_timing=others_cpu_share(before, cpu_snapshot()))
     return rows, load
 
 
@@ -162,6 +176,11 @@ def print_report(result: dict) -> None:
     print("(ONNX rows: params/MACs are those of the retrained PyTorch network they were exported from; "
           f"{rows['unpruned']['val_images']} val images, 1 image = {100 / rows['unpruned']['val_images']:.2f} points)")
     print(f"\nprune setting: {result['prune_setting']}; mode {result['mode_name']} {result['mode']}")
+    m = result["machine"]
+    busy = m["other_processes_cpu_share_during_timing"]
+    print(f"machine: {m['cpu_model']}, {m['cpu_cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
+          f"onnxruntime {m['onnxruntime']}; other processes used {100 * busy:.0f}% of the CPU during the timing"
+          + (" -- BUSY MACHINE: latencies are noisy" if busy > 0.1 else ""))
     print("\ntargets:")
     for t in result["targets"]:
         print(f"  {'MET    ' if t['met'] else 'NOT MET'}  {t['target']}: {t['value']} (need {t['need']})")

@@ -1,6 +1,12 @@
 """Errors a user can cause and fix. The CLI prints them in one or two lines, exit code 2."""
 
 
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name when empty), for one-line errors."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
 class TransferkitError(Exception):
     """A mistake in a spec, a data file or a model file, with a message that says how to fix it."""
 

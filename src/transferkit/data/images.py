@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from ..errors import DataError
+from ..errors import DataError, first_line
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 MAX_PIXELS = 100_000_000  # width * height after which a file is refused unread (e.g. 10000 x 10000)
@@ -52,7 +52,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> 
             im.load()
         except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
             raise ImageError(
-                f"{path}: the file is truncated or corrupt ({_first_line(e)}); "
+                f"{path}: the file is truncated or corrupt ({first_line(e)}); "
                 "re-copy or re-export it, or remove it from the dataset"
             ) from e
         orientation = _orientation(im, path)
@@ -103,7 +103,7 @@ def _open(path: Path, max_pixels: int | None) -> Image.Image:
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file; check the path or the label file that names it") from None
     except OSError as e:
-        raise ImageError(f"{path}: cannot be read ({_first_line(e)}); check its permissions") from e
+        raise ImageError(f"{path}: cannot be read ({first_line(e)}); check its permissions") from e
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not an image file; name an image file")
     if size_bytes == 0:
@@ -115,7 +115,7 @@ def _open(path: Path, max_pixels: int | None) -> Image.Image:
             im = Image.open(path)
     except Image.DecompressionBombError as e:
         raise ImageError(
-            f"{path}: the header claims an image too large to decode safely ({_first_line(e)}); "
+            f"{path}: the header claims an image too large to decode safely ({first_line(e)}); "
             "resize the image or remove it from the dataset"
         ) from e
     except UnidentifiedImageError as e:
@@ -125,7 +125,7 @@ def _open(path: Path, max_pixels: int | None) -> Image.Image:
         ) from e
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
         raise ImageError(
-            f"{path}: the image header is corrupt ({_first_line(e)}); re-copy or re-export the file"
+            f"{path}: the image header is corrupt ({first_line(e)}); re-copy or re-export the file"
         ) from e
     width, height = im.size
     if max_pixels is not None and width * height > max_pixels:
@@ -194,7 +194,7 @@ def _to_rgb(im: Image.Image, path: Path) -> Image.Image:
         return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...
     except ValueError as e:
         raise ImageError(
-            f"{path}: colour mode {mode} cannot be converted to RGB ({_first_line(e)}); "
+            f"{path}: colour mode {mode} cannot be converted to RGB ({first_line(e)}); "
             "re-save the image as an RGB PNG or JPEG"
         ) from e
 
@@ -223,6 +223,3 @@ def _float_to_8(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return (text.splitlines()[0][:200] if text else type(error).__name__)

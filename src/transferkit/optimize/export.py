@@ -18,8 +18,9 @@ import onnx
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ModelError, first_line
 from ..io import atomic_write_bytes
+from .prune import output_tensors
 
 
 def export_onnx(
@@ -58,7 +59,7 @@ def export_onnx(
                 input_names=[input_name], output_names=list(output_names), dynamic_axes=dynamic_axes,
             )
     except Exception as e:
-        raise ModelError(f"ONNX export to {path} failed: {type(e).__name__}: {_first_line(e)}") from e
+        raise ModelError(f"ONNX export to {path} failed: {type(e).__name__}: {first_line(e)}") from e
     finally:
         model.to(device).train(was_training)
 
@@ -67,7 +68,7 @@ def export_onnx(
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as e:
-        raise ModelError(f"the exported ONNX model for {path} is invalid: {_first_line(e)}") from e
+        raise ModelError(f"the exported ONNX model for {path} is invalid: {first_line(e)}") from e
     return atomic_write_bytes(path, proto.SerializeToString())
 
 
@@ -94,7 +95,7 @@ def check_parity(
     model.cpu().eval()
     try:
         with torch.inference_mode():
-            expected = [t.numpy() for t in _output_tensors(model(inputs.cpu()))]
+            expected = [t.numpy() for t in output_tensors(model(inputs.cpu()))]
     finally:
         model.to(device).train(was_training)
     got = OnnxModel(onnx_path)(inputs.cpu().numpy())
@@ -175,16 +176,3 @@ def export_tensorrt(
     return atomic_write_bytes(engine_path, bytes(engine))
 
 
-def _output_tensors(x: Any) -> list[torch.Tensor]:
-    if isinstance(x, torch.Tensor):
-        return [x]
-    if isinstance(x, dict):
-        x = list(x.values())
-    if isinstance(x, (list, tuple)):
-        return [t for item in x for t in _output_tensors(item)]
-    return []
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__

@@ -220,16 +220,16 @@ def _output_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Mo
     finally:
         for h in hooks:
             h.remove()
-    return [produced[id(t)][0] for t in _tensors(outputs) if id(t) in produced]
+    return [produced[id(t)][0] for t in output_tensors(outputs) if id(t) in produced]
 
 
-def _tensors(x: Any) -> list[torch.Tensor]:
+def output_tensors(x: Any) -> list[torch.Tensor]:
     if isinstance(x, torch.Tensor):
         return [x]
     if isinstance(x, dict):
         x = list(x.values())
     if isinstance(x, (list, tuple)):
-        return [t for item in x for t in _tensors(item)]
+        return [t for item in x for t in output_tensors(item)]
     return []
 
 

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from ..errors import ModelError
+from ..errors import ModelError, first_line
 
 # ONNX Runtime's messages for operators it has no kernel for, e.g.
 #   "No Op registered for FooBar with domain_version of 17"
@@ -90,5 +90,5 @@ def _shape_text(shape: Sequence[int | None]) -> str:
 
 
 def _first_line(e: BaseException) -> str:
-    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(e).strip())
-    return text.splitlines()[0][:300] if text else type(e).__name__
+    """ONNX Runtime's message without its '[ONNXRuntimeError] : 2 : FAIL : ' prefix."""
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", first_line(e))
