@@ -56,6 +56,7 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
     with RunFolder(results, log_file=log_file):
         resume = spec.train.resume
         last = results / "last.ckpt"
+        replace = False
         if is_rank_zero():
             if resume and not last.is_file():
                 raise SpecError(f"train.resume=true but {last} does not exist; train without resume first")
@@ -63,13 +64,15 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
                 if not overwrite:
                     raise SpecError(f"results folder {results} already holds a training run; pass train.resume=true "
                                     "to continue it, --overwrite to replace it, or another -r DIR")
-                for name in TRAIN_ARTIFACTS:
-                    p = results / name
-                    shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        _write_spec(spec, results)
+                replace = True
         pl.seed_everything(spec.train.seed, workers=True, verbose=False)
         data = t.build_data(spec)
         module, report = t.build_training_module(spec, data)
+        if replace:  # only now that the new run's data and model are known to work
+            for name in TRAIN_ARTIFACTS:
+                p = results / name
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        _write_spec(spec, results)
         if report is not None:
             log.info(report.summary())
             if is_rank_zero() and not resume:

@@ -4,12 +4,15 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ModelError
+from .errors import ModelError, first_line
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -59,17 +62,20 @@ def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{what} {path} does not exist: pass an existing file with -m")
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"{what} {path} is not a PyTorch file (it may be truncated, or another format); "
+                         "pass a .ckpt written by tkit")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", _ANSI.sub("", str(e)))
+        if found is None:
+            raise ModelError(f"{what} {path} cannot be unpickled ({_ANSI.sub('', first_line(e))[:160]}); "
+                             "it may be corrupt") from None
         raise ModelError(
-            f"{what} {path} was refused: it contains Python objects that are not plain tensors or "
-            f"containers, and loading them could run code ({first[:160]}). Only load files you trust, "
-            "re-saved as a state dict."
-        ) from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise ModelError(
-            f"{what} {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else 'empty'}); "
-            "it may be truncated or not a PyTorch file"
-        ) from e
+            f"{what} {path} was refused: it holds the Python object {found.group(1)}, and loading it could run "
+            "code. Only tensors and plain containers are loaded; re-save the weights as a state dict."
+        ) from None
+    except Exception as e:  # torch raises many types for damaged archives
+        raise ModelError(f"{what} {path} cannot be read ({type(e).__name__}: {_ANSI.sub('', first_line(e))[:160]}); "
+                         "it may be truncated or corrupt") from None

@@ -54,8 +54,6 @@ def test_oversized_image_reason_names_the_max_image_pixels_key(corpus_run):
     assert "300x300" in reason and "data.max_image_pixels" in reason
 
 
-@pytest.mark.xfail(strict=True, reason="scan_headers opens files with bare Image.open, so a 0-byte or text file "
-                                       "gets PIL's 'cannot identify image file' instead of load_image's message")
 def test_skip_reasons_say_what_is_wrong_with_the_file(corpus_run):
     rc, results, train, _ = corpus_run
     files = read_json(results / "metrics.json")["skipped_images"]["files"]
@@ -63,8 +61,6 @@ def test_skip_reasons_say_what_is_wrong_with_the_file(corpus_run):
     assert "not an image" in files[str(train / "0" / "text_named.jpg")]
 
 
-@pytest.mark.xfail(strict=True, reason="train_images/val_images count files whose header reads, including the "
-                                       "truncated JPEG that later fails to decode and is listed as skipped")
 def test_image_counts_in_metrics_are_the_images_actually_used(corpus_run):
     rc, results, _, _ = corpus_run
     metrics = read_json(results / "metrics.json")
@@ -84,8 +80,6 @@ def test_evaluate_skips_bad_val_images_and_scores_the_unusual_ones(trained, digi
     assert set(metrics["skipped_images"]["files"]) == {str(val / "2" / name) for name in BAD_IMAGES}
 
 
-@pytest.mark.xfail(strict=True, reason="a file that fails only at decode time is reported only if its batch is "
-                                       "loaded; drop_last=True never loads the last partial batch, so it vanishes")
 def test_truncated_images_are_reported_even_when_their_batch_is_dropped(digits, tmp_path, tkit):
     # 6 good + 9 truncated = 15 files, batch 8, drop_last: one batch of 8 is loaded, 7 files never
     # are. At most 8 truncated files can be in the loaded batch, so whatever the shuffle, at
@@ -123,4 +117,5 @@ def test_inference_writes_a_row_per_good_image_and_lists_every_bad_one(trained, 
     summary = read_json(tmp_path / "inf" / "inference.json")
     assert summary["images"] == 3
     assert summary["skipped_images"]["count"] == 2
-    assert set(summary["skipped_images"]["files"]) == {str(images / "zero_bytes.jpg"), str(images / "nested" / "notes.png")}
+    assert set(summary["skipped_images"]["files"]) == {str(images / "zero_bytes.jpg"),
+                                                      str(images / "nested" / "notes.png")}

@@ -74,8 +74,6 @@ def test_path_key_that_does_not_exist_names_the_key_and_path(data_args, tmp_path
     result.assert_user_error(key, str(missing))
 
 
-@pytest.mark.xfail(strict=True, reason="model.pretrained=<missing file> says 'pretrained weight file ... does not "
-                                       "exist' (.pth) or '... pass an existing file with -m' (.ckpt), never the key")
 @pytest.mark.parametrize("name", ["weights.pth", "other_run.ckpt"])
 def test_missing_pretrained_file_names_the_model_pretrained_key(data_args, tmp_path, tkit, name):
     missing = tmp_path / name
@@ -85,7 +83,8 @@ def test_missing_pretrained_file_names_the_model_pretrained_key(data_args, tmp_p
 
 def test_inference_images_that_do_not_exist_name_the_key(trained, tmp_path, tkit):
     missing = tmp_path / "photos"
-    result = tkit("inference", "-r", tmp_path / "inf", "-m", trained / "best.ckpt", f"inference.images={missing}", *FAST)
+    result = tkit("inference", "-r", tmp_path / "inf", "-m", trained / "best.ckpt", f"inference.images={missing}",
+                  *FAST)
     result.assert_user_error("inference.images", str(missing))
 
 

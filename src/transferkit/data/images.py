@@ -38,8 +38,11 @@ class ImageError(DataError):
     """An image file is empty, truncated, too large or not an image at all."""
 
 
-def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> Image.Image:
-    """Decode `path` into an upright 8-bit RGB image; `max_pixels=None` lifts our size limit."""
+def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS,
+               limit_key: str = "data.max_image_pixels") -> Image.Image:
+    """Decode `path` into an upright 8-bit RGB image; `max_pixels=None` lifts our size limit.
+
+    `limit_key` is the setting the too-large message tells the user to raise."""
     path = Path(path)
     # Never let a truncated JPEG/PNG be padded with grey: someone may have flipped PIL's global.
     if ImageFile.LOAD_TRUNCATED_IMAGES:
@@ -47,7 +50,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> 
             f"{path}: PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True, so truncated files would load "
             "silently padded with grey; set it back to False before loading images"
         )
-    with _open(path, max_pixels) as im:
+    with _open(path, max_pixels, limit_key) as im:
         try:
             im.load()
         except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
@@ -96,7 +99,7 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     return sorted(found)
 
 
-def _open(path: Path, max_pixels: int | None) -> Image.Image:
+def _open(path: Path, max_pixels: int | None, limit_key: str = "data.max_image_pixels") -> Image.Image:
     """Image.open with every failure turned into an ImageError; refuses huge images from the header."""
     try:
         size_bytes = path.stat().st_size
@@ -132,7 +135,7 @@ def _open(path: Path, max_pixels: int | None) -> Image.Image:
         im.close()
         raise ImageError(
             f"{path}: image is {width}x{height} = {width * height:,} pixels, more than the limit of "
-            f"{max_pixels:,}; downscale it, or raise max_pixels if you trust the file"
+            f"{max_pixels:,}; downscale it, or raise {limit_key} if you trust the file"
         )
     return im
 

@@ -82,8 +82,11 @@ class RunFolder:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            host, _, pid = lock.read_text().strip().partition(" ")
-            if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+            host, _, pid = lock.read_text(errors="replace").strip().partition(" ")
+            if not pid.isdigit():
+                raise SpecError(f"results folder {self.path} has an unreadable lock file {lock}; if no run is "
+                                "using the folder, delete that file") from None
+            if host == socket.gethostname() and not _pid_alive(int(pid)):
                 log.warning("removing a stale lock in %s left by process %s, which is gone", self.path, pid)
                 lock.unlink(missing_ok=True)
                 return self._take_lock()

@@ -12,7 +12,7 @@ from torch import nn
 
 from ...data.images import ImageError, list_images, load_image
 from ...engine.checkpoint import read_checkpoint
-from ...errors import DataError
+from ...errors import DataError, SpecError
 from ...io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ...optimize.prune import apply_layer_shapes
 from ...spec import require_path
@@ -48,6 +48,11 @@ class ClassificationTask(Task):
 
     def build_training_module(self, spec: ClassificationSpec, data: ClassificationData):
         m = spec.model
+        if not data.train_items:
+            raise SpecError("data.train_dir (or data.train_csv) is not set or has no usable images; "
+                            "training needs it, e.g. data.train_dir=demo_data/digits/train")
+        if isinstance(m.pretrained, str):
+            require_path("model.pretrained", m.pretrained, "file")
         mean, std = data.mean, data.std
         meta = {
             "task": self.name, "classes": data.classes, "backbone": m.backbone, "image_size": spec.data.image_size,
