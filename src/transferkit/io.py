@@ -6,7 +6,6 @@ import os
 import pickle
 import re
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -62,9 +61,6 @@ def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{what} {path} does not exist: pass an existing file with -m")
-    if not zipfile.is_zipfile(path):
-        raise ModelError(f"{what} {path} is not a PyTorch file (it may be truncated, or another format); "
-                         "pass a .ckpt written by tkit")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
