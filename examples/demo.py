@@ -44,7 +44,9 @@ def main() -> int:
 
     step("1/7 build the demo dataset (scikit-learn digits on scikit-image textures)")
     summary = build_demo("digits", data, seed=0)
-    console.print(summary["counts"])
+    counts = summary["counts"]
+    console.print(", ".join(f"{split}: {sum(per_class.values())} images in {len(per_class)} classes"
+                            for split, per_class in counts.items()))
 
     step("2/7 fine-tune ImageNet MobileNetV2, and the same network from random weights")
     api.train(TASK, SPEC, ROOT / "cls", common, overwrite=True)

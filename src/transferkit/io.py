@@ -66,12 +66,12 @@ def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", _ANSI.sub("", str(e)))
         if found is None:
-            raise ModelError(f"{what} {path} cannot be unpickled ({_ANSI.sub('', first_line(e))[:160]}); "
-                             "it may be corrupt") from None
+            raise ModelError(f"{what} {path} is not a PyTorch file, or is corrupt "
+                             f"({_ANSI.sub('', first_line(e))[:160]})") from None
         raise ModelError(
             f"{what} {path} was refused: it holds the Python object {found.group(1)}, and loading it could run "
             "code. Only tensors and plain containers are loaded; re-save the weights as a state dict."
         ) from None
     except Exception as e:  # torch raises many types for damaged archives
-        raise ModelError(f"{what} {path} cannot be read ({type(e).__name__}: {_ANSI.sub('', first_line(e))[:160]}); "
-                         "it may be truncated or corrupt") from None
+        raise ModelError(f"{what} {path} is not a PyTorch file, or is truncated or corrupt "
+                         f"({type(e).__name__}: {_ANSI.sub('', first_line(e))[:160]})") from None
