@@ -118,6 +118,18 @@ def _final_train_metrics(trainer, module, data, started: float) -> dict[str, Any
     }
 
 
+def run_extra_verb(task: str, verb: str, spec_path, results, overrides: Sequence[str] = (), *, model=None,
+                   log_file=None) -> Any:
+    """A verb only some tasks have (dataset_convert, kmeans): the task's own function does the work."""
+    t, spec = _spec(task, spec_path, overrides)
+    if results is None:
+        return t.extra_verbs[verb](spec, None, model)
+    results = Path(results)
+    with RunFolder(results, log_file=log_file):
+        _write_spec(spec, results)
+        return t.extra_verbs[verb](spec, results, model)
+
+
 # -- loading a model for evaluate / inference / prune / export ----------------------------------
 
 def load_predictor(task, model: str | Path | None, device: str = "cpu") -> Predictor:

@@ -18,9 +18,9 @@ TASK_VERBS = ("default_spec", "train", "evaluate", "inference", "prune", "export
 MODEL_VERBS = ("evaluate", "inference", "prune", "export")
 
 
-def _task_parser(task: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"tkit {task}", description=f"{task}: {', '.join(TASK_VERBS)}")
-    p.add_argument("verb", choices=TASK_VERBS)
+def _task_parser(task: str, verbs: tuple[str, ...]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"tkit {task}", description=f"{task}: {', '.join(verbs)}")
+    p.add_argument("verb", choices=verbs)
     p.add_argument("-e", "--experiment_spec", dest="spec", help="spec YAML (defaults when omitted)")
     p.add_argument("-r", "--results_dir", dest="results", help="results folder; everything the run makes lands here")
     p.add_argument("-m", "--model", help="checkpoint (.ckpt) or exported .onnx the verb works on")
@@ -52,12 +52,12 @@ def run_task(task: str, argv: list[str]) -> int:
     from . import api
     from .tasks import get_task
 
-    get_task(task)  # unknown task -> clear error before parsing verbs
-    args = _task_parser(task).parse_intermixed_args(argv)
+    extra = tuple(get_task(task).extra_verbs)  # unknown task -> clear error before parsing verbs
+    args = _task_parser(task, TASK_VERBS + extra).parse_intermixed_args(argv)
     if args.verb == "default_spec":
         sys.stdout.write(api.default_spec(task))
         return 0
-    if not args.results:
+    if not args.results and args.verb not in extra:
         raise TransferkitError(f"tkit {task} {args.verb} needs a results folder: -r DIR")
     if args.verb in MODEL_VERBS and not args.model:
         raise TransferkitError(f"tkit {task} {args.verb} needs a model: -m PATH (best.ckpt, pruned.ckpt or .onnx)")
@@ -65,6 +65,8 @@ def run_task(task: str, argv: list[str]) -> int:
     common = dict(log_file=args.log_file)
     if args.verb == "train":
         api.train(task, args.spec, args.results, overrides, overwrite=args.overwrite, **common)
+    elif args.verb in extra:
+        api.run_extra_verb(task, args.verb, args.spec, args.results, overrides, model=args.model, **common)
     else:
         getattr(api, args.verb)(task, args.spec, args.results, overrides, model=args.model, **common)
     return 0
