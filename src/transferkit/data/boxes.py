@@ -23,6 +23,7 @@ class ImageBoxes:
     ignore: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # DontCare regions
     width: int | None = None
     height: int | None = None
+    original_size: tuple[int, int] | None = None  # (w, h) of the file when boxes are in resized input pixels
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
