@@ -181,6 +181,14 @@ def _model_verb_setup(task, spec_path, overrides, model):
 def evaluate(task: str, spec_path, results, overrides: Sequence[str] = (), *, model=None, log_file=None) -> dict:
     results = Path(results)
     with RunFolder(results, log_file=log_file):
+        if model is None:  # e.g. detection predictions already on disk
+            t, spec = _spec(task, spec_path, overrides)
+            metrics = t.evaluate_without_model(spec, results)
+            if metrics is None:
+                raise SpecError("evaluate needs a model: -m PATH (a best.ckpt, pruned.ckpt or exported .onnx)")
+            _write_spec(spec, results)
+            atomic_write_json(results / "metrics.json", metrics)
+            return metrics
         t, spec, predictor = _model_verb_setup(task, spec_path, overrides, model)
         _write_spec(spec, results)
         data = t.build_data(spec, classes=predictor.meta["classes"], mean=predictor.meta["mean"], std=predictor.meta["std"])
@@ -206,10 +214,10 @@ def inference(task: str, spec_path, results, overrides: Sequence[str] = (), *, m
 
 # -- prune ----------------------------------------------------------------------------------------
 
-def _latency(fn, size: int, batch: int = 1) -> float:
+def _latency(fn, hw: tuple[int, int], batch: int = 1) -> float:
     from .optimize import measure_latency_ms
 
-    return round(measure_latency_ms(fn, torch.randn(batch, 3, size, size), warmup=3, runs=10), 3)
+    return round(measure_latency_ms(fn, torch.randn(batch, 3, *hw), warmup=3, runs=10), 3)
 
 
 def prune(task: str, spec_path, results, overrides: Sequence[str] = (), *, model=None, log_file=None) -> dict:
@@ -228,14 +236,14 @@ def prune(task: str, spec_path, results, overrides: Sequence[str] = (), *, model
         cfg = PruneConfig(threshold=None if p.ratio is not None else p.threshold, ratio=p.ratio, norm=p.norm,
                           granularity=p.granularity, min_num_filters=p.min_num_filters,
                           equalization=p.equalization, excluded_layers=list(p.excluded_layers))
-        size = meta["image_size"]
-        example = torch.randn(1, 3, size, size)
+        hw = t.input_hw(meta)
+        example = torch.randn(1, 3, *hw)
         with torch.inference_mode():
             before = {"params": count_params(net), "macs": count_macs(net, example),
-                      "latency_ms": _latency(net, size)}
+                      "latency_ms": _latency(net, hw)}
         result = prune_model(net, example, cfg, ignored_layers=t.prune_ignored_layers(net))
         with torch.inference_mode():
-            after = {"params": count_params(net), "macs": count_macs(net, example), "latency_ms": _latency(net, size)}
+            after = {"params": count_params(net), "macs": count_macs(net, example), "latency_ms": _latency(net, hw)}
         new_meta = {**meta, "pruned_shapes": layer_shapes(net), "pruned_from": str(model),
                     "prune": p.model_dump(mode="json")}
         out = results / "pruned.ckpt"
@@ -297,15 +305,15 @@ def export(task: str, spec_path, results, overrides: Sequence[str] = (), *, mode
         _write_spec(spec, results)
         meta = predictor.meta
         net = predictor.net.eval().to(memory_format=torch.contiguous_format)
-        size = meta["image_size"]
+        hw = t.input_hw(meta)
         onnx_meta = {k: v for k, v in meta.items() if k != "pruned_shapes"}
         metadata = {META_KEY: json.dumps(onnx_meta), "task": meta["task"], "class_names": meta["classes"],
-                    "mean": meta["mean"], "std": meta["std"], "input_size": [3, size, size]}
-        fp32 = export_onnx(net, results / "model.onnx", (3, size, size), metadata, opset=spec.export.opset,
+                    "mean": meta["mean"], "std": meta["std"], "input_size": [3, *hw]}
+        fp32 = export_onnx(net, results / "model.onnx", (3, *hw), metadata, opset=spec.export.opset,
                            output_names=t.output_names)
         data = t.build_data(spec, classes=meta["classes"], mean=meta["mean"], std=meta["std"])
         real = next(iter(data.calibration_batches(8, batch_size=8)), None)
-        probe = real if real is not None else torch.randn(4, 3, size, size)
+        probe = real if real is not None else torch.randn(4, 3, *hw)
         parity = verify_export(net, fp32, probe, atol=spec.export.parity_tolerance, rtol=0)
         log.info("ONNX parity on %d %s images: max |PyTorch - ONNX Runtime| = %.2e (tolerance %.0e)", len(probe),
                  "validation" if real is not None else "random", parity["max_abs_diff"], spec.export.parity_tolerance)
@@ -325,7 +333,7 @@ def export(task: str, spec_path, results, overrides: Sequence[str] = (), *, mode
             for name, (pred, path) in runtimes.items():
                 metrics = t.evaluate(spec, pred, data, results / f"eval_{name}")
                 report["runtimes"][name] = {
-                    t.headline: metrics[t.headline], "latency_ms_batch1": _latency(pred, size),
+                    t.headline: metrics[t.headline], "latency_ms_batch1": _latency(pred, hw),
                     "file_bytes": Path(path or model).stat().st_size,
                 }
         if spec.export.engine:

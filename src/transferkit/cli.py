@@ -15,7 +15,7 @@ from .errors import TrainingInterrupted, TransferkitError
 log = logging.getLogger("transferkit")
 
 TASK_VERBS = ("default_spec", "train", "evaluate", "inference", "prune", "export")
-MODEL_VERBS = ("evaluate", "inference", "prune", "export")
+MODEL_VERBS = ("inference", "prune", "export")  # evaluate may score predictions on disk instead
 
 
 def _task_parser(task: str, verbs: tuple[str, ...]) -> argparse.ArgumentParser:

@@ -94,6 +94,42 @@ class InterruptCheckpoint(Callback):
             trainer.save_checkpoint(self.path)
 
 
+class RngState(Callback):
+    """Keeps the global RNG states (torch, CUDA, numpy, Python) in every checkpoint and restores them on resume.
+
+    Shuffling, augmentation and dropout draw from these generators, so without this a resumed run
+    would replay epoch 0's random stream from epoch k on and drift away from the uninterrupted run.
+    Stored as tensors and plain ints, so checkpoints still load with `weights_only=True`.
+    (Persistent DataLoader workers keep their own generators; those are not captured.)
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        import random
+
+        import numpy as np
+
+        version, state, gauss = random.getstate()
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        return {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                          "has_gauss": int(has_gauss), "cached": float(cached)},
+                "python": {"version": version, "state": list(state), "gauss": gauss}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        import random
+
+        import numpy as np
+
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        n = state["numpy"]
+        np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+        p = state["python"]
+        random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
 def resolve_precision(train: TrainConfig, accelerator: str) -> str:
     if train.precision == "16-mixed" and accelerator == "cpu":
         log.warning("train.precision=16-mixed needs a GPU; using bf16-mixed on the CPU")
@@ -133,11 +169,14 @@ def build_trainer(
     accelerator = resolve_accelerator(train)
     ddp = train.num_devices > 1 or train.num_nodes > 1
     checkpoint = ModelCheckpoint(
-        dirpath=results, filename="best", monitor=monitor, mode=mode, save_top_k=1, save_last=True,
+        dirpath=results, filename="best", monitor=monitor, mode=mode, save_top_k=1,
         auto_insert_metric_name=False, enable_version_counter=False,
     )
-    all_callbacks: list[Callback] = [checkpoint, StatusCallback(results / "status.json"),
-                                     InterruptCheckpoint(results / "last.ckpt"), *callbacks]
+    # last.ckpt after every epoch (Lightning's save_last only rewrites it when `best` improved).
+    # Listed after `checkpoint`, so it holds that callback's updated state and stays trainer.checkpoint_callback.
+    last = ModelCheckpoint(dirpath=results, filename="last", save_top_k=1, enable_version_counter=False)
+    all_callbacks: list[Callback] = [checkpoint, last, StatusCallback(results / "status.json"),
+                                     InterruptCheckpoint(results / "last.ckpt"), RngState(), *callbacks]
     if train.early_stopping_patience:
         all_callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=train.early_stopping_patience))
     interactive = sys.stderr.isatty()

@@ -9,8 +9,9 @@ from .base import Task
 
 def _tasks() -> dict[str, Task]:
     from .classification import TASK as classification
+    from .detectnet_v2 import TASK as detectnet_v2
 
-    return {t.name: t for t in (classification,)}
+    return {t.name: t for t in (classification, detectnet_v2)}
 
 
 def task_names() -> list[str]:

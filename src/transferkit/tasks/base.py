@@ -66,6 +66,14 @@ class Task:
                              f"({str(e).splitlines()[0][:200]})") from None
         return net
 
+    def input_hw(self, meta: dict) -> tuple[int, int]:
+        """(height, width) of the network input a checkpoint's metadata fixes."""
+        return meta["image_size"], meta["image_size"]
+
+    def evaluate_without_model(self, spec, out_dir: Path) -> dict[str, Any] | None:
+        """Score predictions already on disk (no -m), where the task supports it; None otherwise."""
+        return None
+
     def prune_ignored_layers(self, net: nn.Module) -> list[nn.Module]:
         """Layers whose outputs are the network's outputs (their channel counts are fixed)."""
         return []

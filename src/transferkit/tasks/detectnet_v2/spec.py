@@ -1,0 +1,112 @@
+"""The DetectNet_v2 spec (TAO's keys where they exist). The data and evaluation sections are shared
+with every detection task."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ...spec import ExportConfig, PruneConfig, SpecModel, TrainConfig
+
+
+class DetectionAugmentationConfig(SpecModel):
+    horizontal_flip: float = Field(0.5, ge=0, le=1, description="probability of a left-right flip")
+    vertical_flip: float = Field(0.0, ge=0, le=1, description="probability of an up-down flip")
+    zoom: tuple[float, float] = Field((0.8, 1.25), description="random zoom range (>1 zooms in)")
+    translate: float = Field(0.1, ge=0, le=0.5, description="max random shift, fraction of the image size")
+    brightness: float = Field(0.2, ge=0, description="brightness jitter")
+    contrast: float = Field(0.2, ge=0, description="contrast jitter")
+    saturation: float = Field(0.2, ge=0, description="saturation jitter")
+    hue: float = Field(0.02, ge=0, le=0.5, description="hue jitter")
+
+
+class DetectionDataConfig(SpecModel):
+    format: Literal["kitti", "coco", "yolo"] = Field("kitti", description="label format: kitti | coco | yolo")
+    train_images: str | None = Field(None, description="folder of training images")
+    train_labels: str | None = Field(None, description="KITTI/YOLO label folder, or the COCO JSON file")
+    val_images: str | None = Field(None, description="folder of validation images")
+    val_labels: str | None = Field(None, description="KITTI/YOLO label folder, or the COCO JSON file")
+    yolo_names: str | None = Field(None, description="YOLO only: class names file (.txt or data.yaml) the ids index")
+    classes: list[str] | None = Field(None, description="trained class names; empty = every name in the labels")
+    target_class_mapping: dict[str, str] = Field(
+        default_factory=dict, description="source name -> trained name, e.g. {van: car}")
+    image_width: int = Field(384, ge=32, description="network input width (multiple of 16)")
+    image_height: int = Field(256, ge=32, description="network input height (multiple of 16)")
+    max_image_pixels: int = Field(100_000_000, gt=0, description="refuse images larger than this many pixels")
+    augmentation: DetectionAugmentationConfig = Field(default_factory=DetectionAugmentationConfig,
+                                                      description="training augmentation")
+
+
+class EvaluationConfig(SpecModel):
+    mode: Literal["sample", "integrate", "coco"] = Field(
+        "integrate", description="AP: sample (VOC07 11-point) | integrate (VOC10+) | coco (101-point)")
+    iou_thresholds: float | dict[str, float] = Field(
+        0.5, description="IoU for a match: one value, or per class {car: 0.7, default: 0.5}")
+    predictions: str | None = Field(None, description="score KITTI prediction files in this folder instead of a model")
+    batch_size: int = Field(16, gt=0, description="images per batch")
+
+
+class DetectNetModelConfig(SpecModel):
+    backbone: str = Field("mobilenet_v2", description="zoo model name (`tkit model list`) or timm:<name>")
+    pretrained: bool | str = Field(True, description="true = zoo ImageNet weights; false; or a .pth / .ckpt path")
+    pruned: str | None = Field(None, description="retrain a pruned model: path to pruned.ckpt from `prune`")
+    freeze_blocks: list[int] = Field(default_factory=list, description="backbone stages to freeze (0 = stem)")
+    freeze_bn: bool = Field(False, description="keep BatchNorm statistics frozen")
+    bbox_scale: float = Field(35.0, gt=0, description="objective_set box scale (TAO: 35)")
+    bbox_offset: float = Field(0.5, ge=0, le=1, description="objective_set cell-centre offset (TAO: 0.5)")
+
+
+class TargetsConfig(SpecModel):
+    cov_center_x: float = Field(0.5, ge=0, le=1, description="coverage ellipse centre, fraction of box width")
+    cov_center_y: float = Field(0.5, ge=0, le=1, description="coverage ellipse centre, fraction of box height")
+    cov_radius_x: float = Field(1.0, gt=0, description="coverage ellipse radius, fraction of the box half-width")
+    cov_radius_y: float = Field(1.0, gt=0, description="coverage ellipse radius, fraction of the box half-height")
+    bbox_min_radius: float = Field(1.0, ge=0, description="minimum coverage radius in output cells")
+    deadzone_radius: float = Field(0.67, ge=0, description="ignored ring around the coverage region (cells)")
+
+
+class LossConfig(SpecModel):
+    coverage_foreground_weight: float = Field(0.05, gt=0, description="weight of background vs foreground cells")
+    bbox_loss: Literal["l1", "giou", "l1+giou"] = Field("l1", description="box regression loss")
+    coverage_weight: float = Field(1.0, ge=0, description="weight of the coverage loss")
+    bbox_weight: float = Field(10.0, ge=0, description="weight of the box loss")
+    class_weights: list[float] | None = Field(None, description="per-class loss weights (class order)")
+
+
+class PostprocessConfig(SpecModel):
+    clustering_algorithm: Literal["dbscan", "nms", "hybrid"] = Field("dbscan", description="dbscan | nms | hybrid")
+    coverage_threshold: float = Field(0.005, ge=0, le=1, description="cells below this coverage are not candidates")
+    dbscan_eps: float = Field(0.3, gt=0, lt=1, description="DBSCAN eps on 1 - IoU")
+    dbscan_min_samples: int = Field(1, gt=0, description="DBSCAN minimum cluster size")
+    dbscan_confidence_threshold: float = Field(0.1, ge=0, description="drop clusters with less summed coverage")
+    nms_iou_threshold: float = Field(0.5, gt=0, le=1, description="NMS IoU threshold (nms, hybrid)")
+    minimum_bounding_box_height: float = Field(4.0, ge=0, description="drop boxes lower than this (pixels)")
+    max_detections: int = Field(100, gt=0, description="keep at most this many boxes per image")
+
+
+class InferenceConfig(SpecModel):
+    images: str | None = Field(None, description="folder of images, a single image, or a .txt list of paths")
+    batch_size: int = Field(8, gt=0, description="images per batch")
+    annotate: bool = Field(True, description="write copies of the images with the boxes drawn")
+    score_threshold: float = Field(0.3, ge=0, description="boxes below this score are not drawn or written")
+
+
+class DatasetConvertConfig(SpecModel):
+    output_format: Literal["kitti", "coco", "yolo"] = Field("coco", description="format to write")
+    output_dir: str | None = Field(None, description="where the converted dataset goes")
+    val_split: float = Field(0.0, ge=0, lt=100, description="percent of images written as a val split")
+    split_mode: Literal["random", "sequence"] = Field("random", description="random | sequence (last N% by name)")
+
+
+class DetectNetSpec(SpecModel):
+    data: DetectionDataConfig = Field(default_factory=DetectionDataConfig, description="dataset")
+    model: DetectNetModelConfig = Field(default_factory=DetectNetModelConfig, description="network")
+    targets: TargetsConfig = Field(default_factory=TargetsConfig, description="target rasteriser")
+    loss: LossConfig = Field(default_factory=LossConfig, description="loss")
+    postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig, description="box clustering")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="training")
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="evaluate verb and val mAP")
+    inference: InferenceConfig = Field(default_factory=InferenceConfig, description="inference verb")
+    prune: PruneConfig = Field(default_factory=PruneConfig, description="prune verb")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="export verb")
+    dataset_convert: DatasetConvertConfig = Field(default_factory=DatasetConvertConfig, description="dataset_convert verb")
