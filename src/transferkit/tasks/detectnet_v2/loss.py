@@ -2,8 +2,8 @@
 
 Targets come from targets.rasterise (stacked over the batch). Coverage cells are weighted as in
 TAO's cost function: a positive cell (target > 0.5) by coverage_foreground_weight, a background
-cell by 1 - coverage_foreground_weight, a dead-zone or ignored cell by 0; the sum is divided by the
-number of cells that count. The box loss is summed over positive cells and divided by their
+cell by 1 - coverage_foreground_weight, a dead-zone or ignored cell by 0; the sum over the cells is
+divided by the number of images. The box loss is summed over positive cells and divided by their
 number (at least 1). class_weights scale both terms per class.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ BBOX_LOSSES = ("l1", "giou", "l1+giou")
 
 @dataclass
 class LossConfig:
-    coverage_foreground_weight: float = 0.05  # positive cells; background cells get 1 - this (TAO)
+    coverage_foreground_weight: float = 0.9  # positive cells; background cells get 1 - this
     bbox_loss: str = "l1"  # l1 | giou | l1+giou
     coverage_weight: float = 1.0
     bbox_weight: float = 10.0  # weight of the L1 term (objective_set units are small: pixels / 35)
@@ -72,7 +72,9 @@ def detectnet_loss(
     fg = cfg.coverage_foreground_weight
     cell_w = torch.where(cov_target > 0.5, fg, 1.0 - fg) * cov_weight * class_w
     bce = F.binary_cross_entropy_with_logits(cov_logits, cov_target, reduction="none")
-    coverage = (bce * cell_w).sum() / cov_weight.sum().clamp(min=1.0)
+    # Summed over each image's cells, as TAO's cost does (a mean over cells would shrink the coverage
+    # term by the grid size and leave it far below the box term: coverage then never learns).
+    coverage = (bce * cell_w).sum() / n
 
     pred = bbox.reshape(n, num_classes, 4, out_h, out_w)
     true = targets["bbox"].to(bbox).reshape(n, num_classes, 4, out_h, out_w)

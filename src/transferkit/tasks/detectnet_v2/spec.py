@@ -66,7 +66,8 @@ class TargetsConfig(SpecModel):
 
 
 class LossConfig(SpecModel):
-    coverage_foreground_weight: float = Field(0.05, gt=0, description="weight of background vs foreground cells")
+    coverage_foreground_weight: float = Field(
+        0.9, gt=0, lt=1, description="weight of object cells in the coverage loss (background gets 1 - this)")
     bbox_loss: Literal["l1", "giou", "l1+giou"] = Field("l1", description="box regression loss")
     coverage_weight: float = Field(1.0, ge=0, description="weight of the coverage loss")
     bbox_weight: float = Field(10.0, ge=0, description="weight of the box loss")
@@ -77,7 +78,7 @@ class PostprocessConfig(SpecModel):
     clustering_algorithm: Literal["dbscan", "nms", "hybrid"] = Field("dbscan", description="dbscan | nms | hybrid")
     coverage_threshold: float = Field(0.005, ge=0, le=1, description="cells below this coverage are not candidates")
     dbscan_eps: float = Field(0.3, gt=0, lt=1, description="DBSCAN eps on 1 - IoU")
-    dbscan_min_samples: int = Field(1, gt=0, description="DBSCAN minimum cluster size")
+    dbscan_min_samples: float = Field(0.05, ge=0, description="summed coverage a DBSCAN core cell's neighbourhood needs")
     dbscan_confidence_threshold: float = Field(0.1, ge=0, description="drop clusters with less summed coverage")
     nms_iou_threshold: float = Field(0.5, gt=0, le=1, description="NMS IoU threshold (nms, hybrid)")
     minimum_bounding_box_height: float = Field(4.0, ge=0, description="drop boxes lower than this (pixels)")
