@@ -125,7 +125,7 @@ def test_kitti_digits_labels_have_15_fields_and_boxes_inside_the_image(tmp_path)
             assert (width, height) == (96, 64)
             for cls, (x1, y1, x2, y2) in boxes:
                 assert cls in summary["classes"]
-                assert 0 <= x1 < x2 <= width - 1 and 0 <= y1 < y2 <= height - 1
+                assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
             total += len(boxes)
     assert total == sum(sum(summary["counts"][s]["objects"].values()) for s in ("train", "val"))
 
@@ -139,10 +139,10 @@ def test_kitti_digits_boxes_are_the_tight_box_of_each_digits_ink(tmp_path):
         written = np.asarray(Image.open(out / "train" / "images" / f"{index:06d}.png"))
         assert np.array_equal(written, scene.image)
         label_boxes = _kitti_boxes(out / "train" / "labels" / f"{index:06d}.txt")
-        assert [(b.label, [b.x1, b.y1, b.x2, b.y2]) for b in scene.boxes] == label_boxes
+        assert [(b.label, [b.x1, b.y1, b.x2 + 1, b.y2 + 1]) for b in scene.boxes] == label_boxes
         for k, (cls, (x1, y1, x2, y2)) in enumerate(label_boxes, start=1):
             rows, cols = np.nonzero(scene.ink == k)
-            assert (cols.min(), rows.min(), cols.max(), rows.max()) == (x1, y1, x2, y2)
+            assert (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1) == (x1, y1, x2, y2)
         # Outside the ink the background is untouched, so no pixel of a digit lies outside its box.
         untouched = scene.ink == 0
         assert np.array_equal(scene.image[untouched], scene.background[untouched])

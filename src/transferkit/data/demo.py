@@ -373,7 +373,8 @@ def _build_objects(out: Path, *, seed: int, per_class: int, val_per_class: int, 
 @dataclass(frozen=True)
 class GlyphBox:
     """A pasted digit. x1, y1, x2, y2 are pixel indices of its ink, inclusive (x2 is the last
-    inked column), which is how kitti_digits writes them into KITTI label files."""
+    inked column). The KITTI line holds the continuous box (x2 + 1, y2 + 1), the convention of
+    data/boxes.py and pycocotools: a digit inked in columns 10..19 is x1=10, x2=20."""
     label: str
     x1: int
     y1: int
@@ -381,7 +382,7 @@ class GlyphBox:
     y2: int
 
     def kitti_line(self) -> str:
-        return (f"{self.label} 0.00 0 0.00 {self.x1:.2f} {self.y1:.2f} {self.x2:.2f} {self.y2:.2f} "
+        return (f"{self.label} 0.00 0 0.00 {self.x1:.2f} {self.y1:.2f} {self.x2 + 1:.2f} {self.y2 + 1:.2f} "
                 "0.00 0.00 0.00 0.00 0.00 0.00 0.00")
 
 
