@@ -60,6 +60,18 @@ class TrainConfig(SpecModel):
     )
 
 
+class BackboneModelConfig(SpecModel):
+    """The `model` keys every task with a zoo backbone shares; tasks subclass it to add their own."""
+
+    backbone: str = Field("mobilenet_v2", description="zoo model name (`tkit model list`) or timm:<name>")
+    pretrained: bool | str = Field(
+        True, description="true = zoo ImageNet weights; false = random; or a .pth / transferkit .ckpt path"
+    )
+    pruned: str | None = Field(None, description="retrain a pruned model: path to pruned.ckpt from `prune`")
+    freeze_blocks: list[int] = Field(default_factory=list, description="backbone stages to freeze (0 = stem)")
+    freeze_bn: bool = Field(False, description="keep BatchNorm statistics frozen")
+
+
 class PruneConfig(SpecModel):
     threshold: float | None = Field(
         0.1, ge=0, le=1, description="remove filter groups whose normalised norm is below this (TAO -pth)"
@@ -276,7 +288,7 @@ def _jsonable(value: Any) -> Any:
 
 
 __all__ = [
-    "SpecModel", "TrainConfig", "PruneConfig", "ExportConfig", "Field", "load_spec", "load_yaml",
+    "SpecModel", "TrainConfig", "BackboneModelConfig", "PruneConfig", "ExportConfig", "Field", "load_spec", "load_yaml",
     "apply_overrides", "parse_override", "validate", "to_yaml", "render_default_spec",
     "require_path", "key_paths", "suggest_key",
 ]

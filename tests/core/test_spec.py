@@ -98,3 +98,12 @@ def test_spec_is_frozen():
     spec = ClassificationSpec()
     with pytest.raises(Exception):
         spec.train.epochs = 5
+
+
+@pytest.mark.parametrize("task", ["classification", "detectnet_v2"])
+def test_every_task_default_spec_round_trips(task):
+    from transferkit.api import default_spec
+    from transferkit.tasks import get_task
+
+    schema = get_task(task).spec_class
+    assert validate(schema, yaml.safe_load(default_spec(task))) == schema()

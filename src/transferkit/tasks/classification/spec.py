@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ...spec import ExportConfig, PruneConfig, SpecModel, TrainConfig
+from ...spec import BackboneModelConfig, ExportConfig, PruneConfig, SpecModel, TrainConfig
 
 
 class AugmentationConfig(SpecModel):
@@ -28,14 +28,7 @@ class DataConfig(SpecModel):
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig, description="training augmentation")
 
 
-class ModelConfig(SpecModel):
-    backbone: str = Field("mobilenet_v2", description="zoo model name (`tkit model list`) or timm:<name>")
-    pretrained: bool | str = Field(
-        True, description="true = zoo ImageNet weights; false = random; or a .pth / transferkit .ckpt path"
-    )
-    pruned: str | None = Field(None, description="retrain a pruned model: path to pruned.ckpt from `prune`")
-    freeze_blocks: list[int] = Field(default_factory=list, description="backbone stages to freeze (0 = stem)")
-    freeze_bn: bool = Field(False, description="keep BatchNorm statistics frozen")
+class ModelConfig(BackboneModelConfig):
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout before the classifier")
 
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ...spec import ExportConfig, PruneConfig, SpecModel, TrainConfig
+from ...spec import BackboneModelConfig, ExportConfig, PruneConfig, SpecModel, TrainConfig
 
 
 class DetectionAugmentationConfig(SpecModel):
@@ -46,12 +46,7 @@ class EvaluationConfig(SpecModel):
     batch_size: int = Field(16, gt=0, description="images per batch")
 
 
-class DetectNetModelConfig(SpecModel):
-    backbone: str = Field("mobilenet_v2", description="zoo model name (`tkit model list`) or timm:<name>")
-    pretrained: bool | str = Field(True, description="true = zoo ImageNet weights; false; or a .pth / .ckpt path")
-    pruned: str | None = Field(None, description="retrain a pruned model: path to pruned.ckpt from `prune`")
-    freeze_blocks: list[int] = Field(default_factory=list, description="backbone stages to freeze (0 = stem)")
-    freeze_bn: bool = Field(False, description="keep BatchNorm statistics frozen")
+class DetectNetModelConfig(BackboneModelConfig):
     bbox_scale: float = Field(35.0, gt=0, description="objective_set box scale (TAO: 35)")
     bbox_offset: float = Field(0.5, ge=0, le=1, description="objective_set cell-centre offset (TAO: 0.5)")
 
