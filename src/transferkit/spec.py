@@ -256,14 +256,14 @@ def require_path(key: str, value: str | Path | None, kind: str = "path") -> Path
 
 def render_default_spec(schema: type[BaseModel], header: str = "") -> str:
     lines = [f"# {line}" if line else "#" for line in header.splitlines()]
-    _render(schema, schema.model_construct(), 0, lines)
+    _render(schema, schema(), 0, lines)
     return "\n".join(lines) + "\n"
 
 
 def _render(schema: type[BaseModel], instance: BaseModel, indent: int, lines: list[str]) -> None:
     pad = "  " * indent
     for name, field in schema.model_fields.items():
-        value = field.get_default(call_default_factory=True)
+        value = getattr(instance, name)  # a task may give a shared section its own defaults
         sub = _section_type(field.annotation)
         comment = f"  # {field.description}" if field.description else ""
         if sub is not None and isinstance(value, BaseModel):

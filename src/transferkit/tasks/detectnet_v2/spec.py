@@ -94,13 +94,19 @@ class DatasetConvertConfig(SpecModel):
     split_mode: Literal["random", "sequence"] = Field("random", description="random | sequence (last N% by name)")
 
 
+class DetectNetTrainConfig(TrainConfig):
+    # AdamW: with TAO's box-loss weight (10) SGD at the shared default learning rate diverges.
+    optimizer: Literal["sgd", "adam", "adamw"] = Field("adamw", description="sgd | adam | adamw")
+    learning_rate: float = Field(1e-3, gt=0, description="peak learning rate")
+
+
 class DetectNetSpec(SpecModel):
     data: DetectionDataConfig = Field(default_factory=DetectionDataConfig, description="dataset")
     model: DetectNetModelConfig = Field(default_factory=DetectNetModelConfig, description="network")
     targets: TargetsConfig = Field(default_factory=TargetsConfig, description="target rasteriser")
     loss: LossConfig = Field(default_factory=LossConfig, description="loss")
     postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig, description="box clustering")
-    train: TrainConfig = Field(default_factory=TrainConfig, description="training")
+    train: DetectNetTrainConfig = Field(default_factory=DetectNetTrainConfig, description="training")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="evaluate verb and val mAP")
     inference: InferenceConfig = Field(default_factory=InferenceConfig, description="inference verb")
     prune: PruneConfig = Field(default_factory=PruneConfig, description="prune verb")
