@@ -122,3 +122,18 @@ def test_input_size_not_multiple_of_16_is_a_clear_error(kitti, tmp_path, capsys)
     code = tkit("detectnet_v2", "train", "-r", tmp_path / "r", *data_args(kitti), *FAST, "data.image_width=70")
     err = capsys.readouterr().err
     assert code == 2 and "data.image_width" in err
+
+
+def test_per_class_target_and_clustering_overrides(kitti, tmp_path, capsys):
+    from transferkit.spec import load_spec
+    from transferkit.tasks.detectnet_v2.module import configs
+    from transferkit.tasks.detectnet_v2.spec import DetectNetSpec
+
+    spec = load_spec(DetectNetSpec, None, ["targets.per_class={'1': {cov_radius_x: 0.5}}",
+                                           "postprocess.per_class={'2': {coverage_threshold: 0.2}}"])
+    targets, _, clusters = configs(spec, ["0", "1", "2"])
+    assert [t.cov_radius_x for t in targets] == [1.0, 0.5, 1.0]
+    assert [c.coverage_threshold for c in clusters] == [0.005, 0.005, 0.2]
+    code = tkit("detectnet_v2", "train", "-r", tmp_path / "r", *data_args(kitti), *FAST,
+                "targets.per_class={'7': {cov_radius_x: 0.5}}")
+    assert code == 2 and "targets.per_class" in capsys.readouterr().err

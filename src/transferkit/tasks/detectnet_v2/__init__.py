@@ -112,7 +112,7 @@ class DetectNetV2Task(Task):
 
     # -- evaluate ------------------------------------------------------------------------------
     def evaluate(self, spec: DetectNetSpec, predictor: Predictor, data: DetectionData, out_dir: Path) -> dict:
-        _, _, cluster = configs(spec)
+        _, _, cluster = configs(spec, predictor.meta["classes"])
         gts, preds, bad = [], [], {}
         for images, targets, skipped in data.val_dataloader():
             for entry in skipped:
@@ -170,7 +170,7 @@ class DetectNetV2Task(Task):
         from ...data.detection_data import DetectionImages, collate_detection
 
         meta = predictor.meta
-        _, _, cluster = configs(spec)
+        _, _, cluster = configs(spec, meta["classes"])
         paths = collect_images(spec.inference.images)
         items = [ImageBoxes(image=p, boxes=np.zeros((0, 4)), labels=np.zeros(0)) for p in paths]
         dataset = DetectionImages(items, meta["image_width"], meta["image_height"], meta["mean"], meta["std"], None,

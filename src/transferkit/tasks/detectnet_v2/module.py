@@ -8,6 +8,7 @@ from ...data.boxes import ImageBoxes
 from ...data.draw import boxes_grid
 from ...engine.module import TaskModule
 from ...metrics import evaluate_detections
+from ...errors import SpecError, first_line
 from ...spec import TrainConfig
 from .loss import LossConfig, detectnet_loss
 from .postprocess import ClusterConfig, detections_from_outputs
@@ -16,9 +17,22 @@ from .targets import TargetConfig, rasterise
 STRIDE = 16
 
 
-def configs(spec) -> tuple[TargetConfig, LossConfig, ClusterConfig]:
-    return (TargetConfig(**spec.targets.model_dump()), LossConfig(**spec.loss.model_dump()),
-            ClusterConfig(**spec.postprocess.model_dump()))
+def _per_class(section, cls, classes: list[str], key: str) -> list:
+    """One config per class: the section's values, with that class's `per_class` overrides applied."""
+    base = section.model_dump(exclude={"per_class"})
+    overrides = {name.lower(): values for name, values in section.per_class.items()}
+    unknown = [name for name in overrides if name not in [c.lower() for c in classes]]
+    if unknown:
+        raise SpecError(f"{key}.per_class names unknown class(es) {unknown}; classes are {classes}")
+    try:
+        return [cls(**{**base, **overrides.get(c.lower(), {})}) for c in classes]
+    except TypeError as e:
+        raise SpecError(f"{key}.per_class: {first_line(e)}; valid keys: {', '.join(base)}") from None
+
+
+def configs(spec, classes: list[str]) -> tuple[list[TargetConfig], LossConfig, list[ClusterConfig]]:
+    return (_per_class(spec.targets, TargetConfig, classes, "targets"), LossConfig(**spec.loss.model_dump()),
+            _per_class(spec.postprocess, ClusterConfig, classes, "postprocess"))
 
 
 def predict_boxes(outputs, targets: list[ImageBoxes], cluster: ClusterConfig, meta: dict) -> list[ImageBoxes]:
@@ -31,7 +45,7 @@ def predict_boxes(outputs, targets: list[ImageBoxes], cluster: ClusterConfig, me
 class DetectNetModule(TaskModule):
     def __init__(self, net, meta: dict, train: TrainConfig, spec):
         super().__init__(net, meta, train)
-        self.target_cfg, self.loss_cfg, self.cluster_cfg = configs(spec)
+        self.target_cfg, self.loss_cfg, self.cluster_cfg = configs(spec, meta["classes"])
         self.evaluation = spec.evaluation
         self.bad_files: dict[str, str] = {}
         self._gt: list[ImageBoxes] = []

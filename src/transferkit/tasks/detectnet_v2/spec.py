@@ -58,6 +58,8 @@ class TargetsConfig(SpecModel):
     cov_radius_y: float = Field(1.0, gt=0, description="coverage ellipse radius, fraction of the box half-height")
     bbox_min_radius: float = Field(1.0, ge=0, description="minimum coverage radius in output cells")
     deadzone_radius: float = Field(0.67, ge=0, description="ignored ring around the coverage region (cells)")
+    per_class: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="per-class overrides, e.g. {car: {cov_radius_x: 0.8}}")
 
 
 class LossConfig(SpecModel):
@@ -78,6 +80,8 @@ class PostprocessConfig(SpecModel):
     nms_iou_threshold: float = Field(0.5, gt=0, le=1, description="NMS IoU threshold (nms, hybrid)")
     minimum_bounding_box_height: float = Field(4.0, ge=0, description="drop boxes lower than this (pixels)")
     max_detections: int = Field(100, gt=0, description="keep at most this many boxes per image")
+    per_class: dict[str, dict[str, float | str]] = Field(
+        default_factory=dict, description="per-class overrides, e.g. {car: {coverage_threshold: 0.01}}")
 
 
 class InferenceConfig(SpecModel):
