@@ -1,7 +1,7 @@
 """Prune -> retrain -> ONNX FP32 -> ONNX INT8 on the built-in `digits` demo, measured in one run.
 
-    python benchmarks/optimize.py --quick          # 1-3 minutes: 64 px images, 2 + 2 epochs
-    python benchmarks/optimize.py                  # full mode, < 10 minutes: 96 px, 10 + 30 epochs
+    python benchmarks/optimize.py --quick          # 1-3 minutes: 64 px images, 4 + 8 epochs
+    python benchmarks/optimize.py                  # full mode, 3-5 minutes on an idle 2-core CPU: 96 px, 10 + 40 epochs
     python benchmarks/optimize.py --out runs/bench --threshold 0.8   # instead of --ratio 0.5
 
 Every step is the public API (`api.train / prune / evaluate / export`). Prints one table (params, MACs,
@@ -33,11 +33,12 @@ from transferkit.tasks import get_task  # noqa: E402
 
 TASK = "classification"
 RESULTS = Path(__file__).resolve().parent / "results" / "optimize.json"
-MODES = {  # image size, epochs to train / retrain, timed runs per model at batch 1 / batch 32, warm-up runs
-    "quick": {"image_size": 64, "epochs": 2, "retrain_epochs": 2, "runs_b1": 20, "runs_b32": 5, "warmup": 3},
-    "full": {"image_size": 96, "epochs": 10, "retrain_epochs": 30, "runs_b1": 50, "runs_b32": 10, "warmup": 5},
+REPORTS = ("prune/prune_report.json", "export/export_report.json")  # what --reuse reads from an earlier --out
+MODES = {  # image size, epochs to train / retrain, timing rounds, timed runs per model and round at batch 1 / 32, warm-up
+    "quick": {"image_size": 64, "epochs": 4, "retrain_epochs": 8, "rounds": 3, "runs_b1": 10, "runs_b32": 2, "warmup": 2},
+    "full": {"image_size": 96, "epochs": 10, "retrain_epochs": 40, "rounds": 5, "runs_b1": 20, "runs_b32": 4, "warmup": 3},
 }
-# (key, label, runtime, checkpoint whose nn.Module gives params/MACs) -- the model file is filled in below
+# (key, label, runtime, checkpoint whose nn.Module gives params/MACs); `measure` maps keys to files
 ROWS = [("unpruned", "unpruned (eager)", "pytorch", "unpruned"),
         ("pruned", "pruned, not retrained (eager)", "pytorch", "pruned"),
         ("retrained", "pruned + retrained (eager)", "pytorch", "retrained"),
@@ -56,8 +57,7 @@ def machine_info() -> dict:
 
 def cpu_snapshot() -> tuple[int, int, float]:
     """(all-CPU jiffies, idle jiffies) from /proc/stat and this process's CPU seconds (all its threads)."""
-    ticks = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-    own = os.times()
+    ticks, own = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]], os.times()
     return sum(ticks), ticks[3] + ticks[4], own.user + own.system
 
 
@@ -68,16 +68,17 @@ def others_cpu_share(a: tuple, b: tuple) -> float:
     return round(max(0.0, busy - own) / max(1, total), 3)
 
 
-def interleaved_timings(predictors: dict, size: int, batch: int, runs: int, warmup: int) -> dict[str, list[float]]:
-    """Raw wall times (ms) of single calls, `warmup` untimed calls first. Models take turns call by call,
-    so a burst of load from other processes hits every model alike instead of one row."""
+def round_timings(predictors: dict, size: int, batch: int, rounds: int, runs: int, warmup: int) -> dict[str, list[float]]:
+    """Raw wall times (ms) of single calls. Each round times every model in turn, `warmup` untimed calls and
+    then `runs` timed ones, so a burst of load from other processes is spread over the models. (Alternating
+    models call by call would not do: ONNX Runtime's worker threads keep spinning after a call and slow the
+    next PyTorch call several-fold.)"""
     x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
-    for predictor in predictors.values():
-        measure_latency_ms(predictor, x, warmup=warmup, runs=1)
     raw = {key: [] for key in predictors}
-    for _ in range(runs):
+    for _ in range(rounds):
         for key, predictor in predictors.items():
-            raw[key].append(round(measure_latency_ms(predictor, x, warmup=0, runs=1), 4))
+            measure_latency_ms(predictor, x, warmup=warmup, runs=1)
+            raw[key] += [round(measure_latency_ms(predictor, x, warmup=0, runs=1), 4) for _ in range(runs)]
     return raw
 
 
@@ -135,8 +136,8 @@ def measure(root: Path, mode: dict, log) -> tuple[dict, dict]:
                      "top1": metrics["top1"], "val_images": metrics["num_images"], "raw_latency_ms": {}}
     before, load = cpu_snapshot(), {"loadavg_before_timing": os.getloadavg()}
     for b in (1, 32):
-        log(f"-- timing batch {b}: {mode['warmup']} warm-up + {mode[f'runs_b{b}']} runs per model, interleaved")
-        raw = interleaved_timings(predictors, size, b, mode[f"runs_b{b}"], mode["warmup"])
+        log(f"-- timing batch {b}: {mode['rounds']} rounds of {mode['warmup']} warm-up + {mode[f'runs_b{b}']} runs per model")
+        raw = round_timings(predictors, size, b, mode["rounds"], mode[f"runs_b{b}"], mode["warmup"])
         for key, times in raw.items():
             rows[key][f"latency_ms_b{b}"] = statistics.median(times)
             rows[key]["raw_latency_ms"][f"b{b}"] = times
@@ -150,11 +151,8 @@ def ratios(rows: dict) -> dict:
     for key, r in rows.items():
         ref = fp32 if key == "onnx_int8" else base
         out[key] = {"vs": "onnx_fp32" if key == "onnx_int8" else "unpruned", "params_x": base["params"] / r["params"],
-                    "latency_x_b1": ref["latency_ms_b1"] / r["latency_ms_b1"],
-                    "latency_x_b32": ref["latency_ms_b32"] / r["latency_ms_b32"],
+                    **{f"latency_x_b{b}": ref[f"latency_ms_b{b}"] / r[f"latency_ms_b{b}"] for b in (1, 32)},
                     "top1_delta_points": 100 * (r["top1"] - ref["top1"])}
-        if key == "onnx_int8":
-            out[key]["latency_x_vs_unpruned_b1"] = base["latency_ms_b1"] / r["latency_ms_b1"]
     return out
 
 
@@ -174,7 +172,7 @@ def targets(rows: dict, rx: dict) -> list[dict]:
 
 
 def print_report(result: dict) -> None:
-    rows, rx = result["rows"], result["ratios"]
+    rows, rx, m = result["rows"], result["ratios"], result["machine"]
     head = f"{'model':32} {'params':>10} {'MMACs':>8} {'b1 ms':>8} {'b32 ms':>8} {'size MB':>8} {'top-1':>7} " \
            f"{'params x':>8} {'b1 x':>6} {'b32 x':>6} {'dtop1':>6}  vs"
     print("\n" + head + "\n" + "-" * len(head))
@@ -186,7 +184,6 @@ def print_report(result: dict) -> None:
     print("(ONNX rows: params/MACs are those of the retrained PyTorch network they were exported from; "
           f"{rows['unpruned']['val_images']} val images, 1 image = {100 / rows['unpruned']['val_images']:.2f} points)")
     print(f"\nprune setting: {result['prune_setting']}; mode {result['mode_name']} {result['mode']}")
-    m = result["machine"]
     busy = m["other_processes_cpu_share_during_timing"]
     print(f"machine: {m['cpu_model']}, {m['cpu_cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
           f"onnxruntime {m['onnxruntime']}; other processes used {100 * busy:.0f}% of the CPU during the timing"
@@ -207,9 +204,13 @@ def main(argv=None) -> int:
     how.add_argument("--threshold", type=float, help="prune.threshold instead of a ratio")
     ap.add_argument("--keep-stages", type=int, default=2, help="leave the convs of the first N backbone stages unpruned "
                     "(prune.excluded_layers; default 2: the early, cheap-in-parameters feature layers)")
+    ap.add_argument("--reuse", action="store_true", help="skip data/train/prune/retrain/export: re-measure the models "
+                    "an earlier run left in --out (e.g. to re-time on a quieter machine)")
     ap.add_argument("--epochs", type=int, help="training epochs (default: by mode)")
     ap.add_argument("--retrain-epochs", type=int, help="retraining epochs of the pruned model (default: by mode)")
     args = ap.parse_args(argv)
+    if args.reuse and not args.out:
+        ap.error("--reuse needs --out DIR of an earlier run")
     mode_name = "quick" if args.quick else "full"
     mode = {**MODES[mode_name], **{k: v for k, v in (("epochs", args.epochs), ("retrain_epochs", args.retrain_epochs)) if v}}
     prune_override = f"prune.threshold={args.threshold}" if args.threshold is not None else f"prune.ratio={args.ratio}"
@@ -220,11 +221,18 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="tkit-bench-") as tmp:
         root = (args.out or Path(tmp)).resolve()
-        prune_report, export_report, steps, excluded = run_pipeline(root, mode, prune_override, args.keep_stages, log)
+        if args.reuse:
+            prune_report, export_report = (json.loads((root / f).read_text()) for f in REPORTS)
+            cfg, steps = prune_report["config"], {}
+            key = "ratio" if cfg["ratio"] is not None else "threshold"  # api.prune ignores the threshold when a ratio is set
+            excluded, prune_override = cfg["excluded_layers"], f"prune.{key}={cfg[key]}"
+        else:
+            prune_report, export_report, steps, excluded = run_pipeline(root, mode, prune_override, args.keep_stages, log)
         rows, load = measure(root, mode, log)
     rx = ratios(rows)
     result = {"benchmark": "optimize", "mode_name": mode_name, "mode": mode, "command": " ".join(sys.argv),
-              "prune_setting": f"{prune_override}, first {args.keep_stages} backbone stages excluded ({len(excluded)} convs)",
+              "prune_setting": f"{prune_override}, {len(excluded)} convs of the first backbone stages excluded",
+              "reused_models": args.reuse,
               "prune_excluded_layers": excluded, "machine": {**machine_info(), **load}, "rows": rows, "ratios": rx,
               "targets": targets(rows, rx), "step_wall_time_s": steps,
               "prune_report": {k: v for k, v in prune_report.items() if k != "layers"},
