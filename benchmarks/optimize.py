@@ -1,8 +1,9 @@
 """Prune -> retrain -> ONNX FP32 -> ONNX INT8 on the built-in `digits` demo, measured in one run.
 
-    python benchmarks/optimize.py --quick          # 1-3 minutes: 64 px images, 4 + 8 epochs
-    python benchmarks/optimize.py                  # full mode, 3-5 minutes on an idle 2-core CPU: 96 px, 10 + 40 epochs
-    python benchmarks/optimize.py --out runs/bench --threshold 0.8   # instead of --ratio 0.5
+    python benchmarks/optimize.py --quick          # ~40 s idle: 64 px images, 4 + 8 epochs (a smoke run)
+    python benchmarks/optimize.py                  # full mode, ~2.5 min on an idle 2-core CPU: 96 px, 10 + 40 epochs
+    python benchmarks/optimize.py --out runs/bench --threshold 0.8   # instead of the default --ratio 0.5
+    python benchmarks/optimize.py --out runs/bench --reuse           # re-time that run's models only
 
 Every step is the public API (`api.train / prune / evaluate / export`). Prints one table (params, MACs,
 CPU latency at batch 1 and 32, file size, val top-1 per model), the ratios, whether the issue's
@@ -116,7 +117,6 @@ def run_pipeline(root: Path, mode: dict, prune_override: str, keep_stages: int, 
 
 
 def measure(root: Path, mode: dict, log) -> tuple[dict, dict]:
-    task = get_task(TASK)
     files = {"unpruned": root / "train" / "best.ckpt", "pruned": root / "prune" / "pruned.ckpt",
              "retrained": root / "retrain" / "best.ckpt", "onnx_fp32": root / "export" / "model.onnx",
              "onnx_int8": root / "export" / "model_int8.onnx"}
@@ -126,8 +126,8 @@ def measure(root: Path, mode: dict, log) -> tuple[dict, dict]:
     rows, predictors = {}, {}
     for key, label, runtime, net_key in ROWS:
         log(f"-- evaluating {label}")
-        predictors[key] = api.load_predictor(task, files[key])
-        net = api.load_predictor(task, files[net_key]).net.eval()
+        predictors[key] = api.load_predictor(get_task(TASK), files[key])
+        net = api.load_predictor(get_task(TASK), files[net_key]).net.eval()
         with torch.inference_mode():
             params, macs = count_params(net), count_macs(net, example)
         metrics = api.evaluate(TASK, None, root / f"eval_{key}", data, model=files[key])
@@ -202,8 +202,8 @@ def main(argv=None) -> int:
     how = ap.add_mutually_exclusive_group()
     how.add_argument("--ratio", type=float, default=0.5, help="prune.ratio: fraction of channels removed per group (default 0.5)")
     how.add_argument("--threshold", type=float, help="prune.threshold instead of a ratio")
-    ap.add_argument("--keep-stages", type=int, default=2, help="leave the convs of the first N backbone stages unpruned "
-                    "(prune.excluded_layers; default 2: the early, cheap-in-parameters feature layers)")
+    ap.add_argument("--keep-stages", type=int, default=0, help="leave the convs of the first N backbone stages unpruned "
+                    "(prune.excluded_layers; default 0: prune every stage)")
     ap.add_argument("--reuse", action="store_true", help="skip data/train/prune/retrain/export: re-measure the models "
                     "an earlier run left in --out (e.g. to re-time on a quieter machine)")
     ap.add_argument("--epochs", type=int, help="training epochs (default: by mode)")
