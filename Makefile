@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(PY) -m pytest -n 2 tests
 
 bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/optimize.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
