@@ -293,7 +293,7 @@ def export(task: str, spec_path, results, overrides: Sequence[str] = (), *, mode
     """ONNX (FP32, optionally INT8) with parity checked against PyTorch; safetensors weights."""
     from safetensors.torch import save_file
 
-    from .optimize import OnnxModel, export_onnx, export_tensorrt, quantize_int8, verify_export
+    from .optimize import export_onnx, export_tensorrt, quantize_int8, verify_export
 
     results = Path(results)
     with RunFolder(results, log_file=log_file):

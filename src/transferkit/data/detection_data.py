@@ -17,7 +17,7 @@ from ..errors import SpecError
 from ..spec import require_path
 from .box_augment import BoxAugmentConfig, DetectionAugment, resize_with_boxes
 from .boxes import DataProblems, DetectionDataset, ImageBoxes
-from .images import ImageError, load_image
+from .images import ImageError, load_image, skipped_entry
 
 log = logging.getLogger("transferkit")
 
@@ -60,7 +60,7 @@ class DetectionImages(Dataset):
         try:
             image = load_image(item.image, max_pixels=self.max_pixels)
         except ImageError as e:
-            return None, f"{item.image}\t{e}"
+            return None, skipped_entry(item.image, e)
         original = image.size
         # Ignore regions travel through the same transform as boxes, marked with label -1.
         boxes = np.concatenate([item.boxes, item.ignore]).reshape(-1, 4)

@@ -38,6 +38,16 @@ class ImageError(DataError):
     """An image file is empty, truncated, too large or not an image at all."""
 
 
+def skipped_entry(path, error: Exception) -> str:
+    """How a Dataset reports a file it could not load, inside a batch (collate keeps these)."""
+    return f"{path}\t{error}"
+
+
+def parse_skipped(entries: list[str]) -> dict[str, str]:
+    """skipped_entry strings -> {path: reason}."""
+    return dict(entry.partition("\t")[::2] for entry in entries)
+
+
 def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS,
                limit_key: str = "data.max_image_pixels") -> Image.Image:
     """Decode `path` into an upright 8-bit RGB image; `max_pixels=None` lifts our size limit.

@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from ..data.images import parse_skipped
 from ..spec import TrainConfig
 from .checkpoint import META_KEY
 
@@ -21,6 +22,7 @@ class TaskModule(pl.LightningModule):
         self.net = net
         self.meta = dict(meta)  # task, classes, backbone, input size, mean/std, pruned shapes ...
         self.train_cfg = train
+        self.bad_files: dict[str, str] = {}  # images that failed to decode during training, path -> reason
         if train.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
 
@@ -31,6 +33,9 @@ class TaskModule(pl.LightningModule):
 
     def forward(self, images: torch.Tensor) -> Any:
         return self.net(images)
+
+    def note_skipped(self, entries: list[str]) -> None:
+        self.bad_files.update(parse_skipped(entries))
 
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
         return images.contiguous(memory_format=torch.channels_last) if self.train_cfg.channels_last else images

@@ -1,6 +1,7 @@
 """What a task supplies to the shared verbs (api.py). Everything else is written once."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
@@ -73,6 +74,24 @@ class Task:
     def evaluate_without_model(self, spec, out_dir: Path) -> dict[str, Any] | None:
         """Score predictions already on disk (no -m), where the task supports it; None otherwise."""
         return None
+
+    def load_pruned(self, model_cfg, meta: dict, classes: list[str],
+                    arch_keys: tuple[str, ...] = ("backbone", "pruned_shapes")) -> nn.Module:
+        """TAO's retrain: the network of `model.pruned` with its weights; `meta` takes its `arch_keys`."""
+        from ..engine.checkpoint import read_checkpoint
+        from ..errors import DataError
+        from ..spec import require_path
+
+        path = require_path("model.pruned", model_cfg.pruned, "file")
+        pruned_meta, state = read_checkpoint(path, task=self.name)
+        if [c.lower() for c in pruned_meta["classes"]] != [c.lower() for c in classes]:
+            raise DataError(f"model.pruned: {path} was trained on classes {pruned_meta['classes']}, the data has "
+                            f"{classes}; retrain a pruned model on the same classes")
+        meta.update({k: pruned_meta[k] for k in arch_keys if k in pruned_meta})
+        net = self.load_net(meta, state, path)
+        net.backbone.freeze(list(model_cfg.freeze_blocks), model_cfg.freeze_bn)
+        logging.getLogger("transferkit").info("retraining the pruned model %s", path)
+        return net
 
     def prune_ignored_layers(self, net: nn.Module) -> list[nn.Module]:
         """Layers whose outputs are the network's outputs (their channel counts are fixed)."""

@@ -10,8 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...data.images import ImageError, list_images, load_image
-from ...engine.checkpoint import read_checkpoint
+from ...data.images import ImageError, list_images, load_image, parse_skipped
 from ...errors import DataError, SpecError
 from ...io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ...optimize.prune import apply_layer_shapes
@@ -59,17 +58,8 @@ class ClassificationTask(Task):
             "mean": list(mean), "std": list(std), "dropout": m.dropout, "pruned_shapes": None,
         }
         if m.pruned:
-            pruned_path = require_path("model.pruned", m.pruned, "file")
-            pruned_meta, state = read_checkpoint(pruned_path, task=self.name)
-            if [c.lower() for c in pruned_meta["classes"]] != [c.lower() for c in data.classes]:
-                raise DataError(f"model.pruned: {m.pruned} was trained on classes {pruned_meta['classes']}, the data "
-                                f"has {data.classes}; retrain a pruned model on the same classes")
-            meta.update(backbone=pruned_meta["backbone"], pruned_shapes=pruned_meta["pruned_shapes"],
-                        dropout=pruned_meta.get("dropout", m.dropout))
-            net = self.load_net(meta, state, pruned_path)
-            net.backbone.freeze(list(m.freeze_blocks), m.freeze_bn)
+            net = self.load_pruned(m, meta, data.classes, ("backbone", "pruned_shapes", "dropout"))
             report = None
-            log.info("retraining the pruned model %s", m.pruned)
         else:
             net, report = build_classifier(m.backbone, data.classes, m.pretrained, m.dropout, m.freeze_blocks, m.freeze_bn)
         return ClassificationModule(net, meta, spec.train), report
@@ -94,9 +84,7 @@ class ClassificationTask(Task):
         classes = predictor.meta["classes"]
         all_logits, all_labels, bad = [], [], {}
         for images, labels, skipped in data.val_dataloader():
-            for entry in skipped:
-                path, _, reason = entry.partition("\t")
-                bad[path] = reason
+            bad.update(parse_skipped(skipped))
             if len(labels):
                 all_logits.append(predictor(images)[0].float().cpu().numpy())
                 all_labels.append(labels.numpy())

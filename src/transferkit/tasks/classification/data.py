@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2 as T
 
-from ...data.images import IMAGE_EXTENSIONS, ImageError, list_images, load_image
+from ...data.images import IMAGE_EXTENSIONS, ImageError, list_images, load_image, skipped_entry
 from ...errors import DataError, SpecError
 from ...spec import require_path
 from .spec import ClassificationSpec
@@ -158,7 +158,7 @@ class ImageDataset(Dataset):
         try:
             image = load_image(path, max_pixels=self.max_pixels)
         except ImageError as e:
-            return None, f"{path}\t{e}"
+            return None, skipped_entry(path, e)
         return self.transform(image), label
 
 

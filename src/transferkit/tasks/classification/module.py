@@ -1,7 +1,6 @@
 """Classification training logic on top of the shared TaskModule."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -17,17 +16,11 @@ class ClassificationModule(TaskModule):
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.top_k = min(5, n)
         self.val_topk = MulticlassAccuracy(num_classes=n, top_k=self.top_k, average="micro")
-        self.bad_files: dict[str, str] = {}
         self._grid_logged = False
-
-    def _note_bad(self, bad: list[str]) -> None:
-        for entry in bad:
-            path, _, reason = entry.partition("\t")
-            self.bad_files[path] = reason
 
     def training_step(self, batch, batch_idx):
         images, labels, bad = batch
-        self._note_bad(bad)
+        self.note_skipped(bad)
         if len(labels) == 0:
             return None
         logits = self(self.prepare_images(images))
@@ -40,7 +33,7 @@ class ClassificationModule(TaskModule):
 
     def validation_step(self, batch, batch_idx):
         images, labels, bad = batch
-        self._note_bad(bad)
+        self.note_skipped(bad)
         if len(labels) == 0:
             return
         logits = self(self.prepare_images(images))

@@ -11,7 +11,7 @@ from torch import nn
 from ...data.boxes import DetectionDataset, ImageBoxes
 from ...data.detection_data import DetectionData, read_detection_split
 from ...data.draw import draw_boxes
-from ...data.images import load_image
+from ...data.images import load_image, parse_skipped
 from ...engine.checkpoint import read_checkpoint
 from ...errors import DataError, SpecError
 from ...io import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -22,7 +22,7 @@ from ...zoo import get_entry
 from ..base import Predictor, Task
 from ..classification import collect_images
 from .model import DetectNetV2, build_detectnet_v2, check_input_size
-from .module import STRIDE, DetectNetModule, configs, predict_boxes
+from .module import DetectNetModule, configs, predict_boxes
 from .spec import DetectNetSpec
 
 log = logging.getLogger("transferkit")
@@ -63,13 +63,7 @@ class DetectNetV2Task(Task):
         }
         report = None
         if m.pruned:
-            path = require_path("model.pruned", m.pruned, "file")
-            pruned_meta, state = read_checkpoint(path, task=self.name)
-            if [c.lower() for c in pruned_meta["classes"]] != [c.lower() for c in data.classes]:
-                raise DataError(f"model.pruned: {path} was trained on {pruned_meta['classes']}, the data has {data.classes}")
-            meta.update(backbone=pruned_meta["backbone"], pruned_shapes=pruned_meta["pruned_shapes"])
-            net = self.load_net(meta, state, path)
-            net.backbone.freeze(list(m.freeze_blocks), m.freeze_bn)
+            net = self.load_pruned(m, meta, data.classes)
         else:
             pretrained = m.pretrained
             if isinstance(pretrained, str):
@@ -115,9 +109,7 @@ class DetectNetV2Task(Task):
         _, _, cluster = configs(spec, predictor.meta["classes"])
         gts, preds, bad = [], [], {}
         for images, targets, skipped in data.val_dataloader():
-            for entry in skipped:
-                path, _, reason = entry.partition("\t")
-                bad[path] = reason
+            bad.update(parse_skipped(skipped))
             if targets:
                 gts.extend(targets)
                 preds.extend(predict_boxes(predictor(images), targets, cluster, predictor.meta))
@@ -180,8 +172,7 @@ class DetectNetV2Task(Task):
         classes = meta["classes"]
         results, bad, records = [], {}, []
         for images, targets, skipped in loader:
-            for entry in skipped:
-                path, _, reason = entry.partition("\t")
+            for path, reason in parse_skipped(skipped).items():
                 bad[path] = reason
                 log.warning("skipped %s", reason)
             if not targets:

@@ -47,15 +47,9 @@ class DetectNetModule(TaskModule):
         super().__init__(net, meta, train)
         self.target_cfg, self.loss_cfg, self.cluster_cfg = configs(spec, meta["classes"])
         self.evaluation = spec.evaluation
-        self.bad_files: dict[str, str] = {}
         self._gt: list[ImageBoxes] = []
         self._pred: list[ImageBoxes] = []
         self._grid = None
-
-    def _note_bad(self, bad: list[str]) -> None:
-        for entry in bad:
-            path, _, reason = entry.partition("\t")
-            self.bad_files[path] = reason
 
     def _targets(self, targets: list[ImageBoxes], out_h: int, out_w: int) -> dict[str, torch.Tensor]:
         maps = [rasterise(t.boxes, t.labels, len(self.meta["classes"]), out_h, out_w, STRIDE, self.target_cfg,
@@ -65,7 +59,7 @@ class DetectNetModule(TaskModule):
 
     def _step(self, batch, stage: str):
         images, targets, bad = batch
-        self._note_bad(bad)
+        self.note_skipped(bad)
         if not targets:
             return None, None
         outputs = self(self.prepare_images(images))
