@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -24,9 +23,9 @@ from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-import onnxruntime  # noqa: E402
 import torch  # noqa: E402
 
+from common import cpu_snapshot, machine_info, others_cpu_share  # noqa: E402
 from transferkit import api  # noqa: E402
 from transferkit.data.demo import build_demo  # noqa: E402
 from transferkit.optimize import count_macs, count_params, measure_latency_ms  # noqa: E402
@@ -45,28 +44,6 @@ ROWS = [("unpruned", "unpruned (eager)", "pytorch", "unpruned"),
         ("retrained", "pruned + retrained (eager)", "pytorch", "retrained"),
         ("onnx_fp32", "ONNX Runtime FP32", "onnx", "retrained"),
         ("onnx_int8", "ONNX Runtime INT8", "onnx", "retrained")]
-
-
-def machine_info() -> dict:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), platform.processor())
-    return {"cpu_model": model, "cpu_cores": os.cpu_count(), "affinity_cores": len(os.sched_getaffinity(0)),
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "torch_threads": torch.get_num_threads(),
-            "torch_interop_threads": torch.get_num_interop_threads(), "python": platform.python_version(),
-            "platform": platform.platform(), "ort_providers": onnxruntime.get_available_providers()}
-
-
-def cpu_snapshot() -> tuple[int, int, float]:
-    """(all-CPU jiffies, idle jiffies) from /proc/stat and this process's CPU seconds (all its threads)."""
-    ticks, own = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]], os.times()
-    return sum(ticks), ticks[3] + ticks[4], own.user + own.system
-
-
-def others_cpu_share(a: tuple, b: tuple) -> float:
-    """Fraction of the machine's CPU time that other processes used between two snapshots."""
-    total = b[0] - a[0]
-    busy, own = total - (b[1] - a[1]), (b[2] - a[2]) * os.sysconf("SC_CLK_TCK")
-    return round(max(0.0, busy - own) / max(1, total), 3)
 
 
 def round_timings(predictors: dict, size: int, batch: int, rounds: int, runs: int, warmup: int) -> dict[str, list[float]]:
