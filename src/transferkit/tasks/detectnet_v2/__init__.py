@@ -4,23 +4,17 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-import torch
 from torch import nn
 
-from ...data.boxes import DetectionDataset, ImageBoxes
-from ...data.detection_data import DetectionData, read_detection_split
-from ...data.draw import draw_boxes
-from ...data.images import load_image, parse_skipped
+from ...data.boxes import ImageBoxes
+from ...data.detection_data import DetectionData
 from ...engine.checkpoint import read_checkpoint
-from ...errors import DataError, SpecError
-from ...io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from ...metrics import evaluate_detections, format_ap_table, save_pr_curves
+from ...errors import SpecError
 from ...optimize.prune import apply_layer_shapes
 from ...spec import require_path
 from ...zoo import get_entry
-from ..base import Predictor, Task
-from ..classification import collect_images
+from ..base import Predictor
+from ..detection import DetectionTask
 from .model import DetectNetV2, build_detectnet_v2, check_input_size
 from .module import DetectNetModule, configs, predict_boxes
 from .spec import DetectNetSpec
@@ -28,21 +22,15 @@ from .spec import DetectNetSpec
 log = logging.getLogger("transferkit")
 
 
-class DetectNetV2Task(Task):
+class DetectNetV2Task(DetectionTask):
     name = "detectnet_v2"
     spec_class = DetectNetSpec
-    monitor = "val/mAP"
-    monitor_mode = "max"
     output_names = ("coverage", "bbox")
-    headline = "mAP"
     description = "object detection, TAO's DetectNet_v2 grid detector (KITTI / COCO / YOLO labels)"
 
     @property
     def extra_verbs(self):
         return {"dataset_convert": self.dataset_convert}
-
-    def input_hw(self, meta: dict) -> tuple[int, int]:
-        return meta["image_height"], meta["image_width"]
 
     def build_data(self, spec: DetectNetSpec, classes=None, mean=None, std=None) -> DetectionData:
         check_input_size(spec.data.image_width, spec.data.image_height)
@@ -97,110 +85,9 @@ class DetectNetV2Task(Task):
     def prune_ignored_layers(self, net: DetectNetV2) -> list[nn.Module]:
         return [m for name, m in net.named_modules() if not name.startswith("backbone.") and isinstance(m, nn.Conv2d)]
 
-    def spec_for_model(self, spec: DetectNetSpec, meta: dict) -> DetectNetSpec:
-        size = {"image_width": meta["image_width"], "image_height": meta["image_height"]}
-        if all(getattr(spec.data, k) == v for k, v in size.items()):
-            return spec
-        log.info("using the model's input size %dx%d", meta["image_width"], meta["image_height"])
-        return spec.model_copy(update={"data": spec.data.model_copy(update=size)})
-
-    # -- evaluate ------------------------------------------------------------------------------
-    def evaluate(self, spec: DetectNetSpec, predictor: Predictor, data: DetectionData, out_dir: Path) -> dict:
+    def predict(self, spec: DetectNetSpec, predictor: Predictor, images, targets) -> list[ImageBoxes]:
         _, _, cluster = configs(spec, predictor.meta["classes"])
-        gts, preds, bad = [], [], {}
-        for images, targets, skipped in data.val_dataloader():
-            bad.update(parse_skipped(skipped))
-            if targets:
-                gts.extend(targets)
-                preds.extend(predict_boxes(predictor(images), targets, cluster, predictor.meta))
-        if not gts:
-            raise DataError("no usable validation images to evaluate; check data.val_images / data.val_labels")
-        metrics = self._score(spec, gts, preds, predictor.meta["classes"], out_dir)
-        skipped = {**data.skipped, **bad}
-        metrics["skipped_images"] = {"count": len(skipped), "files": skipped}
-        metrics["data_problems"] = data.problems
-        metrics["model"] = {"file": str(predictor.source), "runtime": predictor.kind}
-        return metrics
-
-    def _score(self, spec, gts, preds, classes, out_dir: Path) -> dict:
-        e = spec.evaluation
-        result = evaluate_detections(gts, preds, classes, e.iou_thresholds, e.mode)
-        save_pr_curves(result, out_dir)
-        table = format_ap_table(result)
-        atomic_write_text(out_dir / "ap_table.txt", table + "\n")
-        log.info("\n%s", table)
-        return {"mAP": float(result["mAP"] or 0.0), "AP_per_class": result["AP_per_class"],
-                "AP50_95": result["AP50_95"], "mode": result["mode"], "iou_thresholds": result["iou_thresholds"],
-                "num_gt": result["num_gt"], "num_pred": result["num_pred"], "num_images": len(gts)}
-
-    def evaluate_without_model(self, spec: DetectNetSpec, out_dir: Path) -> dict | None:
-        """`evaluation.predictions=DIR`: score KITTI prediction files (16th field = score) against val labels."""
-        if not spec.evaluation.predictions:
-            return None
-        pred_dir = require_path("evaluation.predictions", spec.evaluation.predictions, "dir")
-        gt = read_detection_split(spec.data, "val", spec.data.classes)
-        if gt is None:
-            raise SpecError("evaluation.predictions needs data.val_images and data.val_labels to score against")
-        from ...data.formats import read_kitti
-
-        predicted = read_kitti(require_path("data.val_images", spec.data.val_images, "dir"), pred_dir, gt.classes,
-                               dict(spec.data.target_class_mapping))
-        by_path = {str(p.image): p for p in predicted.items}
-        preds = []
-        for item in gt.items:
-            p = by_path.get(str(item.image))
-            preds.append(p if p is not None and p.scores is not None else
-                         ImageBoxes(image=item.image, boxes=np.zeros((0, 4)), labels=np.zeros(0), scores=np.zeros(0)))
-        metrics = self._score(spec, gt.items, preds, gt.classes, out_dir)
-        metrics["model"] = {"predictions": str(pred_dir)}
-        metrics["data_problems"] = {"val": gt.problems.as_dict(), "predictions": predicted.problems.as_dict()}
-        return metrics
-
-    # -- inference -----------------------------------------------------------------------------
-    def inference(self, spec: DetectNetSpec, predictor: Predictor, out_dir: Path) -> dict:
-        from ...data.convert import write_kitti
-        from ...data.detection_data import DetectionImages, collate_detection
-
-        meta = predictor.meta
-        _, _, cluster = configs(spec, meta["classes"])
-        paths = collect_images(spec.inference.images)
-        items = [ImageBoxes(image=p, boxes=np.zeros((0, 4)), labels=np.zeros(0)) for p in paths]
-        dataset = DetectionImages(items, meta["image_width"], meta["image_height"], meta["mean"], meta["std"], None,
-                                  spec.data.max_image_pixels)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=spec.inference.batch_size,
-                                             collate_fn=collate_detection)
-        classes = meta["classes"]
-        results, bad, records = [], {}, []
-        for images, targets, skipped in loader:
-            for path, reason in parse_skipped(skipped).items():
-                bad[path] = reason
-                log.warning("skipped %s", reason)
-            if not targets:
-                continue
-            for target, pred in zip(targets, predict_boxes(predictor(images), targets, cluster, meta)):
-                keep = pred.scores >= spec.inference.score_threshold
-                ow, oh = target.original_size
-                sx, sy = ow / target.width, oh / target.height
-                boxes = pred.boxes[keep] * np.array([sx, sy, sx, sy], dtype=np.float32)
-                final = ImageBoxes(image=target.image, boxes=boxes, labels=pred.labels[keep],
-                                   scores=pred.scores[keep], width=ow, height=oh)
-                results.append(final)
-                records.append({"image": str(target.image), "detections": [
-                    {"class": classes[int(c)], "score": round(float(s), 4), "box": [round(float(v), 2) for v in b]}
-                    for b, c, s in zip(final.boxes, final.labels, final.scores)]})
-                if spec.inference.annotate:
-                    import io
-
-                    picture = draw_boxes(load_image(target.image, spec.data.max_image_pixels), final.boxes,
-                                         final.labels, classes, final.scores)
-                    buf = io.BytesIO()
-                    picture.save(buf, format="PNG")
-                    atomic_write_bytes(out_dir / "annotated" / f"{Path(target.image).stem}.png", buf.getvalue())
-        write_kitti(DetectionDataset(classes=classes, items=results), out_dir / "labels")
-        atomic_write_json(out_dir / "detections.json", records)
-        return {"images": len(results), "detections": sum(len(r.boxes) for r in results),
-                "skipped_images": {"count": len(bad), "files": bad},
-                "labels": str(out_dir / "labels"), "model": {"file": str(predictor.source), "runtime": predictor.kind}}
+        return predict_boxes(predictor(images), targets, cluster, predictor.meta)
 
     # -- dataset_convert -----------------------------------------------------------------------
     def dataset_convert(self, spec: DetectNetSpec, results: Path | None, model=None) -> dict:

@@ -1,5 +1,5 @@
-"""The DetectNet_v2 spec (TAO's keys where they exist). The data and evaluation sections are shared
-with every detection task."""
+"""The DetectNet_v2 spec (TAO's keys where they exist). The data, evaluation and inference sections are
+shared with every detection task (tasks/detection.py)."""
 from __future__ import annotations
 
 from typing import Literal
@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from ...spec import BackboneModelConfig, ExportConfig, PruneConfig, SpecModel, TrainConfig
+from ..detection import DetectionDataConfig, EvaluationConfig, InferenceConfig
 
 
 class DetectionAugmentationConfig(SpecModel):
@@ -20,30 +21,9 @@ class DetectionAugmentationConfig(SpecModel):
     hue: float = Field(0.02, ge=0, le=0.5, description="hue jitter")
 
 
-class DetectionDataConfig(SpecModel):
-    format: Literal["kitti", "coco", "yolo"] = Field("kitti", description="label format: kitti | coco | yolo")
-    train_images: str | None = Field(None, description="folder of training images")
-    train_labels: str | None = Field(None, description="KITTI/YOLO label folder, or the COCO JSON file")
-    val_images: str | None = Field(None, description="folder of validation images")
-    val_labels: str | None = Field(None, description="KITTI/YOLO label folder, or the COCO JSON file")
-    yolo_names: str | None = Field(None, description="YOLO only: class names file (.txt or data.yaml) the ids index")
-    classes: list[str] | None = Field(None, description="trained class names; empty = every name in the labels")
-    target_class_mapping: dict[str, str] = Field(
-        default_factory=dict, description="source name -> trained name, e.g. {van: car}")
-    image_width: int = Field(384, ge=32, description="network input width (multiple of 16)")
-    image_height: int = Field(256, ge=32, description="network input height (multiple of 16)")
-    max_image_pixels: int = Field(100_000_000, gt=0, description="refuse images larger than this many pixels")
+class DetectNetDataConfig(DetectionDataConfig):
     augmentation: DetectionAugmentationConfig = Field(default_factory=DetectionAugmentationConfig,
                                                       description="training augmentation")
-
-
-class EvaluationConfig(SpecModel):
-    mode: Literal["sample", "integrate", "coco"] = Field(
-        "integrate", description="AP: sample (VOC07 11-point) | integrate (VOC10+) | coco (101-point)")
-    iou_thresholds: float | dict[str, float] = Field(
-        0.5, description="IoU for a match: one value, or per class {car: 0.7, default: 0.5}")
-    predictions: str | None = Field(None, description="score KITTI prediction files in this folder instead of a model")
-    batch_size: int = Field(16, gt=0, description="images per batch")
 
 
 class DetectNetModelConfig(BackboneModelConfig):
@@ -84,13 +64,6 @@ class PostprocessConfig(SpecModel):
         default_factory=dict, description="per-class overrides, e.g. {car: {coverage_threshold: 0.01}}")
 
 
-class InferenceConfig(SpecModel):
-    images: str | None = Field(None, description="folder of images, a single image, or a .txt list of paths")
-    batch_size: int = Field(8, gt=0, description="images per batch")
-    annotate: bool = Field(True, description="write copies of the images with the boxes drawn")
-    score_threshold: float = Field(0.3, ge=0, description="boxes below this score are not drawn or written")
-
-
 class DatasetConvertConfig(SpecModel):
     output_format: Literal["kitti", "coco", "yolo"] = Field("coco", description="format to write")
     output_dir: str | None = Field(None, description="where the converted dataset goes")
@@ -105,7 +78,7 @@ class DetectNetTrainConfig(TrainConfig):
 
 
 class DetectNetSpec(SpecModel):
-    data: DetectionDataConfig = Field(default_factory=DetectionDataConfig, description="dataset")
+    data: DetectNetDataConfig = Field(default_factory=DetectNetDataConfig, description="dataset")
     model: DetectNetModelConfig = Field(default_factory=DetectNetModelConfig, description="network")
     targets: TargetsConfig = Field(default_factory=TargetsConfig, description="target rasteriser")
     loss: LossConfig = Field(default_factory=LossConfig, description="loss")
