@@ -18,7 +18,7 @@ import torch
 from .engine.checkpoint import META_KEY, read_checkpoint
 from .engine.run import RunFolder, is_rank_zero
 from .errors import ModelError, SpecError, TrainingInterrupted
-from .io import atomic_torch_save, atomic_write_json, atomic_write_text
+from .io import atomic_torch_save, atomic_write_json, atomic_write_text, atomic_write_with
 from .spec import load_spec, render_default_spec, to_yaml
 from .tasks import get_task
 from .tasks.base import Predictor
@@ -90,6 +90,9 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
         metrics = _final_train_metrics(trainer, module, data, started)
         if is_rank_zero():
             atomic_write_json(results / "metrics.json", metrics)
+            if metrics["skipped_images"]["count"]:
+                log.warning("skipped %d image(s) that could not be read; each is listed under skipped_images in %s",
+                            metrics["skipped_images"]["count"], results / "metrics.json")
             log.info("best %s = %s; checkpoints, logs and TensorBoard events are in %s",
                      t.monitor, metrics.get("best", {}).get(t.monitor), results)
         return metrics
@@ -111,6 +114,7 @@ def _final_train_metrics(trainer, module, data, started: float) -> dict[str, Any
         "train_images": len(getattr(data, "train_items", [])),
         "val_images": len(getattr(data, "val_items", [])),
         "skipped_images": {"count": len(skipped), "files": skipped},
+        **({"data_problems": data.problems} if hasattr(data, "problems") else {}),  # detection: label rows/files
         "warnings": list(getattr(data, "warnings", [])),
         "world_size": trainer.world_size,
         "ranks_that_trained": getattr(module, "ranks_seen", None),
@@ -293,7 +297,7 @@ def export(task: str, spec_path, results, overrides: Sequence[str] = (), *, mode
     """ONNX (FP32, optionally INT8) with parity checked against PyTorch; safetensors weights."""
     from safetensors.torch import save_file
 
-    from .optimize import export_onnx, export_tensorrt, quantize_int8, verify_export
+    from .optimize import export_onnx, export_tensorrt, quantize_int8
 
     results = Path(results)
     with RunFolder(results, log_file=log_file):
@@ -306,27 +310,27 @@ def export(task: str, spec_path, results, overrides: Sequence[str] = (), *, mode
         meta = predictor.meta
         net = predictor.net.eval().to(memory_format=torch.contiguous_format)
         hw = t.input_hw(meta)
-        onnx_meta = {k: v for k, v in meta.items() if k != "pruned_shapes"}
+        graph = t.export_graph(net, meta, spec)
+        graph.module.eval()
+        onnx_meta = {**{k: v for k, v in meta.items() if k != "pruned_shapes"}, **graph.meta}
         metadata = {META_KEY: json.dumps(onnx_meta), "task": meta["task"], "class_names": meta["classes"],
                     "mean": meta["mean"], "std": meta["std"], "input_size": [3, *hw]}
-        fp32 = export_onnx(net, results / "model.onnx", (3, *hw), metadata, opset=spec.export.opset,
-                           output_names=t.output_names)
+        fp32 = export_onnx(graph.module, results / "model.onnx", (3, *hw), metadata, opset=spec.export.opset,
+                           output_names=graph.output_names, output_axes=graph.output_axes)
         data = t.build_data(spec, classes=meta["classes"], mean=meta["mean"], std=meta["std"])
         real = next(iter(data.calibration_batches(8, batch_size=8)), None)
         probe = real if real is not None else torch.randn(4, 3, *hw)
-        parity = verify_export(net, fp32, probe, atol=spec.export.parity_tolerance, rtol=0)
+        parity = t.check_export(spec, net, graph, fp32, probe)
         log.info("ONNX parity on %d %s images: max |PyTorch - ONNX Runtime| = %.2e (tolerance %.0e)", len(probe),
-                 "validation" if real is not None else "random", parity["max_abs_diff"], spec.export.parity_tolerance)
+                 "training" if real is not None else "random", parity["max_abs_diff"], spec.export.parity_tolerance)
         weights = {k: v.contiguous() for k, v in net.state_dict().items()}
-        tmp = results / ".model.safetensors.tmp"
-        save_file(weights, str(tmp), metadata={META_KEY: json.dumps(meta)})
-        tmp.replace(results / "model.safetensors")
+        atomic_write_with(results / "model.safetensors", lambda tmp: save_file(weights, tmp, {META_KEY: json.dumps(meta)}))
         report: dict[str, Any] = {"model": str(model), "onnx": str(fp32), "parity": parity,
                                   "safetensors": str(results / "model.safetensors"), "runtimes": {}}
         runtimes = {"pytorch": (predictor, None), "onnx_fp32": (load_predictor(t, fp32), fp32)}
         if spec.export.int8:
             calib = [b.numpy() for b in data.calibration_batches(spec.export.calibration_images)]
-            int8 = quantize_int8(fp32, results / "model_int8.onnx", calib)
+            int8 = quantize_int8(fp32, results / "model_int8.onnx", calib, op_types=graph.int8_op_types)
             runtimes["onnx_int8"] = (load_predictor(t, int8), int8)
             report["onnx_int8"] = str(int8)
         if spec.export.int8:  # accuracy and latency of each runtime, side by side

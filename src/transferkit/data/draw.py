@@ -9,6 +9,7 @@ import colorsys
 from functools import lru_cache
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .boxes import ImageBoxes
@@ -142,3 +143,17 @@ def boxes_grid(images: list[Image.Image], classes: list[str], predictions: list[
     for i, cell in enumerate(cells):
         grid.paste(cell, ((i % columns) * cell_w, (i // columns) * cell_h))
     return torch.from_numpy(np.asarray(grid).copy()).permute(2, 0, 1).float() / 255
+
+
+def denormalise(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """Normalised [N, 3, H, W] network inputs -> [0, 1] pixel values."""
+    mean = torch.tensor(mean, dtype=images.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(std, dtype=images.dtype).view(1, -1, 1, 1)
+    return (images * std + mean).clamp(0, 1)
+
+
+def to_pil_images(images: torch.Tensor, mean, std) -> list[Image.Image]:
+    """Normalised [N, 3, H, W] network inputs -> the RGB pictures they came from."""
+    arrays = (denormalise(images.float(), mean, std).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    return [Image.fromarray(a) for a in arrays]
+

@@ -32,12 +32,15 @@ def export_onnx(
     input_name: str = "input",
     output_names: Sequence[str] = ("logits",),
     dynamic_batch: bool = True,
+    output_axes: Mapping[str, Mapping[int, str]] | None = None,
 ) -> Path:
     """Write `model` (image batch [N, *input_shape] -> outputs) to an ONNX file at `path`.
 
     `metadata` lands in the file's metadata_props (strings as given, anything else as JSON), where
     `OnnxModel.metadata` reads it back. The model is traced in eval mode on the CPU and returned
     to its device and mode afterwards. Models over 2 GB (protobuf's limit) are not supported.
+    `output_axes` names the dynamic axes of outputs whose first axis is not the batch (e.g. a
+    detection list [K, 7]); other outputs get a dynamic batch axis.
     """
     path = Path(path)
     if len(input_shape) != 3:
@@ -49,6 +52,7 @@ def export_onnx(
     dynamic_axes = None
     if dynamic_batch:
         dynamic_axes = {name: {0: "batch"} for name in (input_name, *output_names)}
+        dynamic_axes.update({name: dict(axes) for name, axes in (output_axes or {}).items()})
     buf = io.BytesIO()
     try:
         with warnings.catch_warnings():

@@ -9,7 +9,7 @@ import itertools
 import logging
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -59,11 +59,14 @@ def quantize_int8(
     per_channel: bool = True,
     method: str = "minmax",
     max_batches: int | None = None,
+    op_types: Sequence[str] | None = None,
 ) -> Path:
     """Write an INT8 (QDQ) copy of the ONNX model at `fp32_path`, calibrated on `calibration` batches.
 
     Batches are float32 arrays [N, C, H, W], preprocessed like inference inputs; a few hundred
     images are plenty. The FP32 model's metadata_props are kept, plus `precision: int8`.
+    `op_types` limits quantisation to those operators (e.g. ["Conv"] keeps a detector's box decoding
+    and scores in float); None quantises every operator ONNX Runtime supports.
     """
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)
     if method not in _CALIBRATION_METHODS:
@@ -100,6 +103,7 @@ def quantize_int8(
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=_CALIBRATION_METHODS[method],
+                op_types_to_quantize=list(op_types) if op_types else None,
             )
         except DataError:
             raise

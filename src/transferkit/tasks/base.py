@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +29,18 @@ class Predictor:
 
     def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
         return self.run(images)
+
+
+@dataclass
+class ExportGraph:
+    """What `export` writes to ONNX: the module (image batch -> outputs), its output names, metadata the
+    task adds to the file, and the dynamic axes of outputs whose first axis is not the batch."""
+
+    module: nn.Module
+    output_names: tuple[str, ...]
+    meta: dict = field(default_factory=dict)
+    output_axes: dict[str, dict[int, str]] | None = None
+    int8_op_types: tuple[str, ...] | None = None  # operators INT8 may quantise (None: all it supports)
 
 
 class Task:
@@ -100,6 +113,16 @@ class Task:
     def spec_for_model(self, spec, meta: dict):
         """The spec adjusted to what the model file fixes (input size, classes)."""
         return spec
+
+    def export_graph(self, net: nn.Module, meta: dict, spec) -> ExportGraph:
+        """The graph `export` writes: by default the network's raw outputs."""
+        return ExportGraph(net, self.output_names)
+
+    def check_export(self, spec, net: nn.Module, graph: ExportGraph, onnx_path: Path, probe: torch.Tensor) -> dict:
+        """Compare the ONNX file with PyTorch on `probe` images; raise ModelError when they differ."""
+        from ..optimize import verify_export
+
+        return verify_export(graph.module, onnx_path, probe, atol=spec.export.parity_tolerance, rtol=0)
 
     # verbs that differ per task ------------------------------------------------------------
     def evaluate(self, spec, predictor: Predictor, data, out_dir: Path) -> dict[str, Any]:

@@ -14,16 +14,21 @@ from typing import Literal
 
 import numpy as np
 import torch
+from torch import nn
 from pydantic import Field
 
 from ..data.boxes import DetectionDataset, ImageBoxes
-from ..data.detection_data import DetectionImages, collate_detection, original_scale, read_detection_split
-from ..data.draw import draw_boxes
+from ..data.detection_data import DetectionData, DetectionImages, collate_detection, original_scale, read_detection_split
+from ..data.draw import boxes_grid, draw_boxes, to_pil_images
+from ..engine.checkpoint import LoadReport, read_checkpoint, strip_prefix, transfer_weights
+from ..engine.module import TaskModule
 from ..data.images import load_image, parse_skipped
 from ..errors import DataError, SpecError
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..metrics import evaluate_detections, format_ap_table, save_pr_curves
+from ..optimize.prune import apply_layer_shapes
 from ..spec import SpecModel, require_path
+from ..zoo import get_entry
 from .base import Predictor, Task
 
 log = logging.getLogger("transferkit")
@@ -71,9 +76,76 @@ class DetectionTask(Task):
     monitor_mode = "max"
     headline = "mAP"
 
+    module_class: type = None  # the task's DetectionModule subclass: module_class(net, meta, spec.train, spec)
+
+    # -- what a detection task supplies ---------------------------------------------------------
     def predict(self, spec, predictor: Predictor, images: torch.Tensor, targets: list[ImageBoxes]) -> list[ImageBoxes]:
         """Predicted boxes for a batch, in the same (network-input) pixels as `targets`."""
         raise NotImplementedError
+
+    def network(self, meta: dict, pretrained, freeze_blocks=(), freeze_bn: bool = False) -> nn.Module:
+        """The detector `meta` describes; `pretrained` as for build_backbone (True, False or a weight file)."""
+        raise NotImplementedError
+
+    def model_meta(self, spec) -> dict:
+        """Checkpoint metadata the task adds to task / classes / backbone / input size / normalisation."""
+        return {}
+
+    def check_input(self, spec) -> None:
+        """Raise SpecError when the input size does not suit the network."""
+
+    def normalisation(self, spec) -> tuple[list[float], list[float]]:
+        entry = get_entry(spec.model.backbone)
+        return list(entry.mean), list(entry.std)
+
+    def train_augment(self, spec):
+        """The training augmentation config for DetectionData (None: built from spec.data.augmentation)."""
+        return None
+
+    # -- shared ---------------------------------------------------------------------------------
+    def build_data(self, spec, classes=None, mean=None, std=None) -> DetectionData:
+        self.check_input(spec)
+        if mean is None:
+            mean, std = self.normalisation(spec)
+        return DetectionData(spec, mean, std, classes, augment=self.train_augment(spec))
+
+    def build_training_module(self, spec, data: DetectionData):
+        m = spec.model
+        if not data.train_items:
+            raise SpecError("data.train_images / data.train_labels are not set or hold no usable images")
+        meta = {"task": self.name, "classes": data.classes, "backbone": m.backbone,
+                "image_width": spec.data.image_width, "image_height": spec.data.image_height,
+                "mean": list(data.mean), "std": list(data.std), "pruned_shapes": None, **self.model_meta(spec)}
+        report = None
+        if m.pruned:
+            net = self.load_pruned(m, meta, data.classes)
+        else:
+            pretrained = m.pretrained
+            if isinstance(pretrained, str):
+                require_path("model.pretrained", pretrained, "file")
+            ckpt = isinstance(pretrained, str) and pretrained.endswith(".ckpt")
+            net = self.network(meta, False if ckpt else pretrained, m.freeze_blocks, m.freeze_bn)
+            report = self.transfer_report(net, pretrained)
+        return self.module_class(net, meta, spec.train, spec), report
+
+    def transfer_report(self, net: nn.Module, pretrained) -> LoadReport | None:
+        """A .ckpt of any task: its matching tensors are copied in; otherwise what the backbone loaded."""
+        if isinstance(pretrained, str) and pretrained.endswith(".ckpt"):
+            _, state = read_checkpoint(pretrained)  # any task's backbone transfers
+            return transfer_weights(net, strip_prefix(state, "net."), pretrained)
+        info = getattr(net.backbone, "pretrained_info", None)
+        if info is None:
+            return None
+        report = LoadReport(source=str(info.source))
+        report.loaded = [f"backbone.{k}" for k in net.backbone.state_dict()]
+        report.reinitialised = {k: "new detection head" for k in net.state_dict() if not k.startswith("backbone.")}
+        return report
+
+    def build_net(self, meta: dict) -> nn.Module:
+        net = self.network(meta, False)
+        if meta.get("pruned_shapes"):
+            apply_layer_shapes(net, meta["pruned_shapes"])
+        return net
 
     def input_hw(self, meta: dict) -> tuple[int, int]:
         return meta["image_height"], meta["image_width"]
@@ -182,3 +254,77 @@ class DetectionTask(Task):
         ow, oh = target.original_size
         return ImageBoxes(image=target.image, boxes=original_scale(target, pred.boxes[keep]), labels=pred.labels[keep],
                           scores=pred.scores[keep], width=ow, height=oh)
+
+
+# -- the training module base ---------------------------------------------------------------------
+
+class DetectionModule(TaskModule):
+    """Training and validation every detection task shares: losses logged per stage, val mAP and
+    per-class AP after the task's post-processing, and a TensorBoard grid of predictions vs labels.
+
+    A task supplies `compute_losses` (raw outputs + targets -> {"total": ..., "<part>": ...}) and
+    `predict_outputs` (raw outputs -> boxes in network-input pixels).
+    """
+
+    def __init__(self, net, meta: dict, train, evaluation: EvaluationConfig):
+        super().__init__(net, meta, train)
+        self.evaluation = evaluation
+        self._gt: list[ImageBoxes] = []
+        self._pred: list[ImageBoxes] = []
+        self._grid = None
+
+    def compute_losses(self, outputs, targets: list[ImageBoxes]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def predict_outputs(self, outputs, targets: list[ImageBoxes]) -> list[ImageBoxes]:
+        raise NotImplementedError
+
+    def _step(self, batch, stage: str):
+        images, targets, bad = batch
+        self.note_skipped(bad)
+        if not targets:
+            return None, None
+        outputs = self(self.prepare_images(images))
+        losses = self.compute_losses(outputs, targets)
+        n, sync = len(targets), stage == "val"
+        for key, value in losses.items():
+            name = f"{stage}/loss" if key == "total" else f"{stage}/{key}_loss"
+            self.log(name, value, on_step=key == "total" and stage == "train", on_epoch=True, prog_bar=key == "total",
+                     batch_size=n, sync_dist=sync)
+        return losses["total"], outputs
+
+    def training_step(self, batch, batch_idx):
+        loss, _ = self._step(batch, "train")
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._gt, self._pred, self._grid = [], [], None
+
+    def validation_step(self, batch, batch_idx):
+        _, outputs = self._step(batch, "val")
+        if outputs is None:
+            return
+        targets = batch[1]
+        preds = self.predict_outputs(outputs, targets)
+        self._gt.extend(targets)
+        self._pred.extend(preds)
+        if self._grid is None and self.tensorboard is not None:
+            self._grid = (batch[0][:8].float().cpu(), targets[:8], preds[:8])
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._gt or self.trainer.sanity_checking:
+            return
+        classes = self.meta["classes"]
+        result = evaluate_detections(self._gt, self._pred, classes, self.evaluation.iou_thresholds, self.evaluation.mode)
+        # In DDP each rank scores its shard; the logged value is their mean (rank 0's files hold the rest).
+        self.log("val/mAP", float(result["mAP"] or 0.0), prog_bar=True, sync_dist=True)
+        for name, ap in result["AP_per_class"].items():
+            if ap is not None:
+                self.log(f"val/AP/{name}", float(ap), sync_dist=True)
+        writer = self.tensorboard
+        if writer is not None and self._grid is not None:
+            images, targets, preds = self._grid
+            pictures = to_pil_images(images, self.meta["mean"], self.meta["std"])
+            grid = boxes_grid(pictures, classes, predictions=preds, ground_truth=targets, cell_size=256)
+            writer.add_image("val/predictions", grid, self.current_epoch)
+

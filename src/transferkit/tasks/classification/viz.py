@@ -7,13 +7,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ...data.draw import denormalise
 from ...io import atomic_write_bytes
-
-
-def denormalise(images: torch.Tensor, mean, std) -> torch.Tensor:
-    mean = torch.tensor(mean, dtype=images.dtype).view(1, -1, 1, 1)
-    std = torch.tensor(std, dtype=images.dtype).view(1, -1, 1, 1)
-    return (images * std + mean).clamp(0, 1)
 
 
 def draw_caption(image: Image.Image, text: str, good: bool | None = None) -> Image.Image:
