@@ -1,7 +1,17 @@
 """Detection data for every detection task: spec keys -> format reader -> Dataset -> DataModule.
 
-Images are resized (val) or randomly zoomed/shifted/flipped (train) to the network input size;
-boxes and DontCare regions go through the same transform, so targets are in input pixels.
+Images are resized (val) or augmented (train) to the network input size; boxes and DontCare regions
+go through the same transform, so targets are in input pixels. The training augmentation is chosen
+by the config type a task passes (`DetectionData(..., augment=...)`):
+
+- `BoxAugmentConfig` -> `DetectionAugment` (DetectNet_v2's zoom/shift/flip + colour jitter; the
+  default, built from `spec.data.augmentation`);
+- `YoloAugmentConfig` -> `YoloAugment` (darknet jitter or 4-image mosaic, then HSV jitter); mosaic
+  loads 3 more items through the dataset.
+
+Randomness: the augmentation draws from one `random.Random(train.seed)`. In the main process
+(num_workers=0) that stream is used as is, so a seed gives the same augmentations every run; each
+DataLoader worker reseeds its copy once from `worker_info.seed`, so workers do not repeat each other.
 """
 from __future__ import annotations
 
@@ -15,7 +25,8 @@ from torchvision.transforms import v2 as T
 
 from ..errors import SpecError
 from ..spec import require_path
-from .box_augment import BoxAugmentConfig, DetectionAugment, resize_with_boxes
+from .box_augment import (BoxAugmentConfig, DetectionAugment, YoloAugment, YoloAugmentConfig,
+                          resize_with_boxes)
 from .boxes import DataProblems, DetectionDataset, ImageBoxes
 from .images import ImageError, load_image, skipped_entry
 
@@ -45,9 +56,17 @@ class DetectionImages(Dataset):
     """(normalised image tensor, ImageBoxes in input pixels) or (None, "path\\treason") for a bad file."""
 
     def __init__(self, items: list[ImageBoxes], width: int, height: int, mean, std,
-                 augment: BoxAugmentConfig | None, max_pixels: int, seed: int = 0):
+                 augment: BoxAugmentConfig | YoloAugmentConfig | None, max_pixels: int, seed: int = 0):
         self.items, self.width, self.height = items, width, height
-        self.augment = DetectionAugment(width, height, augment, seed) if augment is not None else None
+        if augment is None:
+            self.augment = None
+        elif isinstance(augment, YoloAugmentConfig):
+            self.augment = YoloAugment(width, height, augment, seed)
+        elif isinstance(augment, BoxAugmentConfig):
+            self.augment = DetectionAugment(width, height, augment, seed)
+        else:
+            raise TypeError(f"augment must be a BoxAugmentConfig, a YoloAugmentConfig or None, not {type(augment)}")
+        self._worker_seed: int | None = None  # worker_info.seed this copy's rng was reseeded from
         self.max_pixels = max_pixels
         self.to_tensor = T.Compose([T.ToImage(), T.ToDtype(torch.float32, scale=True),
                                     T.Normalize(mean=list(mean), std=list(std))])
@@ -55,19 +74,40 @@ class DetectionImages(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int):
+    def load(self, i: int):
+        """Item i as (RGB image, boxes, labels), DontCare regions appended with label -1; ImageError if bad."""
         item = self.items[i]
-        try:
-            image = load_image(item.image, max_pixels=self.max_pixels)
-        except ImageError as e:
-            return None, skipped_entry(item.image, e)
-        original = image.size
+        image = load_image(item.image, max_pixels=self.max_pixels)
         # Ignore regions travel through the same transform as boxes, marked with label -1.
         boxes = np.concatenate([item.boxes, item.ignore]).reshape(-1, 4)
         labels = np.concatenate([item.labels, np.full(len(item.ignore), -1, np.int64)])
-        if self.augment is not None:
+        return image, boxes, labels
+
+    def _seed_worker(self) -> None:
+        """Inside a DataLoader worker, reseed this copy's augmentation rng once from the worker's seed.
+
+        Every worker starts with a copy of the same `random.Random(seed)`; without this they would all
+        draw the same augmentations. `worker_info.seed` differs per worker (and per epoch unless the
+        workers persist) and derives from torch's seeded generator, so runs stay reproducible."""
+        info = torch.utils.data.get_worker_info()
+        if info is not None and self.augment is not None and self._worker_seed != info.seed:
+            self.augment.rng.seed(info.seed)
+            self._worker_seed = info.seed
+
+    def __getitem__(self, i: int):
+        item = self.items[i]
+        self._seed_worker()
+        try:
+            if isinstance(self.augment, YoloAugment):  # may load other items too (mosaic)
+                image, boxes, labels = self.augment(self.load, i, len(self.items))
+            else:
+                image, boxes, labels = self.load(i)
+        except ImageError as e:  # only this item's own file: a bad mosaic extra is replaced, not reported
+            return None, skipped_entry(item.image, e)
+        original = image.size
+        if isinstance(self.augment, DetectionAugment):
             image, boxes, labels = self.augment(image, boxes, labels)
-        else:
+        elif self.augment is None:
             image, boxes = resize_with_boxes(image, boxes, self.width, self.height)
         target = ImageBoxes(image=item.image, boxes=boxes[labels >= 0], labels=labels[labels >= 0],
                             ignore=boxes[labels < 0], width=self.width, height=self.height,
@@ -84,9 +124,17 @@ def collate_detection(batch):
 
 
 class DetectionData(pl.LightningDataModule):
-    def __init__(self, spec, mean, std, classes: list[str] | None = None):
+    """Train/val DataLoaders of `DetectionImages` for any detection task.
+
+    `augment` picks the training augmentation: a `BoxAugmentConfig` or `YoloAugmentConfig`, or None
+    for DetectNet_v2's `BoxAugmentConfig` built from `spec.data.augmentation` (whose keys are then
+    required; with `augment` given that section is not read here)."""
+
+    def __init__(self, spec, mean, std, classes: list[str] | None = None, *,
+                 augment: BoxAugmentConfig | YoloAugmentConfig | None = None):
         super().__init__()
         self.spec = spec
+        self.augment = augment
         self.mean, self.std = mean, std
         d = spec.data
         wanted = classes or d.classes
@@ -115,7 +163,9 @@ class DetectionData(pl.LightningDataModule):
     def _loader(self, items, train: bool, batch_size: int) -> DataLoader:
         d = self.spec.data
         aug = None
-        if train:
+        if train and self.augment is not None:
+            aug = self.augment
+        elif train:
             a = d.augmentation
             aug = BoxAugmentConfig(a.horizontal_flip, a.vertical_flip, tuple(a.zoom), a.translate,
                                    a.brightness, a.contrast, a.saturation, a.hue)
