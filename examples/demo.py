@@ -1,7 +1,9 @@
 """`make demo`: the whole transferkit path on built-in data, on a laptop CPU.
 
 build data -> fine-tune ImageNet MobileNetV2 (and, for comparison, the same network from random
-weights) -> evaluate -> inference -> prune -> retrain -> export ONNX FP32 + INT8 -> evaluate ONNX.
+weights) -> evaluate -> inference -> prune -> retrain -> export ONNX FP32 + INT8 -> evaluate ONNX;
+then detection on a KITTI-format set: DetectNet_v2, and YOLOv4-tiny (k-means anchors, train, export
+with NMS in the graph, evaluate the ONNX file).
 Every step is the same call the CLI makes (`tkit classification <verb> ...`).
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ from transferkit.data.demo import build_demo  # noqa: E402
 ROOT = Path(os.environ.get("DEMO_DIR", "demo_runs"))
 SPEC = Path(__file__).with_name("classification.yaml")
 DET_SPEC = Path(__file__).with_name("detectnet_v2.yaml")
+YOLO_SPEC = Path(__file__).with_name("yolo_v4_tiny.yaml")
 TASK = "classification"
 console = Console()
 
@@ -43,13 +46,13 @@ def main() -> int:
     data = ROOT / "data"
     common = [f"data.train_dir={data / 'train'}", f"data.val_dir={data / 'val'}"]
 
-    step("1/8 build the demo dataset (scikit-learn digits on scikit-image textures)")
+    step("1/9 build the demo dataset (scikit-learn digits on scikit-image textures)")
     summary = build_demo("digits", data, seed=0)
     counts = summary["counts"]
     console.print(", ".join(f"{split}: {sum(per_class.values())} images in {len(per_class)} classes"
                             for split, per_class in counts.items()))
 
-    step("2/8 fine-tune ImageNet MobileNetV2, and the same network from random weights")
+    step("2/9 fine-tune ImageNet MobileNetV2, and the same network from random weights")
     api.train(TASK, SPEC, ROOT / "cls", common, overwrite=True)
     api.train(TASK, SPEC, ROOT / "cls_random", common + ["model.pretrained=false"], overwrite=True)
     pre, rnd = curve(ROOT / "cls"), curve(ROOT / "cls_random")
@@ -62,21 +65,21 @@ def main() -> int:
     console.print(table)
 
     best = ROOT / "cls" / "best.ckpt"
-    step("3/8 evaluate")
+    step("3/9 evaluate")
     metrics = api.evaluate(TASK, SPEC, ROOT / "eval", common, model=best)
 
-    step("4/8 inference on the validation images")
+    step("4/9 inference on the validation images")
     api.inference(TASK, SPEC, ROOT / "infer", common + [f"inference.images={data / 'val'}", "inference.annotate=true"],
                   model=best)
 
-    step("5/8 prune, then retrain the pruned model")
+    step("5/9 prune, then retrain the pruned model")
     report = api.prune(TASK, SPEC, ROOT / "prune", common, model=best)
     api.train(TASK, SPEC, ROOT / "retrain", common + [f"model.pruned={ROOT / 'prune' / 'pruned.ckpt'}"], overwrite=True)
 
-    step("6/8 export the retrained model to ONNX FP32 and INT8")
+    step("6/9 export the retrained model to ONNX FP32 and INT8")
     exported = api.export(TASK, SPEC, ROOT / "export", common + ["export.int8=true"], model=ROOT / "retrain" / "best.ckpt")
 
-    step("7/8 evaluate the exported ONNX model with ONNX Runtime")
+    step("7/9 evaluate the exported ONNX model with ONNX Runtime")
     onnx_metrics = api.evaluate(TASK, SPEC, ROOT / "eval_onnx", common, model=ROOT / "export" / "model.onnx")
 
     retrain_metrics = json.loads((ROOT / "retrain" / "metrics.json").read_text())
@@ -93,7 +96,7 @@ def main() -> int:
     table.add_row("ONNX INT8", f"{report['params_after']:,}", f"{rt['onnx_int8']['file_bytes'] / 1e6:.1f} MB",
                   f"{rt['onnx_int8']['latency_ms_batch1']:.2f}", f"{rt['onnx_int8']['top1']:.3f}")
     console.print(table)
-    step("8/8 object detection: DetectNet_v2 on a KITTI-format digits set")
+    step("8/9 object detection: DetectNet_v2 on a KITTI-format digits set")
     kitti = ROOT / "kitti_digits"
     build_demo("kitti_digits", kitti, seed=0)
     det = [f"data.{split}_{kind}={kitti / split / kind}" for split in ("train", "val") for kind in ("images", "labels")]
@@ -102,6 +105,17 @@ def main() -> int:
                                model=ROOT / "detectnet_v2" / "best.ckpt")
     console.print(f"DetectNet_v2 val mAP@0.5 = {det_metrics['mAP']:.3f} "
                   f"(per class: {', '.join(f'{k}={v:.2f}' for k, v in det_metrics['AP_per_class'].items() if v is not None)})")
+    step("9/9 object detection: YOLOv4-tiny -- anchors by k-means, train, export with NMS inside the ONNX graph")
+    anchors = api.run_extra_verb("yolo_v4_tiny", "kmeans", YOLO_SPEC, ROOT / "yolo_anchors", det)
+    fitted = [f"model.mid_anchor_shape={anchors['mid_anchor_shape']}", f"model.big_anchor_shape={anchors['big_anchor_shape']}"]
+    api.train("yolo_v4_tiny", YOLO_SPEC, ROOT / "yolo_v4_tiny", det + fitted, overwrite=True)
+    yolo_export = api.export("yolo_v4_tiny", YOLO_SPEC, ROOT / "yolo_export", det + fitted,
+                             model=ROOT / "yolo_v4_tiny" / "best.ckpt")
+    yolo_metrics = api.evaluate("yolo_v4_tiny", YOLO_SPEC, ROOT / "yolo_eval_onnx", det + fitted,
+                                model=ROOT / "yolo_export" / "model.onnx")
+    console.print(f"YOLOv4-tiny val mAP@0.5 = {yolo_metrics['mAP']:.3f} from {yolo_export['onnx']} (ONNX Runtime, NMS in "
+                  f"the graph; {yolo_export['parity']['detections']} detections identical to PyTorch's on "
+                  f"{yolo_export['parity']['batch']} images)")
     console.print(f"demo finished in {time.time() - started:.0f} s. Results: {ROOT.resolve()}")
     console.print(f"TensorBoard: tensorboard --logdir {ROOT.resolve()}")
     return 0
