@@ -6,6 +6,7 @@ import os
 import pickle
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,11 +17,88 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+# The temp file of an atomic write of TARGET is `.TARGET.XXXXXXXX.tmp` (mkstemp's 8 random characters).
+# A process killed between creating and renaming it leaves that file behind; nothing else makes such names.
+_TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
+_IMPORTED = time.time()
+_swept: tuple[int, set[Path]] = (-1, set())  # (pid, folders this process has already swept)
+
+
+def process_start_time() -> float:
+    """When this process started (wall clock; a forked child is new at its fork), to 10 ms on Linux.
+
+    Elsewhere, when transferkit.io was imported: later than the start, so it may keep, never
+    remove, a stale file written in between."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            fields = f.read().rpartition(")")[2].split()
+        started_after_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
+        return time.time() - max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started_after_boot)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return _IMPORTED
+
+
+def stale_temp_files(folder: str | os.PathLike, target: str | None = None, recursive: bool = False) -> list[Path]:
+    """Temp files of atomic writes (of `target`, or of any file) in `folder` whose writer is gone.
+
+    Only names of exactly the form this module gives its temp files count, and only files last
+    changed before this process started: a write still in progress changes its file after that."""
+    started = process_start_time()
+    found = []
+    for root, dirs, files in os.walk(folder) if recursive else [(folder, [], _names(folder))]:
+        for name in files:
+            match = _TEMP_NAME.fullmatch(name)
+            if match is None or (target is not None and match["target"] != target):
+                continue
+            path = Path(root) / name
+            try:
+                if path.is_file() and not path.is_symlink() and path.stat().st_mtime < started:
+                    found.append(path)
+            except OSError:
+                continue
+    return sorted(found)
+
+
+def remove_stale_temp_files(folder: str | os.PathLike, target: str | None = None, recursive: bool = False) -> int:
+    """Delete `stale_temp_files(folder, target, recursive)`; returns how many were removed."""
+    removed = 0
+    for path in stale_temp_files(folder, target, recursive):
+        try:
+            path.unlink()
+            removed += 1
+        except FileNotFoundError:  # another process removed it first
+            pass
+    return removed
+
+
+def _names(folder: str | os.PathLike) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+def _sweep_once(folder: Path) -> None:
+    """Remove stale temp files from `folder` on this process's first atomic write there (one listing
+    per folder per process, not one per write: inference writes thousands of files into one folder)."""
+    global _swept
+    if _swept[0] != os.getpid():  # a forked child sweeps again: it is a new process
+        _swept = (os.getpid(), set())
+    if folder not in _swept[1]:
+        _swept[1].add(folder)
+        remove_stale_temp_files(folder)
+
+
+def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Atomically create `path` with any writer: `write(tmp_path)` writes the whole file to tmp_path."""
+    return _atomic(path, write)
+
 
 def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Write via `write(tmp_path)` to a temp file in the same folder, fsync, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_once(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)

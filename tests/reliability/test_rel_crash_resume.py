@@ -11,6 +11,7 @@ import json
 import random
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -206,8 +207,29 @@ def test_checkpoint_killed_mid_write_never_leaves_a_broken_last_ckpt(tmp_path):
             # temp files never look like checkpoints to anything that lists *.ckpt
             assert [p.name for p in folder.glob("*.ckpt")] == ["last.ckpt"]
         assert old_kept >= 1, f"no write was killed before its rename: {outcomes}"
+        last_kill = write(len(delays) + 1, 0.3 * full_write)  # most likely leaves a temp file for the next run
+        current = int(torch.load(path, map_location="cpu", weights_only=True)["version"])
     finally:
         kill_group(server)
         server.wait(timeout=30)
+    # The next run in this folder (a new process: RunFolder, as every verb starts) removes what the killed
+    # writes left, says how many, and leaves last.ckpt as it was.
+    left = sorted(folder.glob(".last.ckpt.*.tmp"))
+    next_run = subprocess.run([sys.executable, "-c", NEXT_RUN, str(folder)], capture_output=True, text=True,
+                              env=child_env(), timeout=60)
+    assert next_run.returncode == 0, next_run.stderr
+    assert sorted(folder.glob(".*.tmp")) == []
+    assert (f"removed {len(left)} stale temporary file(s)" in next_run.stderr) == bool(left), next_run.stderr
+    assert int(torch.load(path, map_location="cpu", weights_only=True)["version"]) == current
     print(f"\natomic writes: {outcomes.count('killed')}/15 killed, {old_kept} before the rename, "
-          f"{len(leftovers)} temp files left, one write {full_write:.3f}s")
+          f"{len(leftovers)} temp files left after the loop, {len(left)} after one more ({last_kill}), "
+          f"all removed by the next run; one write {full_write:.3f}s")
+
+
+NEXT_RUN = r"""
+import logging, sys
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+from transferkit.engine.run import RunFolder
+with RunFolder(sys.argv[1]):
+    pass
+"""

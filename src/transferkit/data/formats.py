@@ -20,7 +20,9 @@ examples (COCO: "file: annotations[i]"), under one of these kinds:
   files:  missing_label_file (image kept with no objects), label_without_image, label_not_utf8 and
           unreadable_label (the image is left out: its objects are unknown), unreadable_image,
           image_missing (COCO), size_mismatch (COCO; the header wins), duplicate_image_stem
-  names:  case_insensitive_match (once per distinct label name)
+  names:  case_insensitive_match (once per distinct label name), class_without_objects (once per class
+          of an explicitly given `classes` list that no object in these labels has; not counted when
+          the labels hold no objects at all, which the caller reports)
 """
 from __future__ import annotations
 
@@ -141,15 +143,23 @@ def read_coco(images_dir: PathLike, annotation_json: PathLike, classes: list[str
         by_id[entry["id"]] = _RawImage(file, width, height)
     for i, ann in enumerate(data["annotations"]):
         where = f"{path}: annotations[{i}] (id {ann.get('id')})"
+        bad_ids = [k for k in ("image_id", "category_id") if k in ann and not _is_id(ann[k])]
+        if bad_ids or ann.get("iscrowd") not in (None, 0, 1):
+            what = f"{bad_ids[0]} must be a number or a string, got {ann[bad_ids[0]]!r}" if bad_ids else \
+                f"iscrowd must be 0 or 1, got {ann.get('iscrowd')!r}"
+            problems.add("bad_annotation", f"{where}: {what}")
+            continue
         image = by_id.get(ann.get("image_id"))
         if image is None:
             if ann.get("image_id") not in left_out:
                 problems.add("annotation_without_image", f"{where}: image_id {ann.get('image_id')} is not in images")
             continue
         bbox, score = ann.get("bbox"), ann.get("score")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))) or \
-                (score is not None and not _is_number(score)):
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
             problems.add("bad_annotation", f"{where}: bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
+            continue
+        if score is not None and not _is_number(score):
+            problems.add("bad_annotation", f"{where}: score must be a number, got {score!r}")
             continue
         crowd = bool(ann.get("iscrowd", 0))
         name = categories.get(ann.get("category_id"))
@@ -175,11 +185,21 @@ def read_names(names: list[str] | PathLike) -> list[str]:
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"YOLO names file {path} cannot be read ({first_line(e)}); pass a UTF-8 text file") from e
     if path.suffix.lower() in (".yaml", ".yml"):
-        found = (yaml.safe_load(text) or {}).get("names") if text.strip() else None
-        if isinstance(found, dict) and sorted(found) == list(range(len(found))):
-            return [str(found[i]) for i in range(len(found))]
+        try:
+            document = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+            raise DataError(f"{path}{at}: not valid YAML ({getattr(e, 'problem', None) or first_line(e)}); "
+                            "fix the file or pass a names .txt with one class per line") from None
+        found = document.get("names") if isinstance(document, dict) else None
+        if isinstance(found, dict) and set(found) == set(range(len(found))):
+            found = [found[i] for i in range(len(found))]
         if not isinstance(found, list) or not found:
             raise DataError(f"{path}: expected `names:` as a list, or a dict with keys 0..N-1")
+        for i, name in enumerate(found):
+            if not isinstance(name, (str, int, float)) or isinstance(name, bool) or not str(name).strip():
+                raise DataError(f"{path}: names[{i}] is {name!r}; each class name must be a plain word")
         return [str(n) for n in found]
     lines = text.rstrip().splitlines()
     for number, line in enumerate(lines, 1):
@@ -275,7 +295,10 @@ def _paired_images(images_dir: PathLike, labels_dir: PathLike, problems: DataPro
             problems.add("duplicate_image_stem", f"{image}: same stem as {by_stem[image.stem]}; only the first is used")
         else:
             by_stem[image.stem] = image
-    if not labels or not by_stem.keys() & labels.keys():
+    if not labels:
+        raise DataError(f"label folder {labels_dir} holds no .txt label files: pass the folder of "
+                        f"<image name>.txt files that belong to {images_dir}")
+    if not by_stem.keys() & labels.keys():
         raise DataError(f"none of the {len(labels)} .txt files in {labels_dir} is named like an image in "
                         f"{images_dir} (e.g. {next(iter(by_stem))}.txt): check the two folders belong together")
     for stem in sorted(labels.keys() - by_stem.keys()):
@@ -321,7 +344,17 @@ def _load_coco_json(path: Path) -> dict:
         for i, entry in enumerate(data[key]):
             if not isinstance(entry, dict) or any(k not in entry for k in needed):
                 raise DataError(f"{path}: {key}[{i}] must be an object with keys {', '.join(needed) or '...'}")
+            if "id" in needed and not _is_id(entry["id"]):
+                raise DataError(f"{path}: {key}[{i}].id must be a number or a string, got {entry['id']!r}")
+    for i, entry in enumerate(data["categories"]):
+        if not isinstance(entry["name"], str) or not entry["name"].strip():
+            raise DataError(f"{path}: categories[{i}].name must be a non-empty string, got {entry['name']!r}")
     return data
+
+
+def _is_id(value: object) -> bool:
+    """COCO ids are numbers or strings (JSON scalars that can key a dict); never lists, objects or booleans."""
+    return isinstance(value, (int, float, str)) and not isinstance(value, bool)
 
 
 def _is_number(value: object) -> bool:
@@ -333,6 +366,7 @@ def _is_number(value: object) -> bool:
 def _assemble(raw: list[_RawImage], classes: list[str] | None, class_mapping: dict[str, str] | None,
               problems: DataProblems, source: str, declared: list[str] | None = None) -> DetectionDataset:
     """Resolve label names to class indices (see the module docstring) and build the dataset."""
+    explicit = classes is not None
     mapping: dict[str, tuple[str, str]] = {}  # lower-case source name -> (key as written, trained name)
     for key, value in (class_mapping or {}).items():
         if key.lower() in mapping and mapping[key.lower()][1].lower() != str(value).lower():
@@ -387,8 +421,17 @@ def _assemble(raw: list[_RawImage], classes: list[str] | None, class_mapping: di
                                 np.array(ignore, np.float32), image.width, image.height))
     if objects and not mapped:
         found = ", ".join(f"{n} ({c})" for n, c in Counter(o.name for o in objects).most_common(20))
+        if not classes:
+            raise DataError(f"{source}: the class list is empty, so none of the {len(objects)} objects here can be "
+                            f"used (no objects in the training labels?). Label names found: {found}. Set the classes")
         raise DataError(f"{source}: none of the {len(objects)} objects has a class in {classes}. Label names found: "
                         f"{found}. Set the classes, or a class_mapping from these names (case is ignored)")
+    if explicit and mapped:
+        used = {int(label) for item in items for label in item.labels}
+        for i, name in enumerate(classes):
+            if i not in used:
+                problems.add("class_without_objects", f"{source}: no object of class '{name}' in these labels; "
+                                                      "it cannot be learned from them, and has no AP on them")
     return DetectionDataset(classes, items, problems)
 
 

@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 from ..errors import SpecError
+from ..io import remove_stale_temp_files
 
 log = logging.getLogger("transferkit")
 
@@ -66,6 +67,9 @@ class RunFolder:
             self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             for name in ("transferkit", "lightning.pytorch", "lightning.fabric"):
                 logging.getLogger(name).addHandler(self._handler)
+            removed = remove_stale_temp_files(self.path, recursive=True)  # left by writes killed mid-way
+            if removed:
+                log.warning("removed %d stale temporary file(s) of interrupted writes from %s", removed, self.path)
         return self
 
     def __exit__(self, *exc) -> None:
