@@ -149,8 +149,6 @@ def test_run_summary_names_every_kind_of_problem(corpus):
     assert "skipped 1 image(s) that could not be read" in log
 
 
-@pytest.mark.xfail(strict=True, reason="DetectionData lists images without decoding them: train_images counts "
-                                       "the truncated image that was skipped (classification does not)")
 def test_train_images_counts_only_the_images_actually_used(corpus):
     metrics = read_json(corpus["results"] / "metrics.json")
     assert metrics["train_images"] == 5  # 000000, 000002-000005; not 000001 (label not UTF-8), not truncated.jpg
@@ -295,8 +293,6 @@ def test_val_set_with_no_objects_trains_and_says_map_is_undefined(clean, tmp_pat
     assert metrics["data_problems"]["val"]["counts"] == {}  # no per-class noise on top of that warning
 
 
-@pytest.mark.xfail(strict=True, reason="detection evaluate writes mAP 0.0 for a val set without objects and puts "
-                                       "DetectionData.warnings nowhere in metrics.json")
 def test_evaluate_on_a_val_set_with_no_objects_warns_in_metrics_json(corpus, clean, tmp_path, dn):
     val_images, val_labels = _copy(clean / "val", tmp_path / "val")
     for f in val_labels.glob("*.txt"):
@@ -308,8 +304,6 @@ def test_evaluate_on_a_val_set_with_no_objects_warns_in_metrics_json(corpus, cle
     assert any("no objects" in w for w in metrics.get("warnings", [])), metrics.get("mAP")
 
 
-@pytest.mark.xfail(strict=True, reason="DetectionData does not decode images up front: a truncated image in a "
-                                       "batch that drop_last never loads is not reported")
 def test_truncated_images_in_a_dropped_batch_are_still_reported(clean, tmp_path, dn):
     images, labels = _copy(clean / "train", tmp_path / "train")
     for i in range(9):  # 6 + 9 = 15 images, batch 8, drop_last: at most 8 are decoded

@@ -28,7 +28,7 @@ from ..spec import require_path
 from .box_augment import (BoxAugmentConfig, DetectionAugment, YoloAugment, YoloAugmentConfig,
                           resize_with_boxes)
 from .boxes import DataProblems, DetectionDataset, ImageBoxes
-from .images import ImageError, load_image, skipped_entry
+from .images import ImageError, load_image, skipped_entry, undecodable
 
 log = logging.getLogger("transferkit")
 
@@ -139,6 +139,8 @@ class DetectionData(pl.LightningDataModule):
         d = spec.data
         wanted = classes or d.classes
         train = read_detection_split(d, "train", wanted)
+        if train is not None and not any(len(it.labels) for it in train.items):
+            raise SpecError("data.train_labels: no objects of the trained classes in the training labels")
         val = read_detection_split(d, "val", train.classes if train else wanted)
         if train is None and val is None:
             raise SpecError("no data: set data.train_images and data.train_labels (and data.val_*)")
@@ -150,12 +152,11 @@ class DetectionData(pl.LightningDataModule):
         self.val_items = val.items
         self.problems = {"train": train.problems.as_dict() if train else {}, "val": val.problems.as_dict()}
         self.skipped: dict[str, str] = {}
+        self._scanned: set[str] = set()
         self.warnings: list[str] = []
         for split, ds in (("train", train), ("val", val)):
             if ds is not None:
                 _log_problems(split, ds.problems)
-        if train is not None and not any(len(it.labels) for it in self.train_items):
-            raise SpecError("data.train_labels: no objects of the trained classes in the training labels")
         if not any(len(it.labels) for it in self.val_items):
             self.warnings.append("the validation labels hold no objects: mAP is undefined (reported as 0)")
             log.warning(self.warnings[-1])
@@ -176,12 +177,27 @@ class DetectionData(pl.LightningDataModule):
                           collate_fn=collate_detection, drop_last=train and len(items) > batch_size,
                           persistent_workers=workers > 0)
 
+    def _scan(self, split: str) -> None:
+        """Decode every image of a split once, before its first loader: bad files are named up front."""
+        if split in self._scanned:
+            return
+        self._scanned.add(split)
+        items = self.train_items if split == "train" else self.val_items
+        bad = undecodable([it.image for it in items], self.spec.data.max_image_pixels)
+        if bad:
+            self.skipped.update(bad)
+            kept = [it for it in items if str(it.image) not in bad]
+            setattr(self, f"{split}_items", kept)
+            log.warning("%s: skipped %d image(s) that do not decode (listed under skipped_images)", split, len(bad))
+
     def train_dataloader(self) -> DataLoader:
+        self._scan("train")
         if not self.train_items:
             raise SpecError("data.train_images / data.train_labels has no usable images to train on")
         return self._loader(self.train_items, True, self.spec.train.batch_size)
 
     def val_dataloader(self) -> DataLoader:
+        self._scan("val")
         return self._loader(self.val_items, False, self.spec.evaluation.batch_size)
 
     def calibration_batches(self, count: int, batch_size: int = 8):

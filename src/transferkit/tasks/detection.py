@@ -171,6 +171,7 @@ class DetectionTask(Task):
         skipped = {**data.skipped, **bad}
         metrics["skipped_images"] = {"count": len(skipped), "files": skipped}
         metrics["data_problems"] = data.problems
+        metrics["warnings"] = list(data.warnings)
         metrics["model"] = {"file": str(predictor.source), "runtime": predictor.kind}
         return metrics
 
