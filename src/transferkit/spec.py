@@ -55,6 +55,9 @@ class TrainConfig(SpecModel):
     channels_last: bool = Field(True, description="NHWC memory layout (much faster convs on CPU)")
     log_every_n_steps: int = Field(10, gt=0, description="how often step metrics are logged")
     histograms: bool = Field(True, description="write weight histograms to TensorBoard each epoch")
+    max_minutes: float | None = Field(
+        None, gt=0, description="stop after this much wall-clock time (checkpoints and metrics are kept; empty = no limit)"
+    )
     limit_train_batches: float = Field(
         1.0, gt=0, description="fraction (<=1.0) or number (>1) of training batches per epoch"
     )

@@ -7,6 +7,7 @@ import math
 import sys
 import time
 import warnings
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +195,7 @@ def build_trainer(
         strategy="ddp" if ddp else "auto",
         precision=resolve_precision(train, accelerator),
         max_epochs=max_epochs or train.epochs,
+        max_time=timedelta(minutes=train.max_minutes) if train.max_minutes else None,
         logger=logger,
         callbacks=all_callbacks,
         plugins=[AtomicCheckpointIO()],
