@@ -28,6 +28,7 @@ PALETTE = {0: (255, 0, 0), 1: (0, 255, 0), 2: (0, 0, 255), 3: (255, 255, 0), 4: 
            6: (255, 128, 0), 7: (128, 0, 255), 8: (0, 255, 128), 9: (255, 0, 128), 10: (128, 255, 0),
            11: (0, 128, 255), -1: (255, 255, 255)}
 NO_COLOUR = dict(hue=0.0, saturation=1.0, exposure=1.0)
+EVERY_PIECE = dict(min_visible=0.0)  # keep every box piece big enough, so check_boxes can demand a box per piece
 TOL = 12  # a pixel within this of a colour (every channel) shows that object
 BORDER = 1.5  # pixels at a box edge that resampling may blend with the background
 
@@ -167,7 +168,7 @@ def mosaic_samples(seed: int):
 
 @pytest.mark.parametrize("seed", range(8))
 def test_mosaic_boxes_stay_on_their_objects_inside_their_own_tile(seed):
-    cfg = YoloAugmentConfig(jitter=0.3, horizontal_flip=0.5, vertical_flip=0.5, **NO_COLOUR)
+    cfg = YoloAugmentConfig(jitter=0.3, horizontal_flip=0.5, vertical_flip=0.5, **NO_COLOUR, **EVERY_PIECE)
     out, boxes, labels = mosaic(mosaic_samples(seed), 96, 80, 0.2, cfg, random.Random(seed))
     assert out.size == (96, 80)
     check_boxes(out, boxes, labels, list(range(12)) + [-1])
@@ -187,7 +188,7 @@ def test_mosaic_boxes_stay_on_their_objects_inside_their_own_tile(seed):
 
 
 def test_mosaic_uses_all_four_samples_and_fills_gaps_with_gray():
-    cfg = YoloAugmentConfig(jitter=0.3, horizontal_flip=0, **NO_COLOUR)
+    cfg = YoloAugmentConfig(jitter=0.3, horizontal_flip=0, **NO_COLOUR, **EVERY_PIECE)
     seen, gray = set(), 0
     for seed in range(10):
         out, _, labels = mosaic(mosaic_samples(seed), 96, 80, 0.2, cfg, random.Random(seed))
@@ -263,7 +264,7 @@ class Loader:
 @pytest.mark.parametrize("seed", range(3))
 def test_yolo_augment_keeps_boxes_on_objects_with_and_without_mosaic(seed):
     load = Loader(mosaic_samples(seed))
-    aug = YoloAugment(80, 64, YoloAugmentConfig(mosaic_prob=0.5, vertical_flip=0.5, **NO_COLOUR), seed=seed)
+    aug = YoloAugment(80, 64, YoloAugmentConfig(mosaic_prob=0.5, vertical_flip=0.5, **NO_COLOUR, **EVERY_PIECE), seed=seed)
     mosaics = singles = 0
     for n in range(8):
         load.calls.clear()
@@ -296,7 +297,7 @@ def test_yolo_augment_is_deterministic_for_a_seed():
 def test_bad_extra_images_are_replaced_and_never_reported():
     samples = mosaic_samples(1) + mosaic_samples(2)[:2]  # 6 items; 2 and 3 are bad files
     load = Loader(samples, bad={2, 3})
-    aug = YoloAugment(64, 64, YoloAugmentConfig(mosaic_prob=1.0, **NO_COLOUR), seed=0)
+    aug = YoloAugment(64, 64, YoloAugmentConfig(mosaic_prob=1.0, **NO_COLOUR, **EVERY_PIECE), seed=0)
     for n in range(10):
         load.calls.clear()
         out, boxes, labels = aug(load, 0, 6)
@@ -310,7 +311,7 @@ def test_bad_extra_images_are_replaced_and_never_reported():
 
 def test_all_extras_bad_falls_back_to_the_single_image():
     load = Loader(mosaic_samples(0), bad={1, 2, 3})
-    aug = YoloAugment(64, 64, YoloAugmentConfig(mosaic_prob=1.0, **NO_COLOUR), seed=0, tries=3)
+    aug = YoloAugment(64, 64, YoloAugmentConfig(mosaic_prob=1.0, **NO_COLOUR, **EVERY_PIECE), seed=0, tries=3)
     out, boxes, labels = aug(load, 0, 4)
     assert load.calls[0] == 0 and sorted(set(load.calls[1:])) <= [1, 2, 3] and len(load.calls) == 1 + 3
     assert set(labels.tolist()) <= {0, 1, 2, -1}
@@ -409,3 +410,20 @@ def test_detection_data_takes_a_yolo_config_without_detectnet_keys(tmp_path):
     images, targets, bad = next(iter(train))
     assert images.shape == (2, 3, 48, 64) and not bad
     assert dm.val_dataloader().dataset.augment is None
+
+
+@pytest.mark.parametrize("visible", [0.2, 0.5])
+def test_boxes_with_less_than_min_visible_of_their_area_left_are_dropped(visible):
+    from transferkit.data.box_augment import apply_affine
+
+    image = Image.new("RGB", (100, 100), (128, 128, 128))
+    boxes = np.array([[30, 10, 70, 50], [50, 50, 90, 90], [0, 0, 20, 20]], np.float32)
+    _, kept, labels = apply_affine(image, boxes, np.array([0, 1, 2]), 100, 100, 1.0, 1.0, -40.0, 0.0, False, False,
+                                   min_box_size=2.0, min_visible=0.3)
+    # After the shift: box 0 spans x -10..30 (75 % visible), box 1 x 10..50 (all), box 2 x -40..-20 (gone).
+    assert labels.tolist() == [0, 1]
+    _, kept, labels = apply_affine(image, np.array([[30, 10, 70, 50]], np.float32), np.array([0]), 100, 100, 1.0, 1.0,
+                                   -60.0, 0.0, False, False, min_box_size=2.0, min_visible=visible)
+    # Shifted by 60 px: x -30..10, a quarter of the box is left.
+    assert labels.tolist() == ([0] if visible <= 0.25 else [])
+

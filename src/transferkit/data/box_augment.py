@@ -56,6 +56,7 @@ class YoloAugmentConfig:
     mosaic_prob: float = 0.5  # probability that an item becomes a 4-image mosaic
     mosaic_min_ratio: float = 0.2  # the mosaic centre lies in [r, 1 - r] of the width and height
     min_box_size: float = 2.0  # boxes cut smaller than this (pixels, either side) are dropped
+    min_visible: float = 0.3  # boxes with less than this fraction of their area left are dropped
 
     def __post_init__(self) -> None:
         checks = [
@@ -68,6 +69,7 @@ class YoloAugmentConfig:
             ("exposure", self.exposure >= 1, ">= 1 (1 = off; scales range over [1/e, e])"),
             ("mosaic_min_ratio", 0 <= self.mosaic_min_ratio < 0.5, "in [0, 0.5)"),
             ("min_box_size", self.min_box_size >= 0, ">= 0"),
+            ("min_visible", 0 <= self.min_visible <= 1, "in [0, 1]"),
         ]
         for name, ok, want in checks:
             if not ok:
@@ -85,12 +87,13 @@ def resize_with_boxes(image: Image.Image, boxes: np.ndarray, width: int, height:
 
 def apply_affine(image: Image.Image, boxes: np.ndarray, labels: np.ndarray, width: int, height: int,
                  sx: float, sy: float, tx: float, ty: float, flip_x: bool, flip_y: bool,
-                 min_box_size: float) -> tuple[Image.Image, np.ndarray, np.ndarray]:
+                 min_box_size: float, min_visible: float = 0.0) -> tuple[Image.Image, np.ndarray, np.ndarray]:
     """Map image and boxes by x' = sx * x + tx, y' = sy * y + ty onto a width x height canvas, then flip.
 
     The one affine mapper every geometric augmentation uses: uncovered pixels get FILL, boxes are
-    clipped to the canvas and those left narrower or shorter than `min_box_size` are dropped
-    (with their labels)."""
+    clipped to the canvas and those left narrower or shorter than `min_box_size`, or with less than
+    `min_visible` of their area on the canvas, are dropped (with their labels): a digit cut to a
+    sliver is no longer that digit."""
     if flip_x:  # x' = width - (sx * x + tx)
         sx, tx = -sx, width - tx
     if flip_y:
@@ -105,6 +108,10 @@ def apply_affine(image: Image.Image, boxes: np.ndarray, labels: np.ndarray, widt
     y2 = np.maximum(mapped[:, 1], mapped[:, 3]).clip(0, height)
     result = np.stack([x1, y1, x2, y2], axis=1).astype(np.float32).reshape(-1, 4)
     keep = ((result[:, 2] - result[:, 0]) >= min_box_size) & ((result[:, 3] - result[:, 1]) >= min_box_size)
+    if min_visible > 0:
+        full = np.abs((mapped[:, 2] - mapped[:, 0]) * (mapped[:, 3] - mapped[:, 1]))
+        kept_area = (result[:, 2] - result[:, 0]) * (result[:, 3] - result[:, 1])
+        keep &= kept_area >= min_visible * full
     return out, result[keep], np.asarray(labels)[keep]
 
 
@@ -124,7 +131,8 @@ def random_affine(image: Image.Image, boxes: np.ndarray, labels: np.ndarray, wid
 
 def jitter_resize(image: Image.Image, boxes: np.ndarray, labels: np.ndarray, width: int, height: int,
                   jitter: float, horizontal_flip: float, vertical_flip: float, rng: random.Random, *,
-                  min_box_size: float = 2.0, cover: bool = False) -> tuple[Image.Image, np.ndarray, np.ndarray]:
+                  min_box_size: float = 2.0, cover: bool = False,
+                  min_visible: float = 0.0) -> tuple[Image.Image, np.ndarray, np.ndarray]:
     """Darknet jitter: crop (or pad, with FILL) each side of the image by a random amount up to
     `jitter` x its width/height, resize that window to width x height, flip with the given
     probabilities. One affine for image and boxes; boxes clipped, tiny ones dropped.
@@ -147,7 +155,7 @@ def jitter_resize(image: Image.Image, boxes: np.ndarray, labels: np.ndarray, wid
         tx, ty = -left * sx, -top * sy
     flip_x = rng.random() < horizontal_flip
     flip_y = rng.random() < vertical_flip
-    return apply_affine(image, boxes, labels, width, height, sx, sy, tx, ty, flip_x, flip_y, min_box_size)
+    return apply_affine(image, boxes, labels, width, height, sx, sy, tx, ty, flip_x, flip_y, min_box_size, min_visible)
 
 
 Sample = tuple[Image.Image, np.ndarray, np.ndarray]  # (RGB image, boxes [N, 4], labels [N])
@@ -173,7 +181,8 @@ def mosaic(samples: list[Sample], width: int, height: int, min_ratio: float, cfg
         if x1 <= x0 or y1 <= y0:
             continue  # an empty tile shows nothing, so it keeps no boxes
         tile, moved, kept = jitter_resize(image, boxes, labels, x1 - x0, y1 - y0, cfg.jitter, cfg.horizontal_flip,
-                                          cfg.vertical_flip, rng, min_box_size=cfg.min_box_size, cover=True)
+                                          cfg.vertical_flip, rng, min_box_size=cfg.min_box_size, cover=True,
+                                          min_visible=cfg.min_visible)
         canvas.paste(tile, (x0, y0))
         all_boxes.append(moved + np.array([x0, y0, x0, y0], np.float32))
         all_labels.append(np.asarray(kept, np.int64))
@@ -297,7 +306,8 @@ class YoloAugment:
                                               cfg, rng)
         if image is None:
             image, boxes, labels = jitter_resize(*sample, self.width, self.height, cfg.jitter, cfg.horizontal_flip,
-                                                 cfg.vertical_flip, rng, min_box_size=cfg.min_box_size)
+                                                 cfg.vertical_flip, rng, min_box_size=cfg.min_box_size,
+                                                 min_visible=cfg.min_visible)
         return hsv_jitter(image, cfg.hue, cfg.saturation, cfg.exposure, rng), boxes, labels
 
     def _extras(self, load: Callable[[int], Sample], index: int, count: int, own: Sample) -> list[Sample] | None:

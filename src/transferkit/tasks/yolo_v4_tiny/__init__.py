@@ -116,7 +116,8 @@ class YoloV4TinyTask(DetectionTask):
             report["file"] = str(out)
         print(text, end="")
         if k.num_clusters == 6:
-            print(f"use them: model.mid_anchor_shape='{rounded[:3]}' model.big_anchor_shape='{rounded[3:]}'")
+            compact = [str(part).replace(" ", "") for part in (rounded[:3], rounded[3:])]
+            print(f"use them: model.mid_anchor_shape='{compact[0]}' model.big_anchor_shape='{compact[1]}'")
         return report
 
 

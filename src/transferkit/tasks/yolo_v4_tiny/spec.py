@@ -23,6 +23,7 @@ class YoloAugmentationConfig(SpecModel):
     exposure: float = Field(1.5, ge=1, description="brightness scale in [1/e, e]")
     mosaic_prob: float = Field(0.5, ge=0, le=1, description="probability of a 4-image mosaic")
     mosaic_min_ratio: float = Field(0.2, ge=0, lt=0.5, description="mosaic centre lies in [r, 1-r] of the image")
+    min_visible: float = Field(0.3, ge=0, le=1, description="drop boxes with less of their area left after cropping")
 
 
 class YoloDataConfig(DetectionDataConfig):
