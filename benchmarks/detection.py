@@ -5,7 +5,7 @@
     python benchmarks/detection.py --extra-path /opt/bench_pkgs   # where `ultralytics` is installed, if not in the venv
 
 Every model trains on the same KITTI-format `kitti_digits` images at 128x128 for the same wall-clock budget:
-a 1-epoch probe run measures the epoch time, the real run gets as many epochs as fit the budget (and
+a 2-epoch probe run measures the epoch time, the real run gets as many epochs as fit the budget (and
 train.max_minutes as a safety net). Scored on the held-out val split by transferkit's AP code in COCO mode
 (101-point, pycocotools-equal): mAP@0.5 and mAP@[.5:.95]. Ultralytics' predictions are written as KITTI files
 and scored by the same code (`evaluate` with evaluation.predictions=DIR), so the numbers compare.
@@ -58,9 +58,10 @@ def epochs_of(run: Path) -> list[dict]:
 
 
 def train_one(key: str, task: str, spec: Path, overrides: list[str], root: Path, budget_s: float, log) -> dict:
-    # Probe: one epoch (with validation) gives the epoch time the budget is divided by.
+    # Probe: the second of two epochs (with validation; the first also pays warm-up) gives the epoch time
+    # the budget is divided by.
     probe = root / f"{key}_probe"
-    api.train(task, spec, probe, overrides + ["train.epochs=1"], overwrite=True)
+    api.train(task, spec, probe, overrides + ["train.epochs=2"], overwrite=True)
     epoch_s = epochs_of(probe)[-1]["epoch_time_s"]
     epochs = max(1, int(budget_s // epoch_s))
     log(f"   {key}: {epoch_s:.1f} s per epoch -> {epochs} epochs in {budget_s:.0f} s")

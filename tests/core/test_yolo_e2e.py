@@ -10,28 +10,11 @@ import pytest
 import torch
 import yaml
 
-from transferkit.cli import main
-from transferkit.data.demo import build_demo
+from cli_helpers import detection_data_args as data_args, run_cli as tkit
 
 FAST = ["data.image_width=64", "data.image_height=64", "train.batch_size=4", "train.num_workers=0",
         "train.epochs=1", "train.histograms=false", "model.pretrained=false", "evaluation.batch_size=8",
         "data.augmentation.mosaic_prob=0.5"]
-
-
-def tkit(*args) -> int:
-    return main([str(a) for a in args])
-
-
-@pytest.fixture(scope="module")
-def kitti(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("kitti")
-    build_demo("kitti_digits", root, seed=0, num_train=8, num_val=4, width=64, height=64, classes="0,1,2")
-    return root
-
-
-def data_args(root: Path) -> list[str]:
-    return [f"data.train_images={root / 'train/images'}", f"data.train_labels={root / 'train/labels'}",
-            f"data.val_images={root / 'val/images'}", f"data.val_labels={root / 'val/labels'}"]
 
 
 @pytest.fixture(scope="module")

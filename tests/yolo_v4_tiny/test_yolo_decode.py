@@ -17,14 +17,6 @@ C = 3
 A = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # the test machine's cores are shared; tiny tensors run faster on one thread
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def head_outputs(n: int = 2, h0: int = 4, w0: int = 5, fill: float = 0.0) -> list[torch.Tensor]:
     """Level 0 grid h0 x w0 (stride 32), level 1 twice as fine (stride 16): a 128x160 input."""

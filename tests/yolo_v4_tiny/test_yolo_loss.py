@@ -21,13 +21,6 @@ GT1 = ([10.0, 20.0, 50.0, 60.0], 0)  # 40x40, centre (30, 40): level 0 cell y=1,
 GT2 = ([70.0, 60.0, 100.0, 110.0], 1)  # 30x50, centre (85, 85): level 0 cell y=2, x=2, best anchor (40,44)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def heads(n: int = 1, seed: int = 0, scale: float = 0.5) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)

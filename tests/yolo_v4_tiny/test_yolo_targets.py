@@ -16,13 +16,6 @@ STRIDES = [32, 16]
 GRIDS = [(8, 8), (16, 16)]  # a 256 x 256 input
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def box_at(cx: float, cy: float, w: float, h: float) -> list[float]:
     return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
@@ -107,7 +100,7 @@ def test_empty_and_degenerate_gts_give_no_positives():
 
 def reference_targets(gt, anchors, strides, grids, thr):
     """A slow loop over images, gts and anchors that applies the documented rules."""
-    n, levels, na = len(gt), anchors.shape[0], anchors.shape[1]
+    n, na = len(gt), anchors.shape[1]
     pos = [np.zeros((n, na, h, w), bool) for h, w in grids]
     box = [np.zeros((n, na, h, w, 4)) for h, w in grids]
     lab = [np.zeros((n, na, h, w), int) for h, w in grids]

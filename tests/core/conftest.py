@@ -1,0 +1,16 @@
+"""Fixtures of the end-to-end CLI tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from transferkit.data.demo import build_demo
+
+
+@pytest.fixture(scope="session")
+def kitti(tmp_path_factory) -> Path:
+    """8 train / 4 val 64x64 images of the digits 0, 1, 2 in KITTI format."""
+    root = tmp_path_factory.mktemp("kitti")
+    build_demo("kitti_digits", root, seed=0, num_train=8, num_val=4, width=64, height=64, classes="0,1,2")
+    return root
