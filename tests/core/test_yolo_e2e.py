@@ -108,14 +108,17 @@ def test_prune_retrain_export_with_nms_in_the_graph(trained, kitti, tmp_path):
     assert json.loads((ev / "metrics.json").read_text())["mAP"] == pytest.approx(runtimes["pytorch"]["mAP"], abs=1e-6)
 
 
-def test_coco_labels_train_directly(kitti, tmp_path):
-    out = tmp_path / "coco"
-    assert tkit("detectnet_v2", "dataset_convert", *data_args(kitti), "dataset_convert.output_format=coco",
+@pytest.mark.parametrize("fmt", ["coco", "yolo"])
+def test_coco_and_yolo_labels_train_directly(kitti, tmp_path, fmt):
+    out = tmp_path / fmt
+    assert tkit("detectnet_v2", "dataset_convert", *data_args(kitti), f"dataset_convert.output_format={fmt}",
                 f"dataset_convert.output_dir={out}") == 0
-    coco_json, images = out / "train.json", out / "train" / "images"
-    args = [f"data.train_images={images}", f"data.train_labels={coco_json}",
-            f"data.val_images={images}", f"data.val_labels={coco_json}", "data.format=coco"]
+    images = out / "train" / "images"
+    labels = out / "train.json" if fmt == "coco" else out / "train" / "labels"
+    args = [f"data.train_images={images}", f"data.train_labels={labels}", f"data.val_images={images}",
+            f"data.val_labels={labels}", f"data.format={fmt}"] + ([f"data.yolo_names={out / 'names.txt'}"] if fmt == "yolo" else [])
     assert tkit("yolo_v4_tiny", "train", "-r", tmp_path / "r", *args, *FAST) == 0
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["classes"] == ["0", "1", "2"]
 
 
 def test_input_size_not_multiple_of_32_and_bad_anchors_are_clear_errors(kitti, tmp_path, capsys):
