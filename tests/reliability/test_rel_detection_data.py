@@ -1,4 +1,4 @@
-"""The bad-label corpus through the detectnet_v2 CLI: train, evaluate, inference and dataset_convert.
+"""The bad-label corpus through the detection CLIs (detectnet_v2; yolo_v4_tiny reads it with the same code):
 
 Every case ends in one of two ways: a one- or two-line `tkit: error:` naming the file, line or key
 and the fix (exit code 2, no traceback), or a run that finishes and counts the problem under
@@ -398,3 +398,21 @@ def test_missing_yolo_names_file_names_the_key(clean, tmp_path, dn):
                 *data_args(clean / "val" / "images", clean / "val" / "labels"),
                 f"dataset_convert.output_dir={tmp_path / 'out'}")
     result.assert_user_error("data.yolo_names", str(tmp_path / "names.txt"))
+
+
+def test_yolo_v4_tiny_counts_the_corpus_exactly_as_detectnet_v2(corpus, tmp_path, capsys):
+    """Both detection tasks read data through the same code: the same corpus gives the same counts, the same
+    skipped image, and no traceback, through `yolo_v4_tiny train` and `evaluate` (mosaic on)."""
+    args = [*data_args(corpus["images"], corpus["labels"], corpus["val_images"], corpus["val_labels"]),
+            *[a for a in DN_FAST if not a.startswith("data.image")], "data.image_width=64", "data.image_height=64",
+            CLASSES_ARG, "data.augmentation.mosaic_prob=1.0"]
+    run = tmp_path / "yolo"
+    assert main(["yolo_v4_tiny", "train", "-r", str(run), *args]) == 0
+    dn_metrics, yolo_metrics = read_json(corpus["results"] / "metrics.json"), read_json(run / "metrics.json")
+    assert yolo_metrics["data_problems"] == dn_metrics["data_problems"]
+    assert yolo_metrics["skipped_images"] == dn_metrics["skipped_images"]
+    assert yolo_metrics["train_images"] == dn_metrics["train_images"]
+    ev = tmp_path / "yolo_eval"
+    assert main(["yolo_v4_tiny", "evaluate", "-r", str(ev), "-m", str(run / "best.ckpt"), *args]) == 0
+    assert read_json(ev / "metrics.json")["data_problems"]["val"] == dn_metrics["data_problems"]["val"]
+    assert "Traceback" not in capsys.readouterr().err
