@@ -27,8 +27,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n 2 tests
 
+# `make bench QUICK=1` runs every benchmark in its --quick mode (a smoke run of a few minutes in all).
 bench: $(STAMP)
-	$(PY) benchmarks/optimize.py
+	$(PY) benchmarks/optimize.py $(if $(QUICK),--quick)
+	$(PY) benchmarks/train_throughput.py $(if $(QUICK),--quick)
+	$(PY) benchmarks/transfer.py $(if $(QUICK),--quick)
+	$(PY) benchmarks/scaling.py $(if $(QUICK),--quick)
+	$(PY) benchmarks/inference.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

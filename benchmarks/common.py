@@ -40,6 +40,24 @@ def cpu_snapshot() -> tuple[int, int, float]:
     return sum(ticks), ticks[3] + ticks[4], own.user + own.system + own.children_user + own.children_system
 
 
+def tree_cpu_s() -> float:
+    """CPU seconds used so far by this process (all threads), its live child processes (e.g. DataLoader
+    workers, read from /proc) and its children that have already exited. Differences of two readings are
+    a measure of work done that depends less on other processes' load than wall time does."""
+    own = os.times()
+    total = own.user + own.system + own.children_user + own.children_system
+    me, tick = os.getpid(), os.sysconf("SC_CLK_TCK")
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                fields = Path(entry.path, "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == me:  # ppid; then utime, stime are fields 14, 15 of the whole line
+                total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def others_cpu_share(a: tuple, b: tuple) -> float:
     """Fraction of the machine's CPU time that other processes used between two snapshots."""
     total = b[0] - a[0]

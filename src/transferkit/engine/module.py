@@ -1,16 +1,60 @@
 """The LightningModule base every task extends: optimiser, schedule, checkpoint metadata, histograms."""
 from __future__ import annotations
 
+import io
 import math
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch import nn
 
 from ..data.images import parse_skipped
 from ..spec import TrainConfig
 from .checkpoint import META_KEY
+
+
+def write_histogram(writer, tag: str, values: torch.Tensor, step: int, bins: int = 64) -> None:
+    """One TensorBoard histogram of `values`, in 64 equal-width bins, computed by single-threaded numpy.
+
+    SummaryWriter.add_histogram's default binning (about 1500 exponential edges, each value searched
+    among them) plus its BLAS dot product took 0.2 s per epoch for MobileNetV2's weights on an idle
+    2-core CPU and up to 0.8 s on a busy one -- several percent of a few-hundred-image epoch. This takes
+    about 0.02 s. TensorBoard re-bins to equal widths for display anyway. Non-finite values are left out.
+    """
+    v = values.detach().float().cpu().numpy().ravel()
+    finite = np.isfinite(v)
+    if not finite.all():
+        v = v[finite]
+    if v.size == 0:
+        return
+    counts, edges = np.histogram(v, bins=bins)
+    writer.add_histogram_raw(tag, min=float(v.min()), max=float(v.max()), num=int(v.size),
+                             sum=float(v.sum(dtype=np.float64)),
+                             sum_squares=float(np.einsum("i,i->", v, v, dtype=np.float64)),
+                             bucket_limits=edges[1:].tolist(), bucket_counts=counts.tolist(), global_step=step)
+
+
+def write_image(writer, tag: str, image, step: int) -> None:
+    """A PIL image into TensorBoard, PNG-encoded at zlib level 1.
+
+    SummaryWriter.add_image converts to float and back and encodes at PNG's default level 6, about
+    5x slower for a 4x3 grid of 128 px cells (70 ms against 16 ms on a busy 2-core CPU) for a file
+    5% smaller; this runs every validation epoch. The picture itself is the same.
+    """
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    image = image.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    encoded = Summary.Image(height=image.height, width=image.width, colorspace=3,
+                            encoded_image_string=buffer.getvalue())
+    file_writer = getattr(writer, "_get_file_writer", None)
+    if file_writer is None:  # not torch's SummaryWriter: use its public call
+        writer.add_image(tag, np.asarray(image), step, dataformats="HWC")
+        return
+    file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=encoded)]), step)
 
 
 class TaskModule(pl.LightningModule):
@@ -86,7 +130,7 @@ class TaskModule(pl.LightningModule):
             return
         for name, param in self.net.named_parameters():
             if param.ndim > 1:  # conv and linear weights; norms and biases add noise, not insight
-                writer.add_histogram(f"weights/{name}", param.detach().float().cpu(), self.current_epoch)
+                write_histogram(writer, f"weights/{name}", param, self.current_epoch)
 
     @property
     def tensorboard(self):

@@ -13,7 +13,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from ..io import atomic_write_text
@@ -131,6 +131,35 @@ class RngState(Callback):
         random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
 
 
+class ThrottledRichProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, reading the logged metrics at most every `metrics_every_s` seconds.
+
+    The stock bar reads them after every training batch, and reading a metric logged as a GPU tensor
+    (`train/loss`) is a `.item()`, which waits for the GPU to finish: one forced sync per step, however
+    fast the steps. The bar's counter still moves every batch; epoch and validation ends show fresh values.
+    """
+
+    def __init__(self, metrics_every_s: float = 0.5) -> None:
+        super().__init__()
+        self.metrics_every_s = metrics_every_s
+        self._in_train_batch_end = False
+        self._metrics_read_at = -math.inf
+
+    def on_train_batch_end(self, *args, **kwargs) -> None:
+        self._in_train_batch_end = True
+        try:
+            super().on_train_batch_end(*args, **kwargs)
+        finally:
+            self._in_train_batch_end = False
+
+    def _update_metrics(self, trainer, pl_module) -> None:
+        now = time.monotonic()
+        if self._in_train_batch_end and now - self._metrics_read_at < self.metrics_every_s:
+            return
+        self._metrics_read_at = now
+        super()._update_metrics(trainer, pl_module)
+
+
 def resolve_precision(train: TrainConfig, accelerator: str) -> str:
     if train.precision == "16-mixed" and accelerator == "cpu":
         log.warning("train.precision=16-mixed needs a GPU; using bf16-mixed on the CPU")
@@ -182,9 +211,7 @@ def build_trainer(
         all_callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=train.early_stopping_patience))
     interactive = sys.stderr.isatty()
     if interactive:
-        from lightning.pytorch.callbacks import RichProgressBar
-
-        all_callbacks.append(RichProgressBar())
+        all_callbacks.append(ThrottledRichProgressBar())
     logger = TensorBoardLogger(save_dir=str(results), name="tensorboard", version="", default_hp_metric=False)
     limit = train.limit_train_batches
     return pl.Trainer(

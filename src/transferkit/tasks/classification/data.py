@@ -10,11 +10,12 @@ import csv
 import logging
 import random
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 from torchvision.transforms import v2 as T
 
 from ...data.images import IMAGE_EXTENSIONS, ImageError, list_images, load_image, skipped_entry
@@ -162,13 +163,31 @@ class ImageDataset(Dataset):
         return self.transform(image), label
 
 
-def collate_skipping(batch):
+def stack_images(images: list[torch.Tensor], channels_last: bool = False) -> torch.Tensor:
+    """[C,H,W] tensors -> one [N,C,H,W] batch, laid out channels_last if asked.
+
+    In a DataLoader worker the batch is written straight into shared memory, as torch's default_collate
+    does: a plain torch.stack there costs a second copy of the whole batch when it is sent to the main
+    process. Building it channels_last here, in the worker, spares the training step that conversion
+    (TaskModule.prepare_images then finds it already done).
+    """
+    first = images[0]
+    n, (c, h, w) = len(images), first.shape
+    if get_worker_info() is not None:
+        flat = first.new(first._typed_storage()._new_shared(n * first.numel(), device=first.device))
+    else:
+        flat = first.new_empty(n * first.numel())
+    out = flat.view(n, h, w, c).permute(0, 3, 1, 2) if channels_last else flat.view(n, c, h, w)
+    return torch.stack(images, 0, out=out)
+
+
+def collate_skipping(batch, channels_last: bool = False):
     """Stack the good samples; carry the names of the bad ones so the module can count them."""
     good = [(x, y) for x, y in batch if x is not None]
     bad = [y for x, y in batch if x is None]
     if not good:
         return torch.empty(0), torch.empty(0, dtype=torch.long), bad
-    images = torch.stack([x for x, _ in good])
+    images = stack_images([x for x, _ in good], channels_last)
     labels = torch.tensor([y for _, y in good], dtype=torch.long)
     return images, labels, bad
 
@@ -219,8 +238,11 @@ class ClassificationData(pl.LightningDataModule):
     def _loader(self, items, train: bool, batch_size: int) -> DataLoader:
         workers = self.spec.train.num_workers
         dataset = ImageDataset(items, build_transforms(self.spec, self.mean, self.std, train), self.spec.data.max_image_pixels)
+        # Training batches arrive in the layout the network trains in; evaluation, calibration and
+        # export keep plain NCHW batches (ONNX Runtime and numpy consumers expect them).
+        collate = partial(collate_skipping, channels_last=train and self.spec.train.channels_last)
         return DataLoader(
-            dataset, batch_size=batch_size, shuffle=train, num_workers=workers, collate_fn=collate_skipping,
+            dataset, batch_size=batch_size, shuffle=train, num_workers=workers, collate_fn=collate,
             drop_last=train and len(items) > batch_size, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
         )
 
