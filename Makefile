@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/transfer.py $(if $(QUICK),--quick)
 	$(PY) benchmarks/scaling.py $(if $(QUICK),--quick)
 	$(PY) benchmarks/inference.py $(if $(QUICK),--quick)
+	$(PY) benchmarks/detection.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

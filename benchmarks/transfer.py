@@ -88,7 +88,7 @@ def plot(runs: list[dict], epochs: int, path: Path) -> str:
             ax.plot(range(1, len(r["val_acc"]) + 1), r["val_acc"], linestyle=style[0], marker=style[1], color=style[2],
                     label=f"{'ImageNet' if r['init'] == 'imagenet' else 'random init'}")
         n = next(r["per_class"] for r in runs if r["per_class_label"] == size)
-        ax.set_title(f"{size} per class ({n * 10} images)" if size == "all" else f"{size} per class")
+        ax.set_title(f"all: {n} per class ({n * 10} images)" if size == "all" else f"{size} per class ({n * 10} images)")
         ax.set_xlabel("epoch")
         ax.set_xticks(range(1, epochs + 1))
         ax.set_ylim(0, 1)
