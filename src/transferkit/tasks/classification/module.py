@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from ...engine.module import TaskModule
+from ...engine.module import TaskModule, write_image
 from ...spec import TrainConfig
-from .viz import labelled_grid
+from .viz import labelled_grid_image
 
 
 class ClassificationModule(TaskModule):
@@ -50,6 +50,6 @@ class ClassificationModule(TaskModule):
             pred = logits.argmax(1)
             classes = self.meta["classes"]
             texts = [f"{classes[p]}" + ("" if p == t else f" (true {classes[t]})") for p, t in zip(pred.tolist(), labels.tolist())]
-            grid = labelled_grid(images[:16].float().cpu(), texts[:16], self.meta["mean"], self.meta["std"],
-                                 correct=(pred == labels)[:16].tolist())
-            writer.add_image("val/predictions", grid, self.current_epoch)
+            grid = labelled_grid_image(images[:16], texts[:16], self.meta["mean"], self.meta["std"],
+                                       correct=(pred == labels)[:16].tolist())
+            write_image(writer, "val/predictions", grid, self.current_epoch)
