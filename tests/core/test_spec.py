@@ -1,6 +1,8 @@
 import pytest
 import yaml
 
+from transferkit.tasks import task_names
+
 from transferkit.errors import SpecError
 from transferkit.spec import apply_overrides, load_spec, render_default_spec, validate
 from transferkit.tasks.classification.spec import ClassificationSpec
@@ -100,7 +102,7 @@ def test_spec_is_frozen():
         spec.train.epochs = 5
 
 
-@pytest.mark.parametrize("task", ["classification", "detectnet_v2"])
+@pytest.mark.parametrize("task", task_names())
 def test_every_task_default_spec_round_trips(task):
     from transferkit.api import default_spec
     from transferkit.tasks import get_task
