@@ -1,10 +1,9 @@
 import pytest
 import yaml
 
-from transferkit.tasks import task_names
-
 from transferkit.errors import SpecError
 from transferkit.spec import apply_overrides, load_spec, render_default_spec, validate
+from transferkit.tasks import task_names
 from transferkit.tasks.classification.spec import ClassificationSpec
 
 
