@@ -43,7 +43,14 @@ benchmarks/results/train_throughput.json keeps the machine description, the sett
 and CPU reading of every run and the other processes' CPU share during each.
 
 The data: the built-in `digits` demo set drawn at the source size below (a 64 px PNG decodes in no time;
-photos do not), with every other training image re-encoded as a JPEG (quality 90), so both decoders run.
+photos do not), with every other training image re-encoded as a JPEG (quality 90), so both decoders run;
+32 (quick) or 16 (full) training images per class, one validation image per class.
+
+Epoch size matters to the ratio: the real path does some work once per epoch that the hand loop does not
+(last.ckpt, and best.ckpt when val accuracy improved: ~35 ms each on an idle 2-core CPU for MobileNetV2's
+18 MB; weight histograms ~25-40 ms; the prediction grid ~15 ms; status.json). That is ~0.1-0.15 s per
+epoch: 1-2% of the 320-image 128 px epochs of --quick and of the 160-image 224 px epochs of full mode
+(4-6 s each), but ~6% of a 160-image epoch at 128 px (2 s).
 """
 from __future__ import annotations
 
@@ -75,12 +82,19 @@ from transferkit.tasks.classification.model import build_classifier  # noqa: E40
 from transferkit.tasks.classification.spec import ClassificationSpec  # noqa: E402
 from transferkit.zoo import get_entry  # noqa: E402
 
-BACKBONE = "mobilenet_v2"
+CPU = {"backbone": "mobilenet_v2", "pretrained": True, "batch": 32, "workers": 2, "device": "cpu", "precision": "32"}
 MODES = {  # network input px, source image px, train images per class, untimed + timed epochs per run, rounds
-    "quick": {"image_size": 128, "source_size": 256, "per_class": 16, "warmup_epochs": 2, "timed_epochs": 2, "rounds": 2},
-    "full": {"image_size": 224, "source_size": 320, "per_class": 16, "warmup_epochs": 2, "timed_epochs": 1, "rounds": 3},
+    "quick": {"image_size": 128, "source_size": 256, "per_class": 32, "warmup_epochs": 2, "timed_epochs": 1, "rounds": 2,
+              **CPU},
+    "full": {"image_size": 224, "source_size": 320, "per_class": 16, "warmup_epochs": 2, "timed_epochs": 1, "rounds": 3,
+             **CPU},
+    # --gpu: ResNet-18 at 224 px with bf16 AMP on one CUDA GPU; random weights (a GPU machine may have no zoo
+    # files; speed does not depend on the weights); workers: all cores but two
+    "gpu": {"image_size": 224, "source_size": 256, "per_class": 300, "warmup_epochs": 2, "timed_epochs": 2, "rounds": 2,
+            "backbone": "resnet18", "pretrained": False, "batch": 128, "workers": max(2, (os.cpu_count() or 4) - 2),
+            "device": "cuda", "precision": "bf16-mixed"},
 }
-BATCH, WORKERS, LR = 32, 2, 0.01
+LR = 0.01
 DEFAULTS = ClassificationSpec().train  # optimiser settings the real path uses (nothing overridden)
 AUG = ClassificationSpec().data.augmentation
 
@@ -113,9 +127,10 @@ def observe_real_epoch_ends() -> None:
 
 def run_real(data: Path, out: Path, mode: dict, epochs: int) -> dict:
     overrides = [f"data.train_dir={data / 'train'}", f"data.val_dir={data / 'val'}", f"data.image_size={mode['image_size']}",
-                 f"model.backbone={BACKBONE}", "model.pretrained=true", f"train.epochs={epochs}",
-                 f"train.batch_size={BATCH}", f"train.num_workers={WORKERS}", f"train.learning_rate={LR}",
-                 f"evaluate.batch_size={BATCH}"]
+                 f"model.backbone={mode['backbone']}", f"model.pretrained={str(mode['pretrained']).lower()}",
+                 f"train.epochs={epochs}", f"train.batch_size={mode['batch']}", f"train.num_workers={mode['workers']}",
+                 f"train.learning_rate={LR}", f"evaluate.batch_size={mode['batch']}",
+                 f"train.accelerator={'gpu' if mode['device'] == 'cuda' else 'cpu'}", f"train.precision={mode['precision']}"]
     EPOCH_ENDS.clear()
     t0 = time.perf_counter()
     metrics = api.train("classification", None, out, overrides, overwrite=True)
@@ -127,7 +142,7 @@ def run_real(data: Path, out: Path, mode: dict, epochs: int) -> dict:
     (w0, c0, m0), (w1, c1, m1) = EPOCH_ENDS[first], EPOCH_ENDS[-1]
     gc.collect()  # let the persistent DataLoader workers of this run go
     return {"epoch_end_s": elapsed, "epoch_s": [round(b - a, 4) for a, b in zip(elapsed, elapsed[1:])],
-            "timed_images": (steps[-1] - steps[first]) * BATCH, "timed_s": elapsed[-1] - elapsed[first],
+            "timed_images": (steps[-1] - steps[first]) * mode["batch"], "timed_s": elapsed[-1] - elapsed[first],
             "timed_s_observed": round(w1 - w0, 4), "timed_cpu_s": round(c1 - c0, 3), "timed_cpu_main_s": round(m1 - m0, 3),
             "run_total_s": round(total, 3), "val_acc": metrics["final"].get("val/acc")}
 
@@ -145,16 +160,19 @@ def hand_transforms(size: int, mean, std, train: bool) -> T.Compose:
 
 def run_hand(data: Path, mode: dict, epochs: int, channels_last: bool) -> dict:
     torch.manual_seed(DEFAULTS.seed)
-    entry = get_entry(BACKBONE)
-    size = mode["image_size"]
+    entry = get_entry(mode["backbone"])
+    size, batch, workers, device = mode["image_size"], mode["batch"], mode["workers"], torch.device(mode["device"])
+    amp = torch.bfloat16 if mode["precision"] == "bf16-mixed" else None
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # as the real path's Trainer sets it on a GPU
     train_set = datasets.ImageFolder(str(data / "train"), hand_transforms(size, entry.mean, entry.std, True))
     val_set = datasets.ImageFolder(str(data / "val"), hand_transforms(size, entry.mean, entry.std, False))
-    train_loader = DataLoader(train_set, batch_size=BATCH, shuffle=True, num_workers=WORKERS, drop_last=True,
-                              persistent_workers=WORKERS > 0)
-    val_loader = DataLoader(val_set, batch_size=BATCH, num_workers=WORKERS, persistent_workers=WORKERS > 0)
-    net, _ = build_classifier(BACKBONE, train_set.classes, True, 0.2)
+    pin = device.type == "cuda"
+    train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
+                              persistent_workers=workers > 0, pin_memory=pin)
+    val_loader = DataLoader(val_set, batch_size=batch, num_workers=workers, persistent_workers=workers > 0, pin_memory=pin)
+    net, _ = build_classifier(mode["backbone"], train_set.classes, mode["pretrained"], 0.2)
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    net = net.to(memory_format=layout)
+    net = net.to(device=device, memory_format=layout)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.SGD([{"params": [p for p in params if p.ndim > 1], "weight_decay": DEFAULTS.weight_decay},
                            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}],
@@ -167,7 +185,10 @@ def run_hand(data: Path, mode: dict, epochs: int, channels_last: bool) -> dict:
         net.train()
         seen = 0
         for x, y in train_loader:
-            loss = F.cross_entropy(net(x.contiguous(memory_format=layout)), y)
+            x = x.to(device, non_blocking=pin).contiguous(memory_format=layout)
+            y = y.to(device, non_blocking=pin)
+            with torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None):
+                loss = F.cross_entropy(net(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -177,7 +198,9 @@ def run_hand(data: Path, mode: dict, epochs: int, channels_last: bool) -> dict:
         correct = 0
         with torch.no_grad():
             for x, y in val_loader:
-                correct += int((net(x.contiguous(memory_format=layout)).argmax(1) == y).sum())
+                x = x.to(device, non_blocking=pin).contiguous(memory_format=layout)
+                with torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None):
+                    correct += int((net(x).argmax(1) == y.to(device)).sum())
         ends.append(time.perf_counter() - start)
         cpu.append(tree_cpu_s())
         main.append(main_cpu_s())
@@ -216,18 +239,20 @@ def measure(name: str, fn) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small images, fewer rounds (1-2 minutes)")
+    parser.add_argument("--gpu", action="store_true", help="ResNet-18, 224 px, bf16 AMP on a CUDA GPU (3,000 images)")
     parser.add_argument("--rounds", type=int, help="override the mode's number of rounds")
     parser.add_argument("--no-naive", action="store_true", help="skip the NCHW loop (it is the slowest)")
     parser.add_argument("--name", default="train_throughput", help="results file name (benchmarks/results/NAME.json)")
     args = parser.parse_args()
-    mode_name = "quick" if args.quick else "full"
+    mode_name = "gpu" if args.gpu else "quick" if args.quick else "full"
     mode = dict(MODES[mode_name])
     if args.rounds:
         mode["rounds"] = args.rounds
     epochs = mode["warmup_epochs"] + mode["timed_epochs"]
-    print(f"{mode_name} mode: {mode}, batch {BATCH}, {WORKERS} workers, {epochs} epochs per run "
+    print(f"{mode_name} mode: {mode}, {epochs} epochs per run "
           f"(the first {mode['warmup_epochs']} untimed); "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+          + (f", {torch.cuda.get_device_name(0)}" if mode["device"] == "cuda" else ""), flush=True)
     variants = ["real", "hand"] + ([] if args.no_naive else ["naive"])
     observe_real_epoch_ends()
     raw: dict[str, list[dict]] = {v: [] for v in variants}
@@ -243,8 +268,7 @@ def main() -> None:
                 raw[v].append(measure(v, runners[v]))
     summary = summarise(raw, variants, mode)
     path = write_results(args.name, {
-        "mode": mode_name, "settings": {**mode, "batch_size": BATCH, "num_workers": WORKERS, "epochs_per_run": epochs,
-                                        "backbone": BACKBONE, "learning_rate": LR},
+        "mode": mode_name, "settings": {**mode, "epochs_per_run": epochs, "learning_rate": LR},
         "what_is_timed": "steady-state epochs (after warmup_epochs untimed ones); an epoch ends after its validation pass",
         **summary, "runs": raw,
     })
@@ -266,7 +290,7 @@ def summarise(raw: dict[str, list[dict]], variants: list[str], mode: dict) -> di
     median_cpu_ratio = {k: round(statistics.median(x), 4) for k, x in cpu_ratios.items()}
     shares = [m["others_cpu_share"] for v in variants for m in raw[v]]
     quiet = [i for i in range(len(ips["real"])) if max(raw[v][i]["others_cpu_share"] for v in variants) <= 0.1]
-    macs = forward_macs(mode["image_size"])
+    macs = forward_macs(mode["backbone"], mode["image_size"])
     gflops = {v: round(6 * macs * x / 1e9, 2) for v, x in median_ips.items()}  # fwd + 2x fwd for backward, 2 FLOP/MAC
     labels = {"real": "tkit classification train (api.train)", "hand": "hand loop, channels_last",
               "naive": "hand loop, NCHW (naive)"}
@@ -294,10 +318,10 @@ def summarise(raw: dict[str, list[dict]], variants: list[str], mode: dict) -> di
             "max_others_cpu_share": max(shares)}
 
 
-def forward_macs(size: int) -> int:
+def forward_macs(backbone: str, size: int) -> int:
     from transferkit.optimize import count_macs
 
-    net, _ = build_classifier(BACKBONE, [str(i) for i in range(10)], False, 0.2)
+    net, _ = build_classifier(backbone, [str(i) for i in range(10)], False, 0.2)
     return count_macs(net.eval(), torch.zeros(1, 3, size, size))
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import SpecError
 
@@ -61,6 +61,12 @@ class TrainConfig(SpecModel):
     limit_train_batches: float = Field(
         1.0, gt=0, description="fraction (<=1.0) or number (>1) of training batches per epoch"
     )
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value):
+        """`precision: 32` in YAML (or `train.precision=32`) is a number there; Lightning's name is the text."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class BackboneModelConfig(SpecModel):

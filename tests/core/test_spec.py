@@ -19,6 +19,16 @@ def test_override_coerces_types_and_sets_nested_keys():
     assert spec.train.resume is True
 
 
+def test_precision_given_as_a_number_means_the_same_as_its_text(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("train:\n  precision: 32\n")  # YAML reads 32 as a number
+    assert load_spec(ClassificationSpec, path).train.precision == "32"
+    assert load_spec(ClassificationSpec, None, ["train.precision=32"]).train.precision == "32"
+    with pytest.raises(SpecError) as e:
+        load_spec(ClassificationSpec, None, ["train.precision=8"])
+    assert "train.precision" in str(e.value) and "bf16-mixed" in str(e.value)
+
+
 def test_override_wins_over_file(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("train:\n  epochs: 7\n  batch_size: 4\n")

@@ -1,6 +1,7 @@
 """Lightning Trainer factory and the callbacks every task's training shares."""
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -131,6 +132,32 @@ class RngState(Callback):
         random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
 
 
+class FrozenGarbageCollector(Callback):
+    """Moves every object alive when training starts out of the garbage collector's reach until it ends.
+
+    By then the process holds half a million objects (torch, Lightning, the data, the model) that will
+    live as long as the run. Lightning creates enough short-lived objects per step that Python's full
+    collection runs every few epochs, and each one walked all of them: 0.3-0.4 s on this 2-core CPU, 10-20 %
+    of a few-hundred-image epoch, landing at random. After `gc.freeze()` a full collection only walks what
+    training itself created. Garbage created during training is still collected as before; objects
+    that were already garbage at the start wait until the end. A process that froze objects itself is
+    left alone.
+    """
+
+    def __init__(self) -> None:
+        self.froze = False
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if gc.isenabled() and gc.get_freeze_count() == 0:
+            gc.freeze()
+            self.froze = True
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self.froze:
+            gc.unfreeze()
+            self.froze = False
+
+
 class ThrottledRichProgressBar(RichProgressBar):
     """Lightning's rich progress bar, reading the logged metrics at most every `metrics_every_s` seconds.
 
@@ -206,7 +233,8 @@ def build_trainer(
     # Listed after `checkpoint`, so it holds that callback's updated state and stays trainer.checkpoint_callback.
     last = ModelCheckpoint(dirpath=results, filename="last", save_top_k=1, enable_version_counter=False)
     all_callbacks: list[Callback] = [checkpoint, last, StatusCallback(results / "status.json"),
-                                     InterruptCheckpoint(results / "last.ckpt"), RngState(), *callbacks]
+                                     InterruptCheckpoint(results / "last.ckpt"), RngState(), FrozenGarbageCollector(),
+                                     *callbacks]
     if train.early_stopping_patience:
         all_callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=train.early_stopping_patience))
     interactive = sys.stderr.isatty()
@@ -230,6 +258,8 @@ def build_trainer(
         enable_model_summary=False,
         log_every_n_steps=train.log_every_n_steps,
         deterministic=train.deterministic,
+        # cuDNN picks the fastest convolution algorithm per input shape once; training batches have one shape
+        benchmark=accelerator == "gpu" and not train.deterministic,
         limit_train_batches=int(limit) if limit > 1 else limit,
         num_sanity_val_steps=0,
     )
