@@ -241,6 +241,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small images, fewer rounds (1-2 minutes)")
     parser.add_argument("--gpu", action="store_true", help="ResNet-18, 224 px, bf16 AMP on a CUDA GPU (3,000 images)")
     parser.add_argument("--rounds", type=int, help="override the mode's number of rounds")
+    parser.add_argument("--per-class", type=int, help="override the mode's training images per class (epoch size)")
     parser.add_argument("--no-naive", action="store_true", help="skip the NCHW loop (it is the slowest)")
     parser.add_argument("--name", default="train_throughput", help="results file name (benchmarks/results/NAME.json)")
     args = parser.parse_args()
@@ -248,6 +249,8 @@ def main() -> None:
     mode = dict(MODES[mode_name])
     if args.rounds:
         mode["rounds"] = args.rounds
+    if args.per_class:
+        mode["per_class"] = args.per_class
     epochs = mode["warmup_epochs"] + mode["timed_epochs"]
     print(f"{mode_name} mode: {mode}, {epochs} epochs per run "
           f"(the first {mode['warmup_epochs']} untimed); "
