@@ -16,24 +16,29 @@ from .checkpoint import META_KEY
 
 
 def write_histogram(writer, tag: str, values: torch.Tensor, step: int, bins: int = 64) -> None:
-    """One TensorBoard histogram of `values`, in 64 equal-width bins, computed by single-threaded numpy.
+    """One TensorBoard histogram of `values`, in 64 equal-width bins, computed where the tensor lives.
 
     SummaryWriter.add_histogram's default binning (about 1500 exponential edges, each value searched
     among them) plus its BLAS dot product took 0.2 s per epoch for MobileNetV2's weights on an idle
-    2-core CPU and up to 0.8 s on a busy one -- several percent of a few-hundred-image epoch. This takes
-    about 0.02 s. TensorBoard re-bins to equal widths for display anyway. Non-finite values are left out.
+    2-core CPU and up to 0.8 s on a busy one -- several percent of a few-hundred-image epoch. Equal-width
+    bins by `torch.histc` take ~0.05 s for MobileNetV2 and ~0.1 s for ResNet-18 on that CPU, and on a GPU
+    the weights are binned there and only the 64 counts and 4 sums cross to the host (numpy on the host
+    spent ~0.1 s of every ResNet-18 epoch on copying and binning). TensorBoard re-bins to equal widths for
+    display anyway. Non-finite values are left out.
     """
-    v = values.detach().float().cpu().numpy().ravel()
-    finite = np.isfinite(v)
-    if not finite.all():
+    v = values.detach().flatten().float()
+    finite = torch.isfinite(v)
+    if not bool(finite.all()):
         v = v[finite]
-    if v.size == 0:
+    if v.numel() == 0:
         return
-    counts, edges = np.histogram(v, bins=bins)
-    writer.add_histogram_raw(tag, min=float(v.min()), max=float(v.max()), num=int(v.size),
-                             sum=float(v.sum(dtype=np.float64)),
-                             sum_squares=float(np.einsum("i,i->", v, v, dtype=np.float64)),
-                             bucket_limits=edges[1:].tolist(), bucket_counts=counts.tolist(), global_step=step)
+    lo, hi = (float(x) for x in torch.aminmax(v))
+    lo_edge, hi_edge = (lo - 0.5, hi + 0.5) if lo == hi else (lo, hi)  # numpy's rule for a constant tensor
+    counts = torch.histc(v, bins=bins, min=lo_edge, max=hi_edge)
+    total, squares = (float(x) for x in torch.stack([v.sum(dtype=torch.float64), torch.dot(v, v).double()]))
+    edges = torch.linspace(lo_edge, hi_edge, bins + 1, dtype=torch.float64)
+    writer.add_histogram_raw(tag, min=lo, max=hi, num=int(v.numel()), sum=total, sum_squares=squares,
+                             bucket_limits=edges[1:].tolist(), bucket_counts=counts.long().tolist(), global_step=step)
 
 
 def write_image(writer, tag: str, image, step: int) -> None:
