@@ -60,6 +60,7 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -222,15 +223,36 @@ def main_cpu_s() -> float:
     return t.user + t.system
 
 
-def measure(name: str, fn) -> dict:
+VARIANT_ENV = {"real_untuned": {"TKIT_MALLOC_TUNING": "0"}}  # the real path with glibc malloc left alone
+
+
+def run_variant(variant: str, data: Path, out: Path, mode: dict, epochs: int) -> dict:
+    """One run, in this process (called in the child that measure() starts)."""
+    if variant.startswith("real"):
+        observe_real_epoch_ends()
+        return run_real(data, out, mode, epochs)
+    return run_hand(data, mode, epochs, channels_last=variant == "hand")
+
+
+def measure(name: str, data: Path, out: Path, mode: dict, epochs: int) -> dict:
+    """Run one variant in a fresh Python process and return its numbers.
+
+    A fresh process per run: nothing one run leaves behind (allocator state, oneDNN's primitive cache,
+    glibc malloc settings the real path applies to its process) reaches the next."""
     before = cpu_snapshot()
-    result = fn()
+    cmd = [sys.executable, __file__, "--one", name, "--data", str(data), "--out", str(out),
+           "--mode-json", json.dumps(mode), "--epochs", str(epochs)]
+    proc = subprocess.run(cmd, env={**os.environ, **VARIANT_ENV.get(name, {})}, capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.exit(f"{name} run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    result = json.loads(lines[-1][len("RESULT "):])
     result["others_cpu_share"] = others_cpu_share(before, cpu_snapshot())
     result["images_per_s"] = round(result["timed_images"] / result["timed_s"], 3)
     result["cpu_ms_per_image"] = round(1000 * result["timed_cpu_s"] / result["timed_images"], 2)
     result["main_cpu_ms_per_image"] = round(1000 * result["timed_cpu_main_s"] / result["timed_images"], 2)
     result["timed_s"] = round(result["timed_s"], 4)
-    print(f"  {name:<6} {result['images_per_s']:7.2f} images/s, {result['cpu_ms_per_image']:6.1f} CPU ms/image "
+    print(f"  {name:<12} {result['images_per_s']:7.2f} images/s, {result['cpu_ms_per_image']:6.1f} CPU ms/image "
           f"({result['main_cpu_ms_per_image']:.1f} in the main process) "
           f"(epochs {result['epoch_s']} s; {busy_note(result['others_cpu_share'])})", flush=True)
     return result
@@ -243,8 +265,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="override the mode's number of rounds")
     parser.add_argument("--per-class", type=int, help="override the mode's training images per class (epoch size)")
     parser.add_argument("--no-naive", action="store_true", help="skip the NCHW loop (it is the slowest)")
+    parser.add_argument("--untuned", action="store_true",
+                        help="also run the real path with TKIT_MALLOC_TUNING=0 (what the allocator setting buys)")
     parser.add_argument("--name", default="train_throughput", help="results file name (benchmarks/results/NAME.json)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: run this one variant, print RESULT json
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--mode-json", help=argparse.SUPPRESS)
+    parser.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:
+        result = run_variant(args.one, Path(args.data), Path(args.out), json.loads(args.mode_json), args.epochs)
+        print("RESULT " + json.dumps(result), flush=True)
+        return
     mode_name = "gpu" if args.gpu else "quick" if args.quick else "full"
     mode = dict(MODES[mode_name])
     if args.rounds:
@@ -253,22 +286,18 @@ def main() -> None:
         mode["per_class"] = args.per_class
     epochs = mode["warmup_epochs"] + mode["timed_epochs"]
     print(f"{mode_name} mode: {mode}, {epochs} epochs per run "
-          f"(the first {mode['warmup_epochs']} untimed); "
+          f"(the first {mode['warmup_epochs']} untimed), each run in a fresh process; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads"
           + (f", {torch.cuda.get_device_name(0)}" if mode["device"] == "cuda" else ""), flush=True)
-    variants = ["real", "hand"] + ([] if args.no_naive else ["naive"])
-    observe_real_epoch_ends()
+    variants = ["real", "hand"] + ([] if args.no_naive else ["naive"]) + (["real_untuned"] if args.untuned else [])
     raw: dict[str, list[dict]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="tkit-bench-train-") as tmp:
         data = build_data(Path(tmp) / "data", mode)
-        runners = {"real": lambda: run_real(data, Path(tmp) / "run", mode, epochs),
-                   "hand": lambda: run_hand(data, mode, epochs, channels_last=True),
-                   "naive": lambda: run_hand(data, mode, epochs, channels_last=False)}
         for r in range(mode["rounds"]):
             order = variants[r % len(variants):] + variants[:r % len(variants)]
             print(f"round {r + 1}/{mode['rounds']}", flush=True)
             for v in order:
-                raw[v].append(measure(v, runners[v]))
+                raw[v].append(measure(v, data, Path(tmp) / "run", mode, epochs))
     summary = summarise(raw, variants, mode)
     path = write_results(args.name, {
         "mode": mode_name, "settings": {**mode, "epochs_per_run": epochs, "learning_rate": LR},
@@ -296,7 +325,7 @@ def summarise(raw: dict[str, list[dict]], variants: list[str], mode: dict) -> di
     macs = forward_macs(mode["backbone"], mode["image_size"])
     gflops = {v: round(6 * macs * x / 1e9, 2) for v, x in median_ips.items()}  # fwd + 2x fwd for backward, 2 FLOP/MAC
     labels = {"real": "tkit classification train (api.train)", "hand": "hand loop, channels_last",
-              "naive": "hand loop, NCHW (naive)"}
+              "naive": "hand loop, NCHW (naive)", "real_untuned": "tkit ... train, TKIT_MALLOC_TUNING=0"}
     print()
     print(f"| path | images/s (median of {len(ips['real'])}) | per round | CPU ms/image (main + workers) "
           f"| est. GFLOP/s | others' CPU share per run |")

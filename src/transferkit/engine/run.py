@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import SpecError
 from ..io import remove_stale_temp_files
+from .memory import tune_allocator
 
 log = logging.getLogger("transferkit")
 
@@ -53,6 +54,7 @@ class RunFolder:
         self._handler: logging.Handler | None = None
 
     def __enter__(self) -> "RunFolder":
+        tune_allocator()  # every verb runs inside a RunFolder: the process is about to do tensor work
         if is_rank_zero():
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
