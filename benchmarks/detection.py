@@ -1,7 +1,7 @@
 """DetectNet_v2 vs YOLOv4-tiny (vs Ultralytics YOLOv8n when installed) on the demo detection set, same budget.
 
     python benchmarks/detection.py --quick      # ~2-3 min: 60 train / 20 val images, 30 s of training per model
-    python benchmarks/detection.py              # full: 240 train / 80 val images, 120 s of training per model
+    python benchmarks/detection.py              # full: 240 train / 80 val images, 90 s of training per model
     python benchmarks/detection.py --extra-path /opt/bench_pkgs   # where `ultralytics` is installed, if not in the venv
 
 Every model trains on the same KITTI-format `kitti_digits` images at 128x128 for the same wall-clock budget:
@@ -36,7 +36,7 @@ from transferkit.tasks import get_task  # noqa: E402
 
 MODES = {
     "quick": {"num_train": 60, "num_val": 20, "budget_s": 30, "latency_runs": 10},
-    "full": {"num_train": 240, "num_val": 80, "budget_s": 120, "latency_runs": 30},
+    "full": {"num_train": 240, "num_val": 80, "budget_s": 90, "latency_runs": 30},
 }
 SIZE = 128
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -110,10 +110,12 @@ def measure(row: dict, mode_name: str, mode: dict, root: Path, log) -> dict:
         runs = mode[f"runs_b{batch}"]
         log(f"{task}: timing batch {batch}, {mode['rounds']} rounds of {mode['warmup']} warm-up + {runs} runs per runtime")
         x = torch.randn(batch, 3, *hw, generator=torch.Generator().manual_seed(0))
-        # Whole blocks per runtime, not call by call: ONNX Runtime's threads keep spinning after a call and
-        # would slow the next PyTorch call. Rounds spread a burst of load from other processes over the runtimes.
+        # Whole blocks per runtime, not call by call: ONNX Runtime's and PyTorch's OpenMP threads keep spinning
+        # after a call and would slow the next runtime's calls, and a pause before each block lets them go idle.
+        # Rounds spread a burst of load from other processes over the runtimes.
         for _ in range(mode["rounds"]):
             for key, predictor in predictors.items():
+                time.sleep(0.5)
                 raw = time_calls(lambda: predictor(x), runs, warmup=mode["warmup"])
                 out["runtimes"][key]["raw_latency_ms"].setdefault(f"b{batch}", []).extend(raw)
     load.update(loadavg_after=os.getloadavg(), other_processes_cpu_share=others_cpu_share(before, cpu_snapshot()))

@@ -3,9 +3,13 @@
     python benchmarks/train_throughput.py --quick     # ~1.5 min on an idle 2-core CPU: 128 px, 2 rounds
     python benchmarks/train_throughput.py             # full mode, ~4 min: 224 px, 3 rounds
     python benchmarks/train_throughput.py --rounds 5 --no-naive    # more rounds, without the slow NCHW loop
+    python benchmarks/train_throughput.py --untuned     # also the real path with glibc malloc left alone
+    python benchmarks/train_throughput.py --gpu         # ResNet-18, bf16 AMP, on a CUDA GPU
 
-Three ways of training the same network on the same image files, in one process, round after round
-(the order rotates every round, so drifting load from other processes hits each one alike):
+Three ways of training the same network on the same image files, round after round, each run in a fresh
+Python process (nothing one run leaves behind -- allocator state, oneDNN's kernel cache, the malloc
+settings the real path applies to its process -- reaches the next; the order rotates every round, so
+drifting load from other processes hits each one alike):
 
   real   `transferkit.api.train("classification", ...)` -- the spec, ImageFolder reading with the image
          checks, the task's transforms, its DataLoader, Lightning, the TensorBoard logger, status.json,
@@ -16,6 +20,9 @@ Three ways of training the same network on the same image files, in one process,
          builder), channels_last, the same optimiser (SGD, Nesterov momentum, weight decay on weights only),
          the same per-step cosine schedule and loss, and the same validation pass at each epoch's end.
   naive  the hand loop in the default NCHW memory layout (what most tutorials write).
+  real_untuned (--untuned)  the real path with TKIT_MALLOC_TUNING=0: what transferkit's glibc malloc
+         setting (transferkit/engine/memory.py) buys. The hand loops run with glibc's defaults, as a
+         user's own script would.
 
 What is timed, the same for all three: steady-state epochs. Each run trains W + K epochs; the first W = 2
 are the warm-up and are not counted (worker start-up, oneDNN kernel selection, and the allocator settling:

@@ -330,7 +330,8 @@ def export(task: str, spec_path, results, overrides: Sequence[str] = (), *, mode
         runtimes = {"pytorch": (predictor, None), "onnx_fp32": (load_predictor(t, fp32), fp32)}
         if spec.export.int8:
             calib = [b.numpy() for b in data.calibration_batches(spec.export.calibration_images)]
-            int8 = quantize_int8(fp32, results / "model_int8.onnx", calib, op_types=graph.int8_op_types)
+            int8 = quantize_int8(fp32, results / "model_int8.onnx", calib, op_types=graph.int8_op_types,
+                                 target=spec.export.int8_target)
             runtimes["onnx_int8"] = (load_predictor(t, int8), int8)
             report["onnx_int8"] = str(int8)
         if spec.export.int8:  # accuracy and latency of each runtime, side by side

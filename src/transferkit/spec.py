@@ -101,6 +101,9 @@ class ExportConfig(SpecModel):
     opset: int = Field(17, ge=13, description="ONNX opset version")
     int8: bool = Field(False, description="also write an INT8 (QDQ) model calibrated on training images")
     calibration_images: int = Field(64, gt=0, description="training images used for INT8 calibration")
+    int8_target: Literal["cpu", "tensorrt"] = Field(
+        "cpu", description="cpu: uint8 activations, fastest in ONNX Runtime on x86 | tensorrt: symmetric int8 QDQ"
+    )
     parity_tolerance: float = Field(
         1e-3, gt=0, description="max |PyTorch - ONNX Runtime| output difference accepted"
     )

@@ -2,6 +2,7 @@ import os
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 import torch
 import torchvision
@@ -71,3 +72,35 @@ def test_calibration_batch_of_wrong_size_is_a_data_error(fp32_and_int8, tmp_path
     fp32, _ = fp32_and_int8
     with pytest.raises(DataError, match=r"shape \[2, 3, 16, 16\].*\['N', 3, 32, 32\]"):
         quantize_int8(fp32, tmp_path / "x.onnx", [np.zeros((2, 3, 16, 16), np.float32)])
+
+
+def zero_points(path) -> list[np.ndarray]:
+    """The zero-point initialisers of every QuantizeLinear (activations) in the model."""
+    graph = onnx.load(str(path)).graph
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    return [inits[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear" and n.input[2] in inits]
+
+
+def test_cpu_target_uses_uint8_activations(fp32_and_int8):
+    _, int8 = fp32_and_int8
+    points = zero_points(int8)
+    assert points and all(p.dtype == np.uint8 for p in points)  # U8S8: ONNX Runtime's fast x86 path
+    assert OnnxModel(int8).metadata["int8_target"] == "cpu"
+
+
+def test_tensorrt_target_is_symmetric_int8(fp32_and_int8, tmp_path):
+    fp32, _ = fp32_and_int8
+    trt = quantize_int8(fp32, tmp_path / "trt.onnx", (smooth_images(8, seed) for seed in range(2)), target="tensorrt")
+    points = zero_points(trt)
+    assert points and all(p.dtype == np.int8 and not p.any() for p in points)  # zero point 0: TensorRT's QDQ form
+    x = smooth_images(16, seed=7)
+    assert (OnnxModel(fp32)(x)[0].argmax(1) == OnnxModel(trt)(x)[0].argmax(1)).mean() >= 0.8
+    assert OnnxModel(trt).metadata["int8_target"] == "tensorrt"
+
+
+def test_unknown_int8_target_is_refused(fp32_and_int8, tmp_path):
+    from transferkit.errors import ModelError
+
+    fp32, _ = fp32_and_int8
+    with pytest.raises(ModelError, match="cpu, tensorrt"):
+        quantize_int8(fp32, tmp_path / "x.onnx", [smooth_images(2, 0)], target="gpu")
