@@ -1,7 +1,7 @@
 """Training images/s of `tkit classification train` (the real path) against hand-written PyTorch loops.
 
     python benchmarks/train_throughput.py --quick     # ~1.5 min on an idle 2-core CPU: 128 px, 2 rounds
-    python benchmarks/train_throughput.py             # full mode, ~4 min: 224 px, 3 rounds
+    python benchmarks/train_throughput.py             # full mode, ~4 min: 224 px, 2 rounds
     python benchmarks/train_throughput.py --rounds 5 --no-naive    # more rounds, without the slow NCHW loop
     python benchmarks/train_throughput.py --untuned     # also the real path with glibc malloc left alone
     python benchmarks/train_throughput.py --gpu         # ResNet-18, bf16 AMP, on a CUDA GPU
@@ -94,7 +94,7 @@ CPU = {"backbone": "mobilenet_v2", "pretrained": True, "batch": 32, "workers": 2
 MODES = {  # network input px, source image px, train images per class, untimed + timed epochs per run, rounds
     "quick": {"image_size": 128, "source_size": 256, "per_class": 32, "warmup_epochs": 2, "timed_epochs": 1, "rounds": 2,
               **CPU},
-    "full": {"image_size": 224, "source_size": 320, "per_class": 16, "warmup_epochs": 2, "timed_epochs": 1, "rounds": 3,
+    "full": {"image_size": 224, "source_size": 320, "per_class": 16, "warmup_epochs": 2, "timed_epochs": 1, "rounds": 2,
              **CPU},
     # --gpu: ResNet-18 at 224 px with bf16 AMP on one CUDA GPU; random weights (a GPU machine may have no zoo
     # files; speed does not depend on the weights); workers: all cores but two
