@@ -29,7 +29,7 @@ test: $(STAMP)
 
 # `make bench QUICK=1` runs every benchmark in its --quick mode (a smoke run of a few minutes in all).
 # (19 min 43 s for the full set on 2 CPU cores, 2026-11-26.) The GPU ones are run by hand on a CUDA machine:
-# benchmarks/gpu_train.py [--compile] and benchmarks/train_throughput.py --gpu.
+# benchmarks/gpu_train.py [--compile] and benchmarks/train_throughput.py --gpu; benchmarks/allocator.py (1 min) too.
 bench: $(STAMP)
 	$(PY) benchmarks/optimize.py $(if $(QUICK),--quick)
 	$(PY) benchmarks/train_throughput.py $(if $(QUICK),--quick)
