@@ -3,11 +3,11 @@
 glibc's malloc serves every allocation above a threshold (at most 32 MB on 64-bit) with a fresh `mmap`
 and gives it back with `munmap` when freed, and returns the free top of its heap to the OS beyond
 `M_TRIM_THRESHOLD`. A training step allocates and frees the same activation and gradient buffers every
-time, so each step faults them in again, page by page: MobileNetV2 at 224 px, batch 32, took 180,000-
-260,000 minor page faults and 0.35-0.47 s of kernel time per step on this project's 2-core CPU, next to
-1.8 s of compute. With mmap off for the heap's allocations and a 1 GiB trim threshold, freed buffers are
-reused by the next step: no faults, ~0 kernel time, 27-30 -> 32 images/s, for ~15 % more resident memory
-(3.8 -> 4.4 GB). jemalloc/tcmalloc via LD_PRELOAD achieve the same, but need the user to set them up.
+time, so each step faults them in again, page by page: MobileNetV2 at 224 px, batch 32, took 170,000-
+360,000 minor page faults and 0.4-0.8 s of kernel time per step on this project's 2-core CPU, next to
+1.6-1.7 s of compute. With mmap off for the heap's allocations and a 1 GiB trim threshold, freed buffers are
+reused by the next step: ~3,000 faults, ~0 kernel time, 27.6 -> 38.0 images/s, for ~14 % more resident
+memory (3.7 -> 4.2 GB) -- `python benchmarks/allocator.py`, 2026-11-26. jemalloc/tcmalloc via LD_PRELOAD achieve the same, but need the user to set them up.
 
 DataLoader workers are forked after this runs and inherit the setting. `TKIT_MALLOC_TUNING=0` in the
 environment leaves the allocator alone.
