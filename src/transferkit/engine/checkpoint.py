@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
 from ..errors import ModelError
@@ -29,19 +29,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any = None) -> None:
         atomic_torch_save(checkpoint, path)
-
-
-def background_checkpoint_io() -> AsyncCheckpointIO:
-    """The checkpoint writer training uses: AtomicCheckpointIO on one background thread.
-
-    The tensors are copied (on their device) when Lightning asks for a save, so training goes on at once while
-    the thread serialises, writes, fsyncs and renames. Saves run one after another in the order asked; the
-    trainer's teardown waits for the last one, and a failed write is raised by the next save or at teardown.
-    It matters where epochs are short: a ResNet-18 checkpoint with its SGD momentum is ~90 MB, written as
-    last.ckpt every epoch and as best.ckpt when validation improved, and while the main process writes them
-    the DataLoader workers have already filled their prefetch queue and wait.
-    """
-    return AsyncCheckpointIO(AtomicCheckpointIO())
 
 
 def read_checkpoint(path: str | Path, task: str | None = None) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from ..io import atomic_write_text
 from ..spec import TrainConfig
-from .checkpoint import background_checkpoint_io
+from .checkpoint import AtomicCheckpointIO
 from .run import is_rank_zero
 
 log = logging.getLogger("transferkit")
@@ -253,7 +253,7 @@ def build_trainer(
         max_time=timedelta(minutes=train.max_minutes) if train.max_minutes else None,
         logger=logger,
         callbacks=all_callbacks,
-        plugins=[background_checkpoint_io()],
+        plugins=[AtomicCheckpointIO()],
         enable_progress_bar=interactive,
         enable_model_summary=False,
         log_every_n_steps=train.log_every_n_steps,
