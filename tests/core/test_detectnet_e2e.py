@@ -109,8 +109,8 @@ def test_input_size_not_multiple_of_16_is_a_clear_error(kitti, tmp_path, capsys)
 
 def test_per_class_target_and_clustering_overrides(kitti, tmp_path, capsys):
     from transferkit.spec import load_spec
-    from transferkit.tasks.detectnet_v2.module import configs
-    from transferkit.tasks.detectnet_v2.spec import DetectNetSpec
+    from transferkit.tasks.detection.detectnet_v2.module import configs
+    from transferkit.tasks.detection.detectnet_v2.spec import DetectNetSpec
 
     spec = load_spec(DetectNetSpec, None, ["targets.per_class={'1': {cov_radius_x: 0.5}}",
                                            "postprocess.per_class={'2': {coverage_threshold: 0.2}}"])

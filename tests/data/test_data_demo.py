@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from transferkit.data.demo import DEMO_DATASETS, build_demo, digit_scene
-from transferkit.data.images import load_image
+from transferkit.vision.images import load_image
 from transferkit.errors import DataError
 
 SMALL = {

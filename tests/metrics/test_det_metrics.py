@@ -12,7 +12,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from transferkit.data.boxes import ImageBoxes
+from transferkit.vision.boxes import ImageBoxes
 from transferkit.metrics import evaluate_detections, format_ap_table, save_pr_curves
 
 CLASSES = ["car", "person", "cyclist", "truck"]  # "truck" never appears in the ground truth

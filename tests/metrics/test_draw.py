@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferkit.data.boxes import ImageBoxes
-from transferkit.data.draw import GROUND_TRUTH_COLOUR, SINGLE_COLOUR, boxes_grid, class_colour, draw_boxes
+from transferkit.vision.boxes import ImageBoxes
+from transferkit.vision.draw import GROUND_TRUTH_COLOUR, SINGLE_COLOUR, boxes_grid, class_colour, draw_boxes
 
 CLASSES = ["car", "person", "cyclist"]
 GREY = (90, 90, 90)

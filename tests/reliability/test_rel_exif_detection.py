@@ -23,9 +23,9 @@ from det_helpers import DN_FAST, SHOWN_H, SHOWN_W, WHITE_BOX, data_args, exif_ro
 from rel_helpers import read_json
 
 from transferkit.cli import main
-from transferkit.data.boxes import ImageBoxes
-from transferkit.data.formats import read_kitti
-from transferkit.data.images import image_size, load_image
+from transferkit.vision.boxes import ImageBoxes
+from transferkit.vision.formats import read_kitti
+from transferkit.vision.images import image_size, load_image
 
 INPUT = 64  # network input, square: x is scaled by 64/96, y by 1
 CLIPPED_ROW = (60, 50, 95, 70)  # inside the displayed width (96) but below its height (64): clipped to y2=64
@@ -108,7 +108,7 @@ def _predict_the_white_square(spec, predictor, images, targets):
 
 
 def test_inference_writes_boxes_in_the_displayed_images_pixels(exif_set, exif_model, tmp_path, monkeypatch):
-    from transferkit.tasks.detectnet_v2 import TASK
+    from transferkit.tasks.detection.detectnet_v2 import TASK
 
     monkeypatch.setattr(TASK, "predict", _predict_the_white_square)
     images, _ = exif_set

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from transferkit.backbones import build_backbone
+from transferkit.vision.backbones import build_backbone
 from transferkit.zoo import get_entry
 
 CAT_CLASSES = {"Egyptian cat", "tabby", "tiger cat"}
@@ -51,7 +51,7 @@ def test_offline_efficientnet_lite0_weights_see_a_cat_in_chelsea():
 
 def test_our_efficientnet_lite_matches_the_reference_implementation():
     reference = pytest.importorskip("efficientnet_lite_pytorch")
-    from transferkit.backbones.efficientnet_lite import EfficientNetLite
+    from transferkit.vision.backbones.efficientnet_lite import EfficientNetLite
 
     torch.manual_seed(0)
     ours = EfficientNetLite("efficientnet-lite0").eval()

@@ -5,7 +5,7 @@ import torch
 import torchvision
 from torch import nn
 
-from transferkit.backbones import Backbone, build_backbone
+from transferkit.vision.backbones import Backbone, build_backbone
 from transferkit.errors import ModelError
 from transferkit.zoo import import_weights
 

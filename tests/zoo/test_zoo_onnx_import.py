@@ -9,7 +9,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from transferkit.backbones import build_backbone
+from transferkit.vision.backbones import build_backbone
 from transferkit.errors import ModelError
 from transferkit.zoo import get_entry, import_onnx, list_models
 from transferkit.zoo import onnx_import, onnx_normalise
@@ -117,7 +117,7 @@ def test_a_later_process_builds_the_imported_backbone(tmp_path, isolated_home):
     import sys
 
     import_onnx("later", _small_classifier(tmp_path / "small.onnx"))
-    code = "from transferkit.backbones import build_backbone; b = build_backbone('later'); print(b.channels, b.strides)"
+    code = "from transferkit.vision.backbones import build_backbone; b = build_backbone('later'); print(b.channels, b.strides)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ), timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[8] [2]"

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.images import parse_skipped
+from ..vision.images import parse_skipped
 from ..spec import TrainConfig
 from .checkpoint import META_KEY
 

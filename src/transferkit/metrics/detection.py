@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..data.boxes import ImageBoxes
+from ..vision.boxes import ImageBoxes
 from ..io import atomic_write_bytes
 
 AP_MODES = ("sample", "integrate", "coco")

@@ -9,8 +9,8 @@ from .base import Task
 
 def _tasks() -> dict[str, Task]:
     from .classification import TASK as classification
-    from .detectnet_v2 import TASK as detectnet_v2
-    from .yolo_v4_tiny import TASK as yolo_v4_tiny
+    from .detection.detectnet_v2 import TASK as detectnet_v2
+    from .detection.yolo_v4_tiny import TASK as yolo_v4_tiny
 
     return {t.name: t for t in (classification, detectnet_v2, yolo_v4_tiny)}
 

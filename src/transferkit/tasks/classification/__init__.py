@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...data.images import ImageError, list_images, load_image, parse_skipped
+from ...vision.images import ImageError, list_images, load_image, parse_skipped
 from ...errors import DataError, SpecError
 from ...io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ...optimize.prune import apply_layer_shapes

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 from torchvision.transforms import v2 as T
 
-from ...data.images import IMAGE_EXTENSIONS, ImageError, list_images, load_image, skipped_entry
+from ...vision.images import IMAGE_EXTENSIONS, ImageError, list_images, load_image, skipped_entry
 from ...errors import DataError, SpecError
 from ...spec import require_path
 from .spec import ClassificationSpec

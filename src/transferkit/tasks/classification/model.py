@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ...backbones import build_backbone
+from ...vision.backbones import build_backbone
 from ...engine.checkpoint import LoadReport, class_row_map, read_checkpoint, strip_prefix, transfer_weights
 
 
