@@ -123,9 +123,9 @@ def ultralytics_row(data: Path, root: Path, budget_s: float, extra_path: str | N
         log("   ultralytics is not installed: no YOLOv8n reference row (pip install ultralytics, or --extra-path)")
         return None
     version = found.stdout.strip().splitlines()[-1]
-    from transferkit.data.boxes import DetectionDataset, ImageBoxes
-    from transferkit.data.convert import write_kitti
-    from transferkit.data.formats import read_kitti
+    from transferkit.vision.boxes import DetectionDataset, ImageBoxes
+    from transferkit.vision.convert import write_kitti
+    from transferkit.vision.formats import read_kitti
 
     ydir = root / "ultra_data"
     classes = None
