@@ -103,7 +103,8 @@ def measure(row: dict, mode_name: str, mode: dict, root: Path, log) -> dict:
         out["runtimes"][key] = {"label": label, "file": str(path), "file_bytes": path.stat().st_size,
                                 "metric_value": metrics[t.headline], "val_images": metrics.get("num_images"),
                                 "raw_latency_ms": {}}
-    hw = t.input_hw(predictors["pytorch"].meta)
+    image = predictors["pytorch"].meta.image
+    hw = (image.height, image.width)
     out["input_hw"] = list(hw)
     before, load = cpu_snapshot(), {"loadavg_before": os.getloadavg()}
     for batch in BATCHES:

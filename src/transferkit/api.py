@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from .engine.checkpoint import META_KEY, read_checkpoint
+from .engine.meta import ModelMeta, as_inputs
 from .engine.run import RunFolder, is_rank_zero
 from .errors import ModelError, SpecError, TrainingInterrupted
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text, atomic_write_with
@@ -87,33 +88,34 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
                     f"training interrupted; a resumable checkpoint is in {last}. Continue with: "
                     f"tkit {task} train -e {spec_path or 'SPEC'} -r {results} train.resume=true") from None
             raise
-        metrics = _final_train_metrics(trainer, module, data, started)
+        metrics = _final_train_metrics(trainer, module, data, started, t.item_kind)
         if is_rank_zero():
             atomic_write_json(results / "metrics.json", metrics)
-            if metrics["skipped_images"]["count"]:
-                log.warning("skipped %d image(s) that could not be read; each is listed under skipped_images in %s",
-                            metrics["skipped_images"]["count"], results / "metrics.json")
+            skipped_key = f"skipped_{t.item_kind}"
+            if metrics[skipped_key]["count"]:
+                log.warning("skipped %d %s that could not be read; each is listed under %s in %s",
+                            metrics[skipped_key]["count"], t.item_kind, skipped_key, results / "metrics.json")
             log.info("best %s = %s; checkpoints, logs and TensorBoard events are in %s",
                      t.monitor, metrics.get("best", {}).get(t.monitor), results)
         return metrics
 
 
-def _final_train_metrics(trainer, module, data, started: float) -> dict[str, Any]:
+def _final_train_metrics(trainer, module, data, started: float, kind: str) -> dict[str, Any]:
     cb = trainer.checkpoint_callback
     final = {k: (v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v)
              for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
     best_score = cb.best_model_score.item() if cb is not None and cb.best_model_score is not None else None
     skipped = {**getattr(data, "skipped", {}), **getattr(module, "bad_files", {})}
     return {
-        "task": module.meta["task"],
+        "task": module.meta.task,
         "epochs_completed": trainer.current_epoch,
         "global_step": trainer.global_step,
         "final": {k.removesuffix("_epoch"): v for k, v in final.items()},
         "best": {cb.monitor: best_score, "checkpoint": str(cb.best_model_path)} if cb is not None else {},
-        "classes": module.meta.get("classes"),
-        "train_images": len(getattr(data, "train_items", [])),
-        "val_images": len(getattr(data, "val_items", [])),
-        "skipped_images": {"count": len(skipped), "files": skipped},
+        "classes": list(module.meta.classes),
+        f"train_{kind}": len(getattr(data, "train_items", [])),
+        f"val_{kind}": len(getattr(data, "val_items", [])),
+        f"skipped_{kind}": {"count": len(skipped), "files": skipped},
         **({"data_problems": data.problems} if hasattr(data, "problems") else {}),  # detection: label rows/files
         "warnings": list(getattr(data, "warnings", [])),
         "world_size": trainer.world_size,
@@ -148,29 +150,32 @@ def load_predictor(task, model: str | Path | None, device: str = "cpu") -> Predi
         if raw is None:
             raise ModelError(f"{path} has no transferkit metadata; export it with `tkit {task.name} export`, "
                              "or bring your own ONNX with `tkit model import-onnx`")
-        meta = json.loads(raw)
-        if meta.get("task") != task.name:
-            raise ModelError(f"{path} is a {meta.get('task')} model, not {task.name}")
+        try:
+            meta = ModelMeta.from_dict(json.loads(raw), str(path))
+        except json.JSONDecodeError:
+            raise ModelError(f"{path}: its transferkit metadata is not JSON; re-export the model") from None
+        if meta.task != task.name:
+            raise ModelError(f"{path} is a {meta.task} model, not {task.name}")
+        if len(onnx_model.input_names) != len(meta.inputs):
+            raise ModelError(f"{path} has {len(onnx_model.input_names)} graph inputs but its metadata declares "
+                             f"{len(meta.inputs)} ({', '.join(meta.input_names)}); re-export the model")
 
-        def run_onnx(images: torch.Tensor) -> list[torch.Tensor]:
-            outputs = onnx_model(images.numpy().astype("float32"))
-            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        def run_onnx(*inputs: torch.Tensor) -> list[torch.Tensor]:
+            outputs = onnx_model(*(x.numpy() for x in inputs))
             return [torch.from_numpy(o) for o in outputs]
 
         return Predictor(meta, run_onnx, "onnx", path)
     meta, state = read_checkpoint(path, task=task.name)
-    net = task.load_net(meta, state, path).to(memory_format=torch.channels_last)
-    net.eval().to(device)
+    net = task.load_net(meta, state, path).eval().to(device)
+    forward = task.eager_runner(net, device)
 
     @torch.inference_mode()
-    def run_torch(images: torch.Tensor) -> list[torch.Tensor]:
-        out = net(images.to(device).contiguous(memory_format=torch.channels_last))
+    def run_torch(*inputs: torch.Tensor) -> list[torch.Tensor]:
+        out = forward(*inputs)
         out = out if isinstance(out, (list, tuple)) else [out]
         return [o.cpu() for o in out]
 
-    predictor = Predictor(meta, run_torch, "pytorch", path)
-    predictor.net = net
-    return predictor
+    return Predictor(meta, run_torch, "pytorch", path, net=net)
 
 
 def _model_verb_setup(task, spec_path, overrides, model):
@@ -195,7 +200,7 @@ def evaluate(task: str, spec_path, results, overrides: Sequence[str] = (), *, mo
             return metrics
         t, spec, predictor = _model_verb_setup(task, spec_path, overrides, model)
         _write_spec(spec, results)
-        data = t.build_data(spec, classes=predictor.meta["classes"], mean=predictor.meta["mean"], std=predictor.meta["std"])
+        data = t.build_data(spec, meta=predictor.meta)
         metrics = t.evaluate(spec, predictor, data, results)
         atomic_write_json(results / "metrics.json", metrics)
         headline = {k: v for k, v in metrics.items() if isinstance(v, float)}
@@ -211,17 +216,18 @@ def inference(task: str, spec_path, results, overrides: Sequence[str] = (), *, m
         _write_spec(spec, results)
         summary = t.inference(spec, predictor, results)
         atomic_write_json(results / "inference.json", summary)
-        log.info("wrote predictions for %d images to %s (%d skipped)", summary["images"], results,
-                 summary["skipped_images"]["count"])
+        log.info("wrote predictions for %d %s to %s (%d skipped)", summary[t.item_kind], t.item_kind, results,
+                 summary[f"skipped_{t.item_kind}"]["count"])
         return summary
 
 
 # -- prune ----------------------------------------------------------------------------------------
 
-def _latency(fn, hw: tuple[int, int], batch: int = 1) -> float:
+def _latency(fn, inputs: tuple[torch.Tensor, ...]) -> float:
+    """Median ms of `fn(*inputs)`: an eager network or a Predictor, on the task's example inputs."""
     from .optimize import measure_latency_ms
 
-    return round(measure_latency_ms(fn, torch.randn(batch, 3, *hw), warmup=3, runs=10), 3)
+    return round(measure_latency_ms(fn, inputs, warmup=3, runs=10), 3)
 
 
 def prune(task: str, spec_path, results, overrides: Sequence[str] = (), *, model=None, log_file=None) -> dict:
@@ -235,23 +241,24 @@ def prune(task: str, spec_path, results, overrides: Sequence[str] = (), *, model
         t, spec = _spec(task, spec_path, overrides)
         _write_spec(spec, results)
         meta, state = read_checkpoint(model, task=t.name)
-        net = t.load_net(meta, state, Path(model)).eval().to(memory_format=torch.contiguous_format)
+        net = t.load_net(meta, state, Path(model)).eval()
         p = spec.prune
         cfg = PruneConfig(threshold=None if p.ratio is not None else p.threshold, ratio=p.ratio, norm=p.norm,
                           granularity=p.granularity, min_num_filters=p.min_num_filters,
                           equalization=p.equalization, excluded_layers=list(p.excluded_layers))
-        hw = t.input_hw(meta)
-        example = torch.randn(1, 3, *hw)
+        example = t.example_inputs(meta)
         with torch.inference_mode():
             before = {"params": count_params(net), "macs": count_macs(net, example),
-                      "latency_ms": _latency(net, hw)}
+                      "latency_ms": _latency(net, example)}
         result = prune_model(net, example, cfg, ignored_layers=t.prune_ignored_layers(net))
         with torch.inference_mode():
-            after = {"params": count_params(net), "macs": count_macs(net, example), "latency_ms": _latency(net, hw)}
-        new_meta = {**meta, "pruned_shapes": layer_shapes(net), "pruned_from": str(model),
-                    "prune": p.model_dump(mode="json")}
+            after = {"params": count_params(net), "macs": count_macs(net, example),
+                     "latency_ms": _latency(net, example)}
+        new_meta = meta.with_updates(pruned_shapes=layer_shapes(net),
+                                     history={**meta.history, "pruned_from": str(model), "prune": p.model_dump(mode="json")})
         out = results / "pruned.ckpt"
-        atomic_torch_save({META_KEY: new_meta, "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, out)
+        atomic_torch_save({META_KEY: new_meta.to_dict(),
+                           "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, out)
         report = {
             "model": str(model), "pruned_checkpoint": str(out), "config": p.model_dump(mode="json"),
             "params_before": before["params"], "params_after": after["params"],
@@ -309,36 +316,39 @@ def export(task: str, spec_path, results, overrides: Sequence[str] = (), *, mode
         _write_spec(spec, results)
         meta = predictor.meta
         net = predictor.net.eval().to(memory_format=torch.contiguous_format)
-        hw = t.input_hw(meta)
         graph = t.export_graph(net, meta, spec)
         graph.module.eval()
-        onnx_meta = {**{k: v for k, v in meta.items() if k != "pruned_shapes"}, **graph.meta}
-        metadata = {META_KEY: json.dumps(onnx_meta), "task": meta["task"], "class_names": meta["classes"],
-                    "mean": meta["mean"], "std": meta["std"], "input_size": [3, *hw]}
-        fp32 = export_onnx(graph.module, results / "model.onnx", (3, *hw), metadata, opset=spec.export.opset,
+        onnx_meta = meta.with_updates(pruned_shapes=None, export={**meta.export, **graph.meta})
+        metadata = {META_KEY: json.dumps(onnx_meta.to_dict()), "task": meta.task, "class_names": list(meta.classes),
+                    **t.onnx_metadata(meta)}
+        fp32 = export_onnx(graph.module, results / "model.onnx", meta.inputs, metadata, opset=spec.export.opset,
                            output_names=graph.output_names, output_axes=graph.output_axes)
-        data = t.build_data(spec, classes=meta["classes"], mean=meta["mean"], std=meta["std"])
+        data = t.build_data(spec, meta=meta)
         real = next(iter(data.calibration_batches(8, batch_size=8)), None)
-        probe = real if real is not None else torch.randn(4, 3, *hw)
+        probe = as_inputs(real) if real is not None else t.example_inputs(meta, batch=4)
         parity = t.check_export(spec, net, graph, fp32, probe)
-        log.info("ONNX parity on %d %s images: max |PyTorch - ONNX Runtime| = %.2e (tolerance %.0e)", len(probe),
-                 "training" if real is not None else "random", parity["max_abs_diff"], spec.export.parity_tolerance)
+        log.info("ONNX parity on %d %s %s: max |PyTorch - ONNX Runtime| = %.2e (tolerance %.0e)", len(probe[0]),
+                 "training" if real is not None else "random", t.item_kind, parity["max_abs_diff"],
+                 spec.export.parity_tolerance)
         weights = {k: v.contiguous() for k, v in net.state_dict().items()}
-        atomic_write_with(results / "model.safetensors", lambda tmp: save_file(weights, tmp, {META_KEY: json.dumps(meta)}))
+        atomic_write_with(results / "model.safetensors",
+                          lambda tmp: save_file(weights, tmp, {META_KEY: json.dumps(meta.to_dict())}))
         report: dict[str, Any] = {"model": str(model), "onnx": str(fp32), "parity": parity,
                                   "safetensors": str(results / "model.safetensors"), "runtimes": {}}
         runtimes = {"pytorch": (predictor, None), "onnx_fp32": (load_predictor(t, fp32), fp32)}
         if spec.export.int8:
-            calib = [b.numpy() for b in data.calibration_batches(spec.export.calibration_images)]
+            calib = [tuple(x.numpy() for x in as_inputs(b))
+                     for b in data.calibration_batches(spec.export.calibration_images)]
             int8 = quantize_int8(fp32, results / "model_int8.onnx", calib, op_types=graph.int8_op_types,
                                  target=spec.export.int8_target)
             runtimes["onnx_int8"] = (load_predictor(t, int8), int8)
             report["onnx_int8"] = str(int8)
         if spec.export.int8:  # accuracy and latency of each runtime, side by side
+            example = t.example_inputs(meta)
             for name, (pred, path) in runtimes.items():
                 metrics = t.evaluate(spec, pred, data, results / f"eval_{name}")
                 report["runtimes"][name] = {
-                    t.headline: metrics[t.headline], "latency_ms_batch1": _latency(pred, hw),
+                    t.headline: metrics[t.headline], "latency_ms_batch1": _latency(pred, example),
                     "file_bytes": Path(path or model).stat().st_size,
                 }
         if spec.export.engine:

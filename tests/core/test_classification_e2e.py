@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from transferkit.engine.meta import ModelMeta
 from transferkit.cli import main
 from transferkit.data.demo import build_demo
 
@@ -93,10 +94,11 @@ def test_tensorboard_events_hold_scalars_images_and_histograms(trained):
 
 def test_checkpoint_loads_with_weights_only_and_carries_metadata(trained):
     ckpt = torch.load(trained / "best.ckpt", map_location="cpu", weights_only=True)
-    meta = ckpt["transferkit"]
-    assert meta["task"] == "classification"
-    assert meta["classes"] == [str(i) for i in range(10)]
-    assert meta["backbone"] == "mobilenet_v2" and meta["image_size"] == 32
+    raw = ckpt["transferkit"]
+    assert raw["version"] == 2 and raw["inputs"][0]["shape"] == ["batch", 3, 32, 32]
+    meta = ModelMeta.from_dict(raw)
+    assert meta.task == "classification" and meta.classes == tuple(str(i) for i in range(10))
+    assert meta.backbone == "mobilenet_v2" and (meta.image.height, meta.image.width) == (32, 32)
 
 
 def test_evaluate_and_inference_from_checkpoint(trained, digits, tmp_path):

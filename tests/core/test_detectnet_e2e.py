@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from transferkit.engine.meta import ModelMeta
+
 from cli_helpers import detection_data_args as data_args, run_cli as tkit
 
 FAST = ["data.image_width=64", "data.image_height=64", "train.batch_size=4", "train.num_workers=0",
@@ -25,9 +27,9 @@ def test_train_writes_status_with_val_map_and_a_loadable_checkpoint(trained):
     lines = [json.loads(x) for x in (trained / "status.json").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [0, 1]
     assert all("val/mAP" in r and "train/loss" in r and "val/bbox_loss" in r for r in lines)
-    meta = torch.load(trained / "best.ckpt", weights_only=True)["transferkit"]
-    assert meta["task"] == "detectnet_v2" and meta["classes"] == ["0", "1", "2"]
-    assert (meta["image_width"], meta["image_height"]) == (64, 64)
+    meta = ModelMeta.from_dict(torch.load(trained / "best.ckpt", weights_only=True)["transferkit"])
+    assert meta.task == "detectnet_v2" and meta.classes == ("0", "1", "2")
+    assert (meta.image.width, meta.image.height) == (64, 64)
 
 
 def test_evaluate_inference_and_predictions_on_disk_agree(trained, kitti, tmp_path):

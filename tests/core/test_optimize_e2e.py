@@ -10,6 +10,7 @@ import torch
 
 from transferkit.cli import main
 from transferkit.data.demo import build_demo
+from transferkit.engine.meta import tensor_input
 from transferkit.optimize import OnnxModel
 
 FAST = ["data.image_size=32", "train.batch_size=8", "train.num_workers=0", "train.epochs=1",
@@ -104,7 +105,7 @@ def test_bring_your_own_onnx_imports_and_fine_tunes(data, tmp_path, capsys):
 
     net = torchvision.models.mobilenet_v2()
     net.load_state_dict(torch.load(resolve_weights("mobilenet_v2"), weights_only=True))
-    onnx_file = export_onnx(net.eval(), tmp_path / "mnv2.onnx", (3, 64, 64))
+    onnx_file = export_onnx(net.eval(), tmp_path / "mnv2.onnx", tensor_input((3, 64, 64)))
     assert tkit("model", "import-onnx", "my_mnv2", onnx_file) == 0
     assert "my_mnv2" in capsys.readouterr().out
     run = tmp_path / "byom"

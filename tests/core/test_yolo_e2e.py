@@ -10,6 +10,8 @@ import pytest
 import torch
 import yaml
 
+from transferkit.engine.meta import ModelMeta
+
 from cli_helpers import detection_data_args as data_args, run_cli as tkit
 
 FAST = ["data.image_width=64", "data.image_height=64", "train.batch_size=4", "train.num_workers=0",
@@ -45,9 +47,9 @@ def test_train_records_losses_map_and_the_anchors_in_the_checkpoint(trained, anc
     lines = [json.loads(x) for x in (trained / "status.json").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [0, 1]
     assert all({"val/mAP", "train/loss", "val/box_loss", "val/obj_loss", "val/cls_loss"} <= set(r) for r in lines)
-    meta = torch.load(trained / "best.ckpt", weights_only=True)["transferkit"]
-    assert meta["task"] == "yolo_v4_tiny" and meta["classes"] == ["0", "1", "2"]
-    assert meta["mid_anchor_shape"] == anchors["mid_anchor_shape"] and meta["backbone"] == "cspdarknet_tiny"
+    meta = ModelMeta.from_dict(torch.load(trained / "best.ckpt", weights_only=True)["transferkit"])
+    assert meta.task == "yolo_v4_tiny" and meta.classes == ("0", "1", "2")
+    assert meta.arch["mid_anchor_shape"] == anchors["mid_anchor_shape"] and meta.backbone == "cspdarknet_tiny"
 
 
 def test_evaluate_inference_and_predictions_on_disk_agree(trained, kitti, tmp_path):

@@ -7,6 +7,7 @@ import torch
 import torchvision
 
 from transferkit.errors import ModelError
+from transferkit.engine.meta import tensor_input
 from transferkit.optimize import OnnxModel, check_parity, export_onnx, export_tensorrt, verify_export
 
 SIZE = 32
@@ -22,7 +23,7 @@ def resnet():
 def exported(resnet, tmp_path_factory):
     path = tmp_path_factory.mktemp("export") / "model.onnx"
     metadata = {"class_names": json.dumps(["cat", "dog"]), "mean": [0.485, 0.456, 0.406], "task": "classification"}
-    return export_onnx(resnet, path, input_shape=(3, SIZE, SIZE), metadata=metadata)
+    return export_onnx(resnet, path, tensor_input((3, SIZE, SIZE)), metadata=metadata)
 
 
 def test_export_is_a_valid_onnx_file_with_dynamic_batch(exported):
@@ -57,13 +58,13 @@ def test_export_reimports_with_onnx2torch(resnet, exported):
 
 def test_mobilenet_export_matches(tmp_path):
     model = torchvision.models.mobilenet_v2(weights=None, num_classes=5).eval()
-    path = export_onnx(model, tmp_path / "mb.onnx", input_shape=(3, SIZE, SIZE))
+    path = export_onnx(model, tmp_path / "mb.onnx", tensor_input((3, SIZE, SIZE)))
     assert verify_export(model, path, torch.randn(2, 3, SIZE, SIZE))["ok"]
 
 
 def test_export_leaves_model_mode_unchanged(tmp_path):
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten()).train()
-    export_onnx(model, tmp_path / "m.onnx", input_shape=(3, 8, 8), output_names=("features",))
+    export_onnx(model, tmp_path / "m.onnx", tensor_input((3, 8, 8)), output_names=("features",))
     assert model.training
 
 

@@ -2,6 +2,7 @@ import numpy as np
 import torch
 import torchvision
 
+from transferkit.engine.meta import tensor_input
 from transferkit.optimize import (OnnxModel, PruneConfig, count_macs, count_params, export_onnx, file_size_bytes,
                                   measure_latency_ms, prune_model)
 
@@ -26,6 +27,6 @@ def test_latency_of_eager_model_and_onnx_session(tmp_path):
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten()).eval()
     x = torch.randn(2, 3, 16, 16)
     assert measure_latency_ms(model, x, warmup=1, runs=3) > 0
-    path = export_onnx(model, tmp_path / "m.onnx", input_shape=(3, 16, 16))
+    path = export_onnx(model, tmp_path / "m.onnx", tensor_input((3, 16, 16)))
     assert measure_latency_ms(OnnxModel(path), x.numpy(), warmup=1, runs=3) > 0
     assert file_size_bytes(path) == path.stat().st_size > 0

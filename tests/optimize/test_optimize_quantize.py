@@ -8,6 +8,7 @@ import torch
 import torchvision
 
 from transferkit.errors import DataError
+from transferkit.engine.meta import tensor_input
 from transferkit.optimize import OnnxModel, export_onnx, file_size_bytes, quantize_int8
 
 SIZE = 32
@@ -26,7 +27,7 @@ def fp32_and_int8(tmp_path_factory):
     folder = tmp_path_factory.mktemp("int8")
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
-    fp32 = export_onnx(model, folder / "fp32.onnx", input_shape=(3, SIZE, SIZE), metadata={"task": "classification"})
+    fp32 = export_onnx(model, folder / "fp32.onnx", tensor_input((3, SIZE, SIZE)), metadata={"task": "classification"})
     int8 = quantize_int8(fp32, folder / "int8.onnx", (smooth_images(8, seed) for seed in range(4)))
     return fp32, int8
 

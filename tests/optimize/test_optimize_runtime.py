@@ -4,6 +4,7 @@ import torch
 from onnx import TensorProto, helper
 
 from transferkit.errors import ModelError
+from transferkit.engine.meta import tensor_input
 from transferkit.optimize import OnnxModel, export_onnx
 
 
@@ -12,7 +13,7 @@ def small_onnx(tmp_path_factory):
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
                                 torch.nn.Linear(8, 4))
     path = tmp_path_factory.mktemp("rt") / "small.onnx"
-    return export_onnx(model, path, input_shape=(3, 16, 16), metadata={"task": "classification"})
+    return export_onnx(model, path, tensor_input((3, 16, 16)), metadata={"task": "classification"})
 
 
 def test_runs_a_batch_and_describes_its_input(small_onnx):
@@ -26,7 +27,7 @@ def test_runs_a_batch_and_describes_its_input(small_onnx):
 
 
 def test_wrong_input_shape_is_a_model_error(small_onnx):
-    with pytest.raises(ModelError, match=r"small.onnx rejected an input of shape \(2, 3, 8, 8\).*\[N, 3, 16, 16\]"):
+    with pytest.raises(ModelError, match=r"small.onnx rejected input 'input' of shape \(2, 3, 8, 8\) \(expects \[N, 3, 16, 16\]\)"):
         OnnxModel(small_onnx)(np.zeros((2, 3, 8, 8), np.float32))
 
 

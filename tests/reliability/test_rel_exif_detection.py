@@ -98,8 +98,8 @@ def test_training_pixels_and_boxes_agree(exif_set):
 
 
 def _predict_the_white_square(spec, predictor, images, targets):
-    mean = torch.tensor(predictor.meta["mean"]).view(3, 1, 1)
-    std = torch.tensor(predictor.meta["std"]).view(3, 1, 1)
+    mean = torch.tensor(predictor.meta.image.mean).view(3, 1, 1)
+    std = torch.tensor(predictor.meta.image.std).view(3, 1, 1)
     out = []
     for image, target in zip(images, targets):
         box = white_box((image * std + mean).mean(0).numpy())

@@ -1,9 +1,9 @@
 """Checkpoint files and weight transfer.
 
 Every transferkit checkpoint (Lightning's `last.ckpt`/`best.ckpt`, and the prune verb's
-`pruned.ckpt`) is a plain dict with `state_dict` and a `transferkit` metadata block: task,
-classes, backbone, input size, normalisation, and the pruned layer shapes when pruned. It loads
-with `torch.load(weights_only=True)`: nothing in it is a pickled Python object.
+`pruned.ckpt`) is a plain dict with `state_dict` and a `transferkit` metadata block: a
+`ModelMeta` as plain data (task, classes, backbone, input specs, architecture facts, pruned layer
+shapes). It loads with `torch.load(weights_only=True)`: nothing in it is a pickled Python object.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import ModelError
 from ..io import atomic_torch_save, safe_torch_load
+from .meta import ModelMeta
 
 log = logging.getLogger("transferkit")
 
@@ -31,19 +32,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_torch_save(checkpoint, path)
 
 
-def read_checkpoint(path: str | Path, task: str | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
-    """-> (metadata, state_dict) of a transferkit checkpoint; refuses other files clearly."""
+def read_checkpoint(path: str | Path, task: str | None = None) -> tuple[ModelMeta, dict[str, torch.Tensor]]:
+    """-> (metadata, state_dict) of a transferkit checkpoint (any metadata version); refuses other files clearly."""
     ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict) or META_KEY not in ckpt or "state_dict" not in ckpt:
         raise ModelError(
             f"{path} is not a transferkit checkpoint (no '{META_KEY}' metadata); pass a best.ckpt, "
             "last.ckpt or pruned.ckpt written by tkit, or an exported .onnx"
         )
-    meta = ckpt[META_KEY]
-    if task is not None and meta.get("task") != task:
+    meta = ModelMeta.from_dict(ckpt[META_KEY], str(path))
+    if task is not None and meta.task != task:
         raise ModelError(
-            f"{path} is a {meta.get('task')} checkpoint, not {task}: use `tkit {meta.get('task')} ...` "
-            f"or a {task} checkpoint"
+            f"{path} is a {meta.task} checkpoint, not {task}: use `tkit {meta.task} ...` or a {task} checkpoint"
         )
     return meta, ckpt["state_dict"]
 

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..vision.images import parse_skipped
+from ..data.items import parse_skipped
 from ..spec import TrainConfig
 from .checkpoint import META_KEY
+from .meta import ModelMeta
 
 
 def write_histogram(writer, tag: str, values: torch.Tensor, step: int, bins: int = 64) -> None:
@@ -63,31 +64,26 @@ def write_image(writer, tag: str, image, step: int) -> None:
 
 
 class TaskModule(pl.LightningModule):
-    """A task's network (`self.net`, image batch -> raw outputs, the thing pruned and exported)
-    plus its training logic. Subclasses write training_step / validation_step."""
+    """A task's network (`self.net`: the inputs its ModelMeta declares -> raw outputs; the thing pruned
+    and exported) plus its training logic. Subclasses write training_step / validation_step."""
 
-    def __init__(self, net: nn.Module, meta: dict[str, Any], train: TrainConfig):
+    def __init__(self, net: nn.Module, meta: ModelMeta, train: TrainConfig):
         super().__init__()
         self.net = net
-        self.meta = dict(meta)  # task, classes, backbone, input size, mean/std, pruned shapes ...
+        self.meta = meta  # saved into every checkpoint (on_save_checkpoint)
         self.train_cfg = train
-        self.bad_files: dict[str, str] = {}  # images that failed to decode during training, path -> reason
-        if train.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
+        self.bad_files: dict[str, str] = {}  # items that failed to load during training, where -> reason
 
     def on_train_start(self) -> None:
         # Proof, in metrics.json, of which DDP ranks actually trained (a single process reports [0]).
         ranks = self.all_gather(torch.tensor([self.global_rank], device=self.device))
         self.ranks_seen = sorted({int(r) for r in ranks.flatten().tolist()})
 
-    def forward(self, images: torch.Tensor) -> Any:
-        return self.net(images)
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        return self.net(*inputs)
 
     def note_skipped(self, entries: list[str]) -> None:
         self.bad_files.update(parse_skipped(entries))
-
-    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
-        return images.contiguous(memory_format=torch.channels_last) if self.train_cfg.channels_last else images
 
     # -- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -121,7 +117,7 @@ class TaskModule(pl.LightningModule):
 
     # -- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[META_KEY] = self.meta
+        checkpoint[META_KEY] = self.meta.to_dict()
 
     # -- TensorBoard ----------------------------------------------------------------------------
     def on_train_epoch_end(self) -> None:

@@ -1,7 +1,8 @@
 """Shrink and ship a trained model: prune channels, export to ONNX, quantise to INT8, run ONNX.
 
-Everything here works on any `nn.Module` that maps an image batch [N, 3, H, W] to its outputs,
-so every task reuses it unchanged.
+Everything here works on any `nn.Module` and the input specs its checkpoint's `ModelMeta` declares
+(names, dtypes, shapes with dynamic axes): an image batch, a waveform or token ids alike, so every
+task reuses it unchanged.
 """
 from .export import check_parity, export_onnx, export_tensorrt, set_metadata, verify_export
 from .profile import count_macs, count_params, file_size_bytes, measure_latency_ms

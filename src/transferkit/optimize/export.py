@@ -1,4 +1,4 @@
-"""Export an image model to ONNX (and, where installed, a TensorRT engine) and check the export.
+"""Export a model to ONNX (and, where installed, a TensorRT engine) and check the export.
 
 We use torch's TorchScript-based exporter (`dynamo=False`) with constant folding off: its output
 runs in ONNX Runtime, quantises, and reads back into PyTorch with onnx2torch (our BYOM importer),
@@ -20,47 +20,48 @@ from torch import nn
 
 from ..errors import ModelError, first_line
 from ..io import atomic_write_bytes
+from ..engine.meta import InputSpec, as_inputs
 from .prune import output_tensors
 
 
 def export_onnx(
     model: nn.Module,
     path: str | Path,
-    input_shape: Sequence[int],
+    inputs: InputSpec | Sequence[InputSpec],
     metadata: Mapping[str, Any] | None = None,
     opset: int = 17,
-    input_name: str = "input",
     output_names: Sequence[str] = ("logits",),
-    dynamic_batch: bool = True,
     output_axes: Mapping[str, Mapping[int, str]] | None = None,
 ) -> Path:
-    """Write `model` (image batch [N, *input_shape] -> outputs) to an ONNX file at `path`.
+    """Write `model` (its `inputs`, in order -> outputs) to an ONNX file at `path`.
 
-    `metadata` lands in the file's metadata_props (strings as given, anything else as JSON), where
-    `OnnxModel.metadata` reads it back. The model is traced in eval mode on the CPU and returned
-    to its device and mode afterwards. Models over 2 GB (protobuf's limit) are not supported.
-    `output_axes` names the dynamic axes of outputs whose first axis is not the batch (e.g. a
-    detection list [K, 7]); other outputs get a dynamic batch axis.
+    Graph inputs take the specs' names and dtypes; their named axes (batch, length ...) stay dynamic,
+    and outputs get a dynamic batch axis unless `output_axes` names their dynamic axes (e.g. a
+    detection list [K, 7]). `metadata` lands in the file's metadata_props (strings as given,
+    anything else as JSON), where `OnnxModel.metadata` reads it back. The model is traced in eval
+    mode on the CPU and returned to its device and mode afterwards. Models over 2 GB (protobuf's
+    limit) are not supported.
     """
     path = Path(path)
-    if len(input_shape) != 3:
-        raise ModelError(f"export_onnx: input_shape must be (channels, height, width), got {tuple(input_shape)}")
+    specs = (inputs,) if isinstance(inputs, InputSpec) else tuple(inputs)
+    if not specs:
+        raise ModelError(f"export_onnx: {path} needs at least one input spec")
     device = next(model.parameters(), torch.empty(0)).device
     was_training = model.training
     model.cpu().eval()
-    example = torch.randn(2, *input_shape)  # batch 2, so no size-1 batch gets baked into reshapes
-    dynamic_axes = None
-    if dynamic_batch:
-        dynamic_axes = {name: {0: "batch"} for name in (input_name, *output_names)}
-        dynamic_axes.update({name: dict(axes) for name, axes in (output_axes or {}).items()})
+    # Batch 2 and dynamic sizes other than 1, so no size-1 axis gets baked into reshapes.
+    example = tuple(spec.example(batch=2, seed=i) for i, spec in enumerate(specs))
+    dynamic_axes = {spec.name: spec.dynamic_axes for spec in specs if spec.dynamic_axes}
+    dynamic_axes.update({name: {0: "batch"} for name in output_names})
+    dynamic_axes.update({name: dict(axes) for name, axes in (output_axes or {}).items()})
     buf = io.BytesIO()
     try:
         with warnings.catch_warnings():
             # torch warns that the TorchScript exporter is deprecated; it is our deliberate choice.
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
-                model, (example,), buf, dynamo=False, opset_version=opset, do_constant_folding=False,
-                input_names=[input_name], output_names=list(output_names), dynamic_axes=dynamic_axes,
+                model, example, buf, dynamo=False, opset_version=opset, do_constant_folding=False,
+                input_names=[spec.name for spec in specs], output_names=list(output_names), dynamic_axes=dynamic_axes,
             )
     except Exception as e:
         raise ModelError(f"ONNX export to {path} failed: {type(e).__name__}: {first_line(e)}") from e
@@ -89,29 +90,31 @@ def set_metadata(proto: onnx.ModelProto, metadata: Mapping[str, Any]) -> None:
 
 
 def check_parity(
-    model: nn.Module, onnx_path: str | Path, inputs: torch.Tensor, atol: float = 1e-4, rtol: float = 1e-3
+    model: nn.Module, onnx_path: str | Path, inputs: torch.Tensor | Sequence[torch.Tensor], atol: float = 1e-4,
+    rtol: float = 1e-3,
 ) -> dict[str, Any]:
-    """Compare the model's outputs with ONNX Runtime's on `inputs` (every output, in order)."""
+    """Compare the model's outputs with ONNX Runtime's on `inputs` (one tensor or the model's input tuple)."""
     from .runtime import OnnxModel
 
+    inputs = tuple(t.cpu() for t in as_inputs(inputs))
     device = next(model.parameters(), torch.empty(0)).device
     was_training = model.training
     model.cpu().eval()
     try:
         with torch.inference_mode():
-            expected = [t.numpy() for t in output_tensors(model(inputs.cpu()))]
+            expected = [t.float().numpy() for t in output_tensors(model(*inputs))]
     finally:
         model.to(device).train(was_training)
-    got = OnnxModel(onnx_path)(inputs.cpu().numpy())
+    got = OnnxModel(onnx_path)(*(t.numpy() for t in inputs))
     if len(got) != len(expected):
         raise ModelError(f"{onnx_path} has {len(got)} outputs but the model returns {len(expected)}")
     max_abs = max(float(np.abs(a - b).max(initial=0.0)) for a, b in zip(expected, got))
     ok = all(a.shape == b.shape and np.allclose(b, a, atol=atol, rtol=rtol) for a, b in zip(expected, got))
-    return {"max_abs_diff": max_abs, "ok": ok, "atol": atol, "rtol": rtol, "batch": int(inputs.shape[0])}
+    return {"max_abs_diff": max_abs, "ok": ok, "atol": atol, "rtol": rtol, "batch": int(inputs[0].shape[0])}
 
 
 def verify_export(
-    model: nn.Module, onnx_path: str | Path, inputs: torch.Tensor, atol: float = 1e-4, rtol: float = 1e-3
+    model: nn.Module, onnx_path: str | Path, inputs: torch.Tensor | Sequence[torch.Tensor], atol: float = 1e-4, rtol: float = 1e-3
 ) -> dict[str, Any]:
     """`check_parity`, raising ModelError when the ONNX outputs differ beyond the tolerance."""
     result = check_parity(model, onnx_path, inputs, atol=atol, rtol=rtol)

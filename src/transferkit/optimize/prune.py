@@ -97,7 +97,7 @@ class PruneResult:
 
 def prune_model(
     model: nn.Module,
-    example_inputs: torch.Tensor,
+    example_inputs: torch.Tensor | tuple[torch.Tensor, ...],
     cfg: PruneConfig,
     ignored_layers: Sequence[nn.Module] = (),
 ) -> PruneResult:
@@ -110,7 +110,7 @@ def prune_model(
     Grouped (not depthwise) convs are left unpruned.
     """
     model.cpu().eval()
-    example_inputs = example_inputs.cpu()
+    example_inputs = tuple(t.cpu() for t in (example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)))
     names = dict((m, n) for n, m in model.named_modules())
     protected = list(ignored_layers) + _modules_by_name(model, cfg.excluded_layers) + _output_layers(model, example_inputs)
     totals = {m: _out_channels(m) for m in model.modules() if isinstance(m, (_ConvNd, nn.Linear))}
@@ -204,7 +204,7 @@ def _modules_by_name(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
     return [modules[n] for n in names]
 
 
-def _output_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Module]:
+def _output_layers(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> list[nn.Module]:
     """Conv/linear layers whose output tensor the model returns unchanged (its prediction heads)."""
     # Keyed by id(); holding the tensor too keeps its id from being reused by a later tensor.
     produced: dict[int, tuple[nn.Module, torch.Tensor]] = {}
@@ -216,7 +216,7 @@ def _output_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Mo
     hooks = [m.register_forward_hook(remember) for m in model.modules() if isinstance(m, (_ConvNd, nn.Linear))]
     try:
         with torch.no_grad():
-            outputs = model(example_inputs)
+            outputs = model(*example_inputs)
     finally:
         for h in hooks:
             h.remove()
@@ -253,6 +253,8 @@ def layer_shapes(model: nn.Module) -> dict[str, dict]:
             shapes[name] = {"type": "GroupNorm", "num_groups": m.num_groups, "num_channels": m.num_channels}
         elif isinstance(m, nn.PReLU):
             shapes[name] = {"type": "PReLU", "num_parameters": m.num_parameters}
+        elif isinstance(m, nn.Embedding):
+            shapes[name] = {"type": "Embedding", "num_embeddings": m.num_embeddings, "embedding_dim": m.embedding_dim}
     return shapes
 
 
@@ -291,6 +293,9 @@ def apply_layer_shapes(model: nn.Module, shapes: dict[str, dict]) -> nn.Module:
         elif isinstance(m, nn.PReLU):
             m.num_parameters = shape["num_parameters"]
             _resize(m, "weight", (m.num_parameters,))
+        elif isinstance(m, nn.Embedding):
+            m.num_embeddings, m.embedding_dim = shape["num_embeddings"], shape["embedding_dim"]
+            _resize(m, "weight", (m.num_embeddings, m.embedding_dim))
     return model
 
 

@@ -44,26 +44,42 @@ _TARGETS = {
 
 
 class _Batches(CalibrationDataReader):
-    """Feeds float32 batches to ORT's calibrator, checking each against the model's input shape."""
+    """Feeds calibration batches to ORT's calibrator, each checked against the model's inputs.
 
-    def __init__(self, batches: Iterator[np.ndarray], input_name: str, input_shape: list[int | None], source: Path):
-        self.batches, self.input_name, self.input_shape, self.source = batches, input_name, input_shape, source
+    A batch is one array (a single-input model) or a tuple/dict of arrays, one per graph input; each is
+    cast to the dtype its input declares, so token ids stay integers."""
+
+    def __init__(self, batches: Iterator, inputs: list[tuple[str, list[int | None], type]], source: Path):
+        self.batches, self.inputs, self.source = batches, inputs, source
         self.count = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self.batches, None)
         if batch is None:
             return None
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        fixed = [(i, d) for i, d in enumerate(self.input_shape) if d is not None]
-        if batch.ndim != len(self.input_shape) or any(batch.shape[i] != d for i, d in fixed):
-            expected = ["N" if d is None else d for d in self.input_shape]
-            raise DataError(
-                f"calibration batch {self.count} has shape {list(batch.shape)}, but {self.source.name} expects "
-                f"{expected}: feed images preprocessed the same way as for inference"
-            )
+        if isinstance(batch, dict):
+            named = batch
+        else:
+            arrays = batch if isinstance(batch, (tuple, list)) else (batch,)
+            if len(arrays) != len(self.inputs):
+                raise DataError(f"calibration batch {self.count} has {len(arrays)} array(s), but {self.source.name} "
+                                f"takes {len(self.inputs)} input(s): {', '.join(n for n, _, _ in self.inputs)}")
+            named = {name: a for (name, _, _), a in zip(self.inputs, arrays)}
+        feed = {}
+        for name, shape, dtype in self.inputs:
+            if name not in named:
+                raise DataError(f"calibration batch {self.count} has no array for input {name!r} of {self.source.name}")
+            array = np.ascontiguousarray(np.asarray(named[name]), dtype=dtype)
+            fixed = [(i, d) for i, d in enumerate(shape) if d is not None]
+            if array.ndim != len(shape) or any(array.shape[i] != d for i, d in fixed):
+                expected = ["N" if d is None else d for d in shape]
+                raise DataError(
+                    f"calibration batch {self.count} gives input {name!r} the shape {list(array.shape)}, but "
+                    f"{self.source.name} expects {expected}: feed inputs preprocessed the same way as for inference"
+                )
+            feed[name] = array
         self.count += 1
-        return {self.input_name: batch}
+        return feed
 
 
 def quantize_int8(
@@ -78,8 +94,8 @@ def quantize_int8(
 ) -> Path:
     """Write an INT8 (QDQ) copy of the ONNX model at `fp32_path`, calibrated on `calibration` batches.
 
-    Batches are float32 arrays [N, C, H, W], preprocessed like inference inputs; a few hundred
-    images are plenty. The FP32 model's metadata_props are kept, plus `precision: int8`.
+    A batch is one array per model input (a single array for a one-input model, or a tuple or a
+    dict by input name), preprocessed like inference inputs; a few hundred samples are plenty. The FP32 model's metadata_props are kept, plus `precision: int8`.
     `op_types` limits quantisation to those operators (e.g. ["Conv"] keeps a detector's box decoding
     and scores in float); None quantises every operator ONNX Runtime supports. `target`: cpu | tensorrt
     (module docstring).
@@ -93,16 +109,18 @@ def quantize_int8(
         fp32 = onnx.load(str(fp32_path))
     except Exception as e:
         raise ModelError(f"{fp32_path} is not a readable ONNX model: {type(e).__name__}") from e
-    graph_input = [i for i in fp32.graph.input if i.name not in {t.name for t in fp32.graph.initializer}][0]
-    input_shape = [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
+    initialisers = {t.name for t in fp32.graph.initializer}
+    inputs = [(i.name, [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim],
+               onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
+              for i in fp32.graph.input if i.name not in initialisers]
 
     batches = iter(calibration)
     if max_batches is not None:
         batches = itertools.islice(batches, max_batches)
     first = next(batches, None)
     if first is None:
-        raise DataError(f"INT8 calibration of {fp32_path.name} got no batches: pass at least one batch of images")
-    reader = _Batches(itertools.chain([first], batches), graph_input.name, input_shape, fp32_path)
+        raise DataError(f"INT8 calibration of {fp32_path.name} got no batches: pass at least one batch of inputs")
+    reader = _Batches(itertools.chain([first], batches), inputs, fp32_path)
 
     with tempfile.TemporaryDirectory(prefix="tkit-int8-") as tmp:
         source, quantised = Path(tmp) / "prep.onnx", Path(tmp) / "int8.onnx"

@@ -29,8 +29,15 @@ def default_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+# ONNX Runtime's type names -> numpy dtypes, for the inputs a model declares.
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8,
+              "tensor(int8)": np.int8, "tensor(bool)": np.bool_}
+
+
 class OnnxModel:
-    """An ONNX file ready to run on float32 image batches; `model(batch)` returns every output."""
+    """An ONNX file ready to run; `model(*inputs)` (arrays in the graph's input order, or one dict by name)
+    returns every output. Each array is cast to the dtype its graph input declares (token ids stay int64)."""
 
     def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None, threads: int | None = None):
         self.path = Path(path)
@@ -44,10 +51,13 @@ class OnnxModel:
             self.session = ort.InferenceSession(str(self.path), options, providers=list(providers or default_providers()))
         except Exception as e:  # ORT raises its own exception types, none shared with Python's
             raise ModelError(_load_error(self.path, e)) from e
-        first = self.session.get_inputs()[0]
-        self.input_name: str = first.name
+        graph_inputs = self.session.get_inputs()
+        self.input_names: list[str] = [i.name for i in graph_inputs]
         # Named (dynamic) axes such as "batch" become None.
-        self.input_shape: tuple[int | None, ...] = tuple(d if isinstance(d, int) else None for d in first.shape)
+        self.input_shapes: list[tuple[int | None, ...]] = [
+            tuple(d if isinstance(d, int) else None for d in i.shape) for i in graph_inputs]
+        self.input_dtypes: list[type] = [_ORT_TYPES.get(i.type, np.float32) for i in graph_inputs]
+        self.input_name, self.input_shape = self.input_names[0], self.input_shapes[0]
         self.output_names: list[str] = [o.name for o in self.session.get_outputs()]
 
     @property
@@ -59,15 +69,29 @@ class OnnxModel:
     def providers(self) -> list[str]:
         return self.session.get_providers()
 
-    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
+    def feed(self, *inputs) -> dict[str, np.ndarray]:
+        """The session's input dict for `inputs` (positional arrays or one dict by name), cast to the graph's dtypes."""
+        if len(inputs) == 1 and isinstance(inputs[0], dict):
+            named = inputs[0]
+        else:
+            if len(inputs) != len(self.input_names):
+                raise ModelError(f"ONNX model {self.path.name} takes {len(self.input_names)} input(s) "
+                                 f"({', '.join(self.input_names)}), got {len(inputs)}")
+            named = dict(zip(self.input_names, inputs))
+        missing = [n for n in self.input_names if n not in named]
+        if missing:
+            raise ModelError(f"ONNX model {self.path.name} needs input(s) {', '.join(missing)}")
+        return {name: np.ascontiguousarray(np.asarray(named[name]), dtype=dtype)
+                for name, dtype in zip(self.input_names, self.input_dtypes)}
+
+    def __call__(self, *inputs) -> list[np.ndarray]:
+        feed = self.feed(*inputs)
         try:
-            return self.session.run(None, {self.input_name: batch})
+            return self.session.run(None, feed)
         except Exception as e:
-            raise ModelError(
-                f"ONNX model {self.path.name} rejected an input of shape {tuple(batch.shape)} "
-                f"(expects {_shape_text(self.input_shape)}): {_first_line(e)}"
-            ) from e
+            given = "; ".join(f"input '{n}' of shape {tuple(a.shape)} (expects {_shape_text(s)})"
+                              for (n, a), s in zip(feed.items(), self.input_shapes))
+            raise ModelError(f"ONNX model {self.path.name} rejected {given}: {_first_line(e)}") from e
 
 
 def _load_error(path: Path, e: Exception) -> str:

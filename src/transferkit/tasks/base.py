@@ -11,30 +11,35 @@ from torch import nn
 
 from ..engine.module import TaskModule
 from ..engine.checkpoint import LoadReport
+from ..engine.meta import ModelMeta
 from ..errors import ModelError
 
 
 class Predictor:
-    """An image batch -> the network's raw outputs, from a checkpoint (eager) or an .onnx file.
+    """The model's inputs -> the network's raw outputs, from a checkpoint (eager) or an .onnx file.
 
-    Tasks post-process these outputs the same way whichever backend produced them, so evaluate and
-    inference give the same files for `-m best.ckpt` and `-m model.onnx`.
+    `predictor(*inputs)` takes the tensors its `meta.inputs` declare, in order (one image batch for
+    a vision model, token ids for a text model ...). Tasks post-process the outputs the same way
+    whichever backend produced them, so evaluate and inference give the same files for
+    `-m best.ckpt` and `-m model.onnx`.
     """
 
-    def __init__(self, meta: dict, run: Callable[[torch.Tensor], list[torch.Tensor]], kind: str, source: Path):
+    def __init__(self, meta: ModelMeta, run: Callable[..., list[torch.Tensor]], kind: str, source: Path,
+                 net: nn.Module | None = None):
         self.meta = meta
         self.run = run
         self.kind = kind  # "pytorch" | "onnx"
         self.source = source
+        self.net = net  # the eager network (None for ONNX)
 
-    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
-        return self.run(images)
+    def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        return self.run(*inputs)
 
 
 @dataclass
 class ExportGraph:
-    """What `export` writes to ONNX: the module (image batch -> outputs), its output names, metadata the
-    task adds to the file, and the dynamic axes of outputs whose first axis is not the batch."""
+    """What `export` writes to ONNX: the module (the model's inputs -> outputs), its output names, what the
+    graph has built in (ModelMeta.export), and the dynamic axes of outputs whose first axis is not the batch."""
 
     module: nn.Module
     output_names: tuple[str, ...]
@@ -52,6 +57,7 @@ class Task:
     monitor_mode: str = "min"
     output_names: tuple[str, ...] = ("output",)
     headline: str = ""  # the evaluate metric tables show first (top1, mAP ...)
+    item_kind: str = "items"  # what one data item is, in the run's summary (images, utterances, sentences)
     description: str = ""
 
     def default_spec_header(self) -> str:
@@ -59,67 +65,79 @@ class Task:
                 f"Override any key on the command line: tkit {self.name} train -e spec.yaml -r runs/x train.epochs=3")
 
     # data and model ------------------------------------------------------------------------
-    def build_data(self, spec, classes: list[str] | None = None):
+    def build_data(self, spec, meta: ModelMeta | None = None):
+        """The task's DataModule; with `meta` (evaluate, export) the data follows the model's classes and inputs."""
         raise NotImplementedError
 
     def build_training_module(self, spec, data) -> tuple[TaskModule, LoadReport | None]:
         raise NotImplementedError
 
-    def build_net(self, meta: dict) -> nn.Module:
-        """The architecture a checkpoint's metadata describes, randomly initialised."""
+    def build_net(self, meta: ModelMeta) -> nn.Module:
+        """The architecture a checkpoint's metadata describes, randomly initialised (pruned layer sizes applied)."""
         raise NotImplementedError
 
-    def load_net(self, meta: dict, state: dict, path: Path) -> nn.Module:
+    def load_net(self, meta: ModelMeta, state: dict, path: Path) -> nn.Module:
         """The network a checkpoint describes, with its weights (strict: every tensor must fit)."""
         net = self.build_net(meta)
         net_state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")} or state
         try:
             net.load_state_dict(net_state)
         except RuntimeError as e:
-            raise ModelError(f"{path}: weights do not fit the {meta.get('backbone')} architecture it names "
+            raise ModelError(f"{path}: weights do not fit the {meta.backbone} architecture it names "
                              f"({str(e).splitlines()[0][:200]})") from None
         return net
 
-    def input_hw(self, meta: dict) -> tuple[int, int]:
-        """(height, width) of the network input a checkpoint's metadata fixes."""
-        return meta["image_size"], meta["image_size"]
+    def example_inputs(self, meta: ModelMeta, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        """Inputs of the right names, dtypes and shapes for latency, prune tracing and export probes."""
+        return meta.example_inputs(batch)
+
+    def eager_runner(self, net: nn.Module, device: str) -> Callable[..., Any]:
+        """How evaluate/inference call the eager network on a batch of inputs (vision: channels_last)."""
+        return lambda *inputs: net(*(x.to(device) for x in inputs))
+
+    def onnx_metadata(self, meta: ModelMeta) -> dict[str, Any]:
+        """Human-readable keys an export adds beside the ModelMeta block (vision: mean, std, input_size)."""
+        return {}
 
     def evaluate_without_model(self, spec, out_dir: Path) -> dict[str, Any] | None:
         """Score predictions already on disk (no -m), where the task supports it; None otherwise."""
         return None
 
-    def load_pruned(self, model_cfg, meta: dict, classes: list[str],
-                    arch_keys: tuple[str, ...] = ("backbone", "pruned_shapes")) -> nn.Module:
-        """TAO's retrain: the network of `model.pruned` with its weights; `meta` takes its `arch_keys`."""
+    def load_pruned(self, model_cfg, meta: ModelMeta) -> tuple[nn.Module, ModelMeta]:
+        """TAO's retrain: the network of `model.pruned` with its weights, and `meta` with its architecture."""
         from ..engine.checkpoint import read_checkpoint
         from ..errors import DataError
         from ..spec import require_path
 
         path = require_path("model.pruned", model_cfg.pruned, "file")
         pruned_meta, state = read_checkpoint(path, task=self.name)
-        if [c.lower() for c in pruned_meta["classes"]] != [c.lower() for c in classes]:
-            raise DataError(f"model.pruned: {path} was trained on classes {pruned_meta['classes']}, the data has "
-                            f"{classes}; retrain a pruned model on the same classes")
-        meta.update({k: pruned_meta[k] for k in arch_keys if k in pruned_meta})
+        if [c.lower() for c in pruned_meta.classes] != [c.lower() for c in meta.classes]:
+            raise DataError(f"model.pruned: {path} was trained on classes {list(pruned_meta.classes)}, the data has "
+                            f"{list(meta.classes)}; retrain a pruned model on the same classes")
+        meta = meta.with_updates(backbone=pruned_meta.backbone, arch=pruned_meta.arch,
+                                 pruned_shapes=pruned_meta.pruned_shapes, history=pruned_meta.history)
         net = self.load_net(meta, state, path)
-        net.backbone.freeze(list(model_cfg.freeze_blocks), model_cfg.freeze_bn)
+        backbone = getattr(net, "backbone", None)
+        if hasattr(backbone, "freeze"):
+            backbone.freeze(list(model_cfg.freeze_blocks), model_cfg.freeze_bn)
         logging.getLogger("transferkit").info("retraining the pruned model %s", path)
-        return net
+        return net, meta
 
     def prune_ignored_layers(self, net: nn.Module) -> list[nn.Module]:
         """Layers whose outputs are the network's outputs (their channel counts are fixed)."""
         return []
 
-    def spec_for_model(self, spec, meta: dict):
+    def spec_for_model(self, spec, meta: ModelMeta):
         """The spec adjusted to what the model file fixes (input size, classes)."""
         return spec
 
-    def export_graph(self, net: nn.Module, meta: dict, spec) -> ExportGraph:
+    def export_graph(self, net: nn.Module, meta: ModelMeta, spec) -> ExportGraph:
         """The graph `export` writes: by default the network's raw outputs."""
         return ExportGraph(net, self.output_names)
 
-    def check_export(self, spec, net: nn.Module, graph: ExportGraph, onnx_path: Path, probe: torch.Tensor) -> dict:
-        """Compare the ONNX file with PyTorch on `probe` images; raise ModelError when they differ."""
+    def check_export(self, spec, net: nn.Module, graph: ExportGraph, onnx_path: Path,
+                     probe: tuple[torch.Tensor, ...]) -> dict:
+        """Compare the ONNX file with PyTorch on the `probe` inputs; raise ModelError when they differ."""
         from ..optimize import verify_export
 
         return verify_export(graph.module, onnx_path, probe, atol=spec.export.parity_tolerance, rtol=0)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from ..data.items import parse_skipped, skipped_entry  # noqa: F401 (the vision layer re-exports them)
 from ..errors import DataError, first_line
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
@@ -36,16 +37,6 @@ _WHITE = (255, 255, 255, 255)
 
 class ImageError(DataError):
     """An image file is empty, truncated, too large or not an image at all."""
-
-
-def skipped_entry(path, error: Exception) -> str:
-    """How a Dataset reports a file it could not load, inside a batch (collate keeps these)."""
-    return f"{path}\t{error}"
-
-
-def parse_skipped(entries: list[str]) -> dict[str, str]:
-    """skipped_entry strings -> {path: reason}."""
-    return dict(entry.partition("\t")[::2] for entry in entries)
 
 
 def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS,

@@ -16,7 +16,9 @@ from ...io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ...optimize.prune import apply_layer_shapes
 from ...spec import require_path
 from ...zoo import get_entry
-from ..base import Predictor, Task
+from ...engine.meta import ModelMeta, image_input
+from ...vision.task import VisionTask
+from ..base import Predictor
 from .data import ClassificationData, build_transforms
 from .metrics import classification_metrics
 from .model import ClassifierNet, build_classifier
@@ -27,7 +29,7 @@ from .viz import draw_caption, save_confusion_png
 log = logging.getLogger("transferkit")
 
 
-class ClassificationTask(Task):
+class ClassificationTask(VisionTask):
     name = "classification"
     spec_class = ClassificationSpec
     monitor = "val/acc"
@@ -40,10 +42,11 @@ class ClassificationTask(Task):
         entry = get_entry(backbone)
         return tuple(entry.mean), tuple(entry.std)
 
-    def build_data(self, spec: ClassificationSpec, classes=None, mean=None, std=None) -> ClassificationData:
-        if mean is None:
+    def build_data(self, spec: ClassificationSpec, meta: ModelMeta | None = None) -> ClassificationData:
+        if meta is None:
             mean, std = self.normalisation(spec.model.backbone)
-        return ClassificationData(spec, mean, std, classes)
+            return ClassificationData(spec, mean, std)
+        return ClassificationData(spec, meta.image.mean, meta.image.std, list(meta.classes))
 
     def build_training_module(self, spec: ClassificationSpec, data: ClassificationData):
         m = spec.model
@@ -52,36 +55,35 @@ class ClassificationTask(Task):
                             "training needs it, e.g. data.train_dir=demo_data/digits/train")
         if isinstance(m.pretrained, str):
             require_path("model.pretrained", m.pretrained, "file")
-        mean, std = data.mean, data.std
-        meta = {
-            "task": self.name, "classes": data.classes, "backbone": m.backbone, "image_size": spec.data.image_size,
-            "mean": list(mean), "std": list(std), "dropout": m.dropout, "pruned_shapes": None,
-        }
+        size = spec.data.image_size
+        meta = ModelMeta(task=self.name, classes=tuple(data.classes), backbone=m.backbone,
+                         inputs=(image_input(size, size, data.mean, data.std),), arch={"dropout": m.dropout})
         if m.pruned:
-            net = self.load_pruned(m, meta, data.classes, ("backbone", "pruned_shapes", "dropout"))
+            net, meta = self.load_pruned(m, meta)
             report = None
         else:
             net, report = build_classifier(m.backbone, data.classes, m.pretrained, m.dropout, m.freeze_blocks, m.freeze_bn)
         return ClassificationModule(net, meta, spec.train), report
 
-    def build_net(self, meta: dict) -> nn.Module:
-        net, _ = build_classifier(meta["backbone"], meta["classes"], False, meta.get("dropout", 0.0))
-        if meta.get("pruned_shapes"):
-            apply_layer_shapes(net, meta["pruned_shapes"])
+    def build_net(self, meta: ModelMeta) -> nn.Module:
+        net, _ = build_classifier(meta.backbone, list(meta.classes), False, meta.arch.get("dropout", 0.0))
+        if meta.pruned_shapes:
+            apply_layer_shapes(net, meta.pruned_shapes)
         return net
 
     def prune_ignored_layers(self, net: ClassifierNet) -> list[nn.Module]:
         return [net.fc]
 
-    def spec_for_model(self, spec: ClassificationSpec, meta: dict) -> ClassificationSpec:
-        if spec.data.image_size == meta["image_size"]:
+    def spec_for_model(self, spec: ClassificationSpec, meta: ModelMeta) -> ClassificationSpec:
+        size = meta.image.height
+        if spec.data.image_size == size:
             return spec
-        log.info("using the model's input size %d (spec says %d)", meta["image_size"], spec.data.image_size)
-        return spec.model_copy(update={"data": spec.data.model_copy(update={"image_size": meta["image_size"]})})
+        log.info("using the model's input size %d (spec says %d)", size, spec.data.image_size)
+        return spec.model_copy(update={"data": spec.data.model_copy(update={"image_size": size})})
 
     # -- evaluate ------------------------------------------------------------------------------
     def evaluate(self, spec: ClassificationSpec, predictor: Predictor, data: ClassificationData, out_dir: Path) -> dict:
-        classes = predictor.meta["classes"]
+        classes = list(predictor.meta.classes)
         all_logits, all_labels, bad = [], [], {}
         for images, labels, skipped in data.val_dataloader():
             bad.update(parse_skipped(skipped))
@@ -106,8 +108,8 @@ class ClassificationTask(Task):
     def inference(self, spec: ClassificationSpec, predictor: Predictor, out_dir: Path) -> dict:
         meta = predictor.meta
         paths = collect_images(spec.inference.images)
-        transform = build_transforms(spec, meta["mean"], meta["std"], train=False)
-        classes = meta["classes"]
+        transform = build_transforms(spec, meta.image.mean, meta.image.std, train=False)
+        classes = list(meta.classes)
         k = min(spec.inference.top_k, len(classes))
         rows, bad = [], {}
         annotated = out_dir / "annotated"

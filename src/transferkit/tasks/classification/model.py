@@ -42,7 +42,7 @@ def build_classifier(backbone: str, classes: list[str], pretrained: bool | str, 
     if ckpt_path is not None:
         meta, state = read_checkpoint(ckpt_path, task="classification")
         source = strip_prefix(state, "net.")
-        rows = class_row_map(list(meta.get("classes", [])), classes)
+        rows = class_row_map(list(meta.classes), classes)
         report = transfer_weights(net, source, str(ckpt_path), {"fc.weight": rows, "fc.bias": rows})
     elif info is not None:
         # The backbone loaded its ImageNet weights itself; report the classifier against them.

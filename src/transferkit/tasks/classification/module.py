@@ -4,15 +4,17 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from ...engine.module import TaskModule, write_image
+from ...engine.meta import ModelMeta
+from ...engine.module import write_image
 from ...spec import TrainConfig
+from ...vision.task import VisionModule
 from .viz import labelled_grid_image
 
 
-class ClassificationModule(TaskModule):
-    def __init__(self, net, meta: dict, train: TrainConfig):
+class ClassificationModule(VisionModule):
+    def __init__(self, net, meta: ModelMeta, train: TrainConfig):
         super().__init__(net, meta, train)
-        n = len(meta["classes"])
+        n = len(meta.classes)
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.top_k = min(5, n)
         self.val_topk = MulticlassAccuracy(num_classes=n, top_k=self.top_k, average="micro")
@@ -48,8 +50,8 @@ class ClassificationModule(TaskModule):
         if writer is not None and not self._grid_logged and not self.trainer.sanity_checking:
             self._grid_logged = True
             pred = logits.argmax(1)
-            classes = self.meta["classes"]
+            classes = self.meta.classes
             texts = [f"{classes[p]}" + ("" if p == t else f" (true {classes[t]})") for p, t in zip(pred.tolist(), labels.tolist())]
-            grid = labelled_grid_image(images[:16], texts[:16], self.meta["mean"], self.meta["std"],
+            grid = labelled_grid_image(images[:16], texts[:16], self.meta.image.mean, self.meta.image.std,
                                        correct=(pred == labels)[:16].tolist())
             write_image(writer, "val/predictions", grid, self.current_epoch)

@@ -21,7 +21,6 @@ from ...vision.boxes import DetectionDataset, ImageBoxes
 from .data import DetectionData, DetectionImages, collate_detection, original_scale, read_detection_split
 from ...vision.draw import boxes_grid, draw_boxes, to_pil_images
 from ...engine.checkpoint import LoadReport, read_checkpoint, strip_prefix, transfer_weights
-from ...engine.module import TaskModule
 from ...vision.images import load_image, parse_skipped
 from ...errors import DataError, SpecError
 from ...io import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -29,7 +28,9 @@ from ...metrics import evaluate_detections, format_ap_table, save_pr_curves
 from ...optimize.prune import apply_layer_shapes
 from ...spec import SpecModel, require_path
 from ...zoo import get_entry
-from ..base import Predictor, Task
+from ...engine.meta import ModelMeta, image_input
+from ...vision.task import VisionModule, VisionTask
+from ..base import Predictor
 
 log = logging.getLogger("transferkit")
 
@@ -71,7 +72,7 @@ class InferenceConfig(SpecModel):
 
 # -- the task base ------------------------------------------------------------------------------
 
-class DetectionTask(Task):
+class DetectionTask(VisionTask):
     monitor = "val/mAP"
     monitor_mode = "max"
     headline = "mAP"
@@ -83,12 +84,12 @@ class DetectionTask(Task):
         """Predicted boxes for a batch, in the same (network-input) pixels as `targets`."""
         raise NotImplementedError
 
-    def network(self, meta: dict, pretrained, freeze_blocks=(), freeze_bn: bool = False) -> nn.Module:
+    def network(self, meta: ModelMeta, pretrained, freeze_blocks=(), freeze_bn: bool = False) -> nn.Module:
         """The detector `meta` describes; `pretrained` as for build_backbone (True, False or a weight file)."""
         raise NotImplementedError
 
-    def model_meta(self, spec) -> dict:
-        """Checkpoint metadata the task adds to task / classes / backbone / input size / normalisation."""
+    def arch(self, spec) -> dict:
+        """The task's architecture facts (ModelMeta.arch) that rebuild its network beside the backbone and classes."""
         return {}
 
     def check_input(self, spec) -> None:
@@ -103,22 +104,24 @@ class DetectionTask(Task):
         return None
 
     # -- shared ---------------------------------------------------------------------------------
-    def build_data(self, spec, classes=None, mean=None, std=None) -> DetectionData:
+    def build_data(self, spec, meta: ModelMeta | None = None) -> DetectionData:
         self.check_input(spec)
-        if mean is None:
+        if meta is None:
             mean, std = self.normalisation(spec)
-        return DetectionData(spec, mean, std, classes, augment=self.train_augment(spec))
+            return DetectionData(spec, mean, std, None, augment=self.train_augment(spec))
+        return DetectionData(spec, list(meta.image.mean), list(meta.image.std), list(meta.classes),
+                             augment=self.train_augment(spec))
 
     def build_training_module(self, spec, data: DetectionData):
         m = spec.model
         if not data.train_items:
             raise SpecError("data.train_images / data.train_labels are not set or hold no usable images")
-        meta = {"task": self.name, "classes": data.classes, "backbone": m.backbone,
-                "image_width": spec.data.image_width, "image_height": spec.data.image_height,
-                "mean": list(data.mean), "std": list(data.std), "pruned_shapes": None, **self.model_meta(spec)}
+        image = image_input(spec.data.image_height, spec.data.image_width, data.mean, data.std)
+        meta = ModelMeta(task=self.name, classes=tuple(data.classes), backbone=m.backbone, inputs=(image,),
+                         arch=self.arch(spec))
         report = None
         if m.pruned:
-            net = self.load_pruned(m, meta, data.classes)
+            net, meta = self.load_pruned(m, meta)
         else:
             pretrained = m.pretrained
             if isinstance(pretrained, str):
@@ -141,20 +144,17 @@ class DetectionTask(Task):
         report.reinitialised = {k: "new detection head" for k in net.state_dict() if not k.startswith("backbone.")}
         return report
 
-    def build_net(self, meta: dict) -> nn.Module:
+    def build_net(self, meta: ModelMeta) -> nn.Module:
         net = self.network(meta, False)
-        if meta.get("pruned_shapes"):
-            apply_layer_shapes(net, meta["pruned_shapes"])
+        if meta.pruned_shapes:
+            apply_layer_shapes(net, meta.pruned_shapes)
         return net
 
-    def input_hw(self, meta: dict) -> tuple[int, int]:
-        return meta["image_height"], meta["image_width"]
-
-    def spec_for_model(self, spec, meta: dict):
-        size = {"image_width": meta["image_width"], "image_height": meta["image_height"]}
+    def spec_for_model(self, spec, meta: ModelMeta):
+        size = {"image_width": meta.image.width, "image_height": meta.image.height}
         if all(getattr(spec.data, k) == v for k, v in size.items()):
             return spec
-        log.info("using the model's input size %dx%d", meta["image_width"], meta["image_height"])
+        log.info("using the model's input size %dx%d", meta.image.width, meta.image.height)
         return spec.model_copy(update={"data": spec.data.model_copy(update=size)})
 
     # -- evaluate ------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ class DetectionTask(Task):
                 preds.extend(self.predict(spec, predictor, images, targets))
         if not gts:
             raise DataError("no usable validation images to evaluate; check data.val_images / data.val_labels")
-        metrics = self.score(spec, gts, preds, predictor.meta["classes"], out_dir)
+        metrics = self.score(spec, gts, preds, list(predictor.meta.classes), out_dir)
         skipped = {**data.skipped, **bad}
         metrics["skipped_images"] = {"count": len(skipped), "files": skipped}
         metrics["data_problems"] = data.problems
@@ -218,11 +218,12 @@ class DetectionTask(Task):
         meta = predictor.meta
         items = [ImageBoxes(image=p, boxes=np.zeros((0, 4)), labels=np.zeros(0))
                  for p in collect_images(spec.inference.images)]
-        dataset = DetectionImages(items, meta["image_width"], meta["image_height"], meta["mean"], meta["std"], None,
+        image = meta.image
+        dataset = DetectionImages(items, image.width, image.height, list(image.mean), list(image.std), None,
                                   spec.data.max_image_pixels)
         loader = torch.utils.data.DataLoader(dataset, batch_size=spec.inference.batch_size,
                                              collate_fn=collate_detection)
-        classes = meta["classes"]
+        classes = list(meta.classes)
         results, bad, records = [], {}, []
         for images, targets, skipped in loader:
             for path, reason in parse_skipped(skipped).items():
@@ -259,7 +260,7 @@ class DetectionTask(Task):
 
 # -- the training module base ---------------------------------------------------------------------
 
-class DetectionModule(TaskModule):
+class DetectionModule(VisionModule):
     """Training and validation every detection task shares: losses logged per stage, val mAP and
     per-class AP after the task's post-processing, and a TensorBoard grid of predictions vs labels.
 
@@ -315,7 +316,7 @@ class DetectionModule(TaskModule):
     def on_validation_epoch_end(self) -> None:
         if not self._gt or self.trainer.sanity_checking:
             return
-        classes = self.meta["classes"]
+        classes = list(self.meta.classes)
         result = evaluate_detections(self._gt, self._pred, classes, self.evaluation.iou_thresholds, self.evaluation.mode)
         # In DDP each rank scores its shard; the logged value is their mean (rank 0's files hold the rest).
         self.log("val/mAP", float(result["mAP"] or 0.0), prog_bar=True, sync_dist=True)
@@ -325,7 +326,7 @@ class DetectionModule(TaskModule):
         writer = self.tensorboard
         if writer is not None and self._grid is not None:
             images, targets, preds = self._grid
-            pictures = to_pil_images(images, self.meta["mean"], self.meta["std"])
+            pictures = to_pil_images(images, self.meta.image.mean, self.meta.image.std)
             grid = boxes_grid(pictures, classes, predictions=preds, ground_truth=targets, cell_size=256)
             writer.add_image("val/predictions", grid, self.current_epoch)
 

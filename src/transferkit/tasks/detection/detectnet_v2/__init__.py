@@ -9,6 +9,7 @@ from torch import nn
 from ....vision.boxes import ImageBoxes
 from ....errors import SpecError
 from ....spec import require_path
+from ....engine.meta import ModelMeta
 from ...base import Predictor
 from ..base import DetectionTask
 from .model import DetectNetV2, build_detectnet_v2, check_input_size
@@ -33,17 +34,17 @@ class DetectNetV2Task(DetectionTask):
     def check_input(self, spec: DetectNetSpec) -> None:
         check_input_size(spec.data.image_width, spec.data.image_height)
 
-    def model_meta(self, spec: DetectNetSpec) -> dict:
+    def arch(self, spec: DetectNetSpec) -> dict:
         return {"bbox_scale": spec.model.bbox_scale, "bbox_offset": spec.model.bbox_offset}
 
-    def network(self, meta: dict, pretrained, freeze_blocks=(), freeze_bn: bool = False) -> DetectNetV2:
-        return build_detectnet_v2(meta["backbone"], len(meta["classes"]), pretrained, freeze_blocks, freeze_bn)
+    def network(self, meta: ModelMeta, pretrained, freeze_blocks=(), freeze_bn: bool = False) -> DetectNetV2:
+        return build_detectnet_v2(meta.backbone, len(meta.classes), pretrained, freeze_blocks, freeze_bn)
 
     def prune_ignored_layers(self, net: DetectNetV2) -> list[nn.Module]:
         return [m for name, m in net.named_modules() if not name.startswith("backbone.") and isinstance(m, nn.Conv2d)]
 
     def predict(self, spec: DetectNetSpec, predictor: Predictor, images, targets) -> list[ImageBoxes]:
-        _, _, cluster = configs(spec, predictor.meta["classes"])
+        _, _, cluster = configs(spec, list(predictor.meta.classes))
         return predict_boxes(predictor(images), targets, cluster, predictor.meta)
 
     # -- dataset_convert -----------------------------------------------------------------------

@@ -35,18 +35,18 @@ def configs(spec, classes: list[str]) -> tuple[list[TargetConfig], LossConfig, l
 def predict_boxes(outputs, targets: list[ImageBoxes], cluster: ClusterConfig, meta: dict) -> list[ImageBoxes]:
     """Raw outputs -> ImageBoxes predictions in the same (network-input) pixels as `targets`."""
     cov_logits, bbox = outputs[0], outputs[1]
-    detections = detections_from_outputs(cov_logits, bbox, STRIDE, cluster, meta["bbox_scale"], meta["bbox_offset"])
+    detections = detections_from_outputs(cov_logits, bbox, STRIDE, cluster, meta.arch["bbox_scale"], meta.arch["bbox_offset"])
     return [d.as_image_boxes(t.image, t.width, t.height) for d, t in zip(detections, targets)]
 
 
 class DetectNetModule(DetectionModule):
     def __init__(self, net, meta: dict, train: TrainConfig, spec):
         super().__init__(net, meta, train, spec.evaluation)
-        self.target_cfg, self.loss_cfg, self.cluster_cfg = configs(spec, meta["classes"])
+        self.target_cfg, self.loss_cfg, self.cluster_cfg = configs(spec, list(meta.classes))
 
     def _targets(self, targets: list[ImageBoxes], out_h: int, out_w: int) -> dict[str, torch.Tensor]:
-        maps = [rasterise(t.boxes, t.labels, len(self.meta["classes"]), out_h, out_w, STRIDE, self.target_cfg,
-                          ignore=t.ignore, bbox_scale=self.meta["bbox_scale"], bbox_offset=self.meta["bbox_offset"])
+        maps = [rasterise(t.boxes, t.labels, len(self.meta.classes), out_h, out_w, STRIDE, self.target_cfg,
+                          ignore=t.ignore, bbox_scale=self.meta.arch["bbox_scale"], bbox_offset=self.meta.arch["bbox_offset"])
                 for t in targets]
         return {k: torch.stack([m[k] for m in maps]).to(self.device) for k in maps[0]}
 

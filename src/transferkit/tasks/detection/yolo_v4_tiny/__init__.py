@@ -13,6 +13,7 @@ from ....vision.boxes import ImageBoxes
 from ..data import read_detection_split
 from ....errors import SpecError
 from ....io import atomic_write_text
+from ....engine.meta import ModelMeta
 from ...base import ExportGraph, Predictor
 from ..base import DetectionTask
 from .anchors import kmeans_anchors
@@ -47,7 +48,7 @@ class YoloV4TinyTask(DetectionTask):
     def train_augment(self, spec: YoloSpec) -> YoloAugmentConfig:
         return YoloAugmentConfig(**spec.data.augmentation.model_dump())
 
-    def model_meta(self, spec: YoloSpec) -> dict:
+    def arch(self, spec: YoloSpec) -> dict:
         m = spec.model
         if m.backbone == CSPDARKNET and m.pretrained is True and not m.pruned:
             log.info("cspdarknet_tiny has no ImageNet weights in the zoo: training from scratch (give "
@@ -55,10 +56,10 @@ class YoloV4TinyTask(DetectionTask):
         return {"activation": m.activation, "big_anchor_shape": m.big_anchor_shape,
                 "mid_anchor_shape": m.mid_anchor_shape, "grid_xy_extend": m.grid_xy_extend}
 
-    def network(self, meta: dict, pretrained, freeze_blocks=(), freeze_bn: bool = False) -> YoloV4Tiny:
-        if meta["backbone"] == CSPDARKNET and pretrained is True:
+    def network(self, meta: ModelMeta, pretrained, freeze_blocks=(), freeze_bn: bool = False) -> YoloV4Tiny:
+        if meta.backbone == CSPDARKNET and pretrained is True:
             pretrained = False
-        return build_yolo_v4_tiny(meta["backbone"], len(meta["classes"]), pretrained, meta["activation"],
+        return build_yolo_v4_tiny(meta.backbone, len(meta.classes), pretrained, meta.arch["activation"],
                                   freeze_blocks, freeze_bn)
 
     def prune_ignored_layers(self, net: YoloV4Tiny) -> list[nn.Module]:
@@ -66,7 +67,7 @@ class YoloV4TinyTask(DetectionTask):
 
     # -- predictions ---------------------------------------------------------------------------
     def predict(self, spec: YoloSpec, predictor: Predictor, images, targets) -> list[ImageBoxes]:
-        baked = predictor.meta.get("nms")
+        baked = predictor.meta.export.get("nms")
         if predictor.kind == "onnx" and baked and baked != spec.nms.model_dump() and not getattr(predictor, "_warned", 0):
             predictor._warned = 1
             log.warning("%s has NMS settings %s built in; the spec's nms section %s does not apply to it "
@@ -75,14 +76,14 @@ class YoloV4TinyTask(DetectionTask):
         return as_image_boxes(detections_from_outputs(outputs, predictor.meta, spec.nms, len(targets)), targets)
 
     # -- export --------------------------------------------------------------------------------
-    def export_graph(self, net: nn.Module, meta: dict, spec: YoloSpec) -> ExportGraph:
+    def export_graph(self, net: nn.Module, meta: ModelMeta, spec: YoloSpec) -> ExportGraph:
         return export_graph(net, meta, spec)
 
     def check_export(self, spec: YoloSpec, net: nn.Module, graph: ExportGraph, onnx_path: Path,
-                     probe: torch.Tensor) -> dict:
+                     probe: tuple[torch.Tensor, ...]) -> dict:
         if graph.module is net:
             return super().check_export(spec, net, graph, onnx_path, probe)
-        return check_detections(spec, net, onnx_path, probe, graph.module.meta, spec.export.parity_tolerance)
+        return check_detections(spec, net, onnx_path, probe[0], graph.module.meta, spec.export.parity_tolerance)
 
     # -- kmeans --------------------------------------------------------------------------------
     def kmeans(self, spec: YoloSpec, results: Path | None, model=None) -> dict:

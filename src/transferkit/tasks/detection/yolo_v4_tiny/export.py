@@ -11,6 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
+from ....engine.meta import ModelMeta
 from ....errors import ModelError
 from ...base import ExportGraph
 from .decode import decode_outputs
@@ -45,12 +46,12 @@ class _NonMaxSuppression(torch.autograd.Function):
 
 
 class YoloWithNms(nn.Module):
-    def __init__(self, net: nn.Module, meta: dict, nms):
+    def __init__(self, net: nn.Module, meta: ModelMeta, nms):
         super().__init__()
         self.net = net
         self.meta = meta
         self.register_buffer("anchors", anchors_of(meta), persistent=False)
-        self.grid_xy_extend = float(meta["grid_xy_extend"])
+        self.grid_xy_extend = float(meta.arch["grid_xy_extend"])
         self.top_k, self.iou, self.conf = int(nms.top_k), float(nms.iou_threshold), float(nms.confidence_threshold)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -65,7 +66,7 @@ class YoloWithNms(nn.Module):
                           c.unsqueeze(1).to(boxes.dtype)], dim=1)
 
 
-def export_graph(net: nn.Module, meta: dict, spec) -> ExportGraph:
+def export_graph(net: nn.Module, meta: ModelMeta, spec) -> ExportGraph:
     if not spec.export.include_nms:
         return ExportGraph(net, ("big", "mid"), {"onnx_graph": "raw_heads"})
     nms = spec.nms.model_dump()
@@ -75,7 +76,7 @@ def export_graph(net: nn.Module, meta: dict, spec) -> ExportGraph:
                        output_axes={"detections": {0: "num_detections"}}, int8_op_types=("Conv",))
 
 
-def check_detections(spec, net: nn.Module, onnx_path, probe: torch.Tensor, meta: dict, atol: float) -> dict:
+def check_detections(spec, net: nn.Module, onnx_path, probe: torch.Tensor, meta: ModelMeta, atol: float) -> dict:
     """The NMS graph in ONNX Runtime against the PyTorch pipeline (network, decode, nms_per_class) on images:
     the same number of boxes per image and class, each paired with its closest counterpart (near-equal
     scores may swap places); scores, and corners as a fraction of the input size, within `atol`."""

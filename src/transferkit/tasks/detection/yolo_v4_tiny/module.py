@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ....vision.boxes import ImageBoxes
+from ....engine.meta import ModelMeta
 from ....spec import TrainConfig
 from ..base import DetectionModule
 from .decode import decode_outputs, nms_per_class
@@ -16,23 +17,23 @@ from .model import STRIDES
 DETECTION_COLUMNS = 7  # rows of the NMS export: batch index, x1, y1, x2, y2, score, class
 
 
-def anchors_of(meta: dict) -> torch.Tensor:
+def anchors_of(meta: ModelMeta) -> torch.Tensor:
     """[levels, anchors, 2] in the order of the network's outputs (stride 32 big, stride 16 mid)."""
-    return torch.tensor([meta["big_anchor_shape"], meta["mid_anchor_shape"]], dtype=torch.float32)
+    return torch.tensor([meta.arch["big_anchor_shape"], meta.arch["mid_anchor_shape"]], dtype=torch.float32)
 
 
-def loss_config(spec, meta: dict) -> LossConfig:
+def loss_config(spec, meta: ModelMeta) -> LossConfig:
     given = {k: v for k, v in spec.loss.model_dump().items() if v is not None}
     known = {f.name for f in fields(LossConfig)}
-    return LossConfig(**{k: v for k, v in given.items() if k in known}, grid_xy_extend=meta["grid_xy_extend"])
+    return LossConfig(**{k: v for k, v in given.items() if k in known}, grid_xy_extend=meta.arch["grid_xy_extend"])
 
 
-def detections_from_outputs(outputs, meta: dict, nms, batch: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def detections_from_outputs(outputs, meta: ModelMeta, nms, batch: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Per image (boxes, scores, labels), from raw heads (decoded + NMS here) or from the NMS export's rows."""
     if len(outputs) == 1 and outputs[0].ndim == 2 and outputs[0].shape[-1] == DETECTION_COLUMNS:
         return rows_to_detections(outputs[0], batch, nms.top_k)
     boxes, objectness, class_probs = decode_outputs(outputs, anchors_of(meta).to(outputs[0].device), STRIDES,
-                                                    meta["grid_xy_extend"])
+                                                    meta.arch["grid_xy_extend"])
     scores = objectness.unsqueeze(-1) * class_probs
     return nms_per_class(boxes, scores, nms.confidence_threshold, nms.iou_threshold, nms.top_k)
 
@@ -60,7 +61,7 @@ def ground_truth(targets: list[ImageBoxes], device) -> list[tuple[torch.Tensor, 
 
 
 class YoloModule(DetectionModule):
-    def __init__(self, net, meta: dict, train: TrainConfig, spec):
+    def __init__(self, net, meta: ModelMeta, train: TrainConfig, spec):
         super().__init__(net, meta, train, spec.evaluation)
         self.loss_cfg = loss_config(spec, meta)
         self.nms = spec.nms
@@ -68,7 +69,7 @@ class YoloModule(DetectionModule):
 
     def compute_losses(self, outputs, targets: list[ImageBoxes]) -> dict[str, torch.Tensor]:
         losses = yolo_loss(outputs, ground_truth(targets, self.device), self.anchors, STRIDES,
-                           len(self.meta["classes"]), self.loss_cfg)
+                           len(self.meta.classes), self.loss_cfg)
         return {k: losses[k] for k in ("total", "box", "obj", "cls")}
 
     def predict_outputs(self, outputs, targets: list[ImageBoxes]) -> list[ImageBoxes]:

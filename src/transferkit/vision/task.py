@@ -1,0 +1,39 @@
+"""What every image task adds to the core Task and TaskModule: channels_last layouts and image metadata."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..engine.meta import ModelMeta
+from ..engine.module import TaskModule
+from ..spec import TrainConfig
+from ..tasks.base import Task
+
+
+class VisionTask(Task):
+    """A task whose model takes one normalised image batch [N, 3, H, W]."""
+
+    item_kind = "images"
+
+    def eager_runner(self, net: nn.Module, device: str) -> Callable[..., Any]:
+        # NHWC is much faster for convolutions on the CPU; batches arrive NCHW from the loaders.
+        net.to(memory_format=torch.channels_last)
+        return lambda images: net(images.to(device).contiguous(memory_format=torch.channels_last))
+
+    def onnx_metadata(self, meta: ModelMeta) -> dict[str, Any]:
+        image = meta.image
+        return {"mean": list(image.mean), "std": list(image.std), "input_size": [image.channels, image.height, image.width]}
+
+
+class VisionModule(TaskModule):
+    """A TaskModule whose network trains on image batches, channels_last when `train.channels_last`."""
+
+    def __init__(self, net: nn.Module, meta: ModelMeta, train: TrainConfig):
+        super().__init__(net, meta, train)
+        if train.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.train_cfg.channels_last else images
