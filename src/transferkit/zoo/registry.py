@@ -75,6 +75,17 @@ def get_entry(name: str) -> ModelEntry:
     )
 
 
+def get_image_entry(name: str) -> ModelEntry:
+    """get_entry for callers that need an image model (a backbone, its normalisation): others are refused."""
+    entry = get_entry(name)
+    if entry.modality != "image":
+        raise ModelError(
+            f"{name!r} is a {entry.modality} model (family {entry.family!r}), not an image backbone; "
+            f"pick an image model from `tkit model list`"
+        )
+    return entry
+
+
 def timm_entry(model_name: str) -> ModelEntry:
     """An entry made on the fly from timm's pretrained_cfg for any timm model name (optionally `arch.tag`)."""
     import timm

@@ -15,7 +15,7 @@ from ...errors import DataError, SpecError
 from ...io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ...optimize.prune import apply_layer_shapes
 from ...spec import require_path
-from ...zoo import get_entry
+from ...zoo import get_image_entry
 from ..base import Predictor, Task
 from .data import ClassificationData, build_transforms
 from .metrics import classification_metrics
@@ -37,7 +37,7 @@ class ClassificationTask(Task):
     description = "image classification (ImageFolder or CSV)"
 
     def normalisation(self, backbone: str) -> tuple[tuple, tuple]:
-        entry = get_entry(backbone)
+        entry = get_image_entry(backbone)
         return tuple(entry.mean), tuple(entry.std)
 
     def build_data(self, spec: ClassificationSpec, classes=None, mean=None, std=None) -> ClassificationData:

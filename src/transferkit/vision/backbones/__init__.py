@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ...errors import ModelError
 from ...zoo.families import get_family
-from ...zoo.registry import get_entry
+from ...zoo.registry import get_image_entry
 from ...zoo.sources import find_weights
 from . import classic, onnx_backbone, timm_backbone  # noqa: F401  (each registers its families)
 from .base import Backbone, PretrainedInfo
@@ -28,12 +28,7 @@ def build_backbone(name: str, pretrained: bool | str | os.PathLike = True, out_s
     fit); False keeps random initialisation.
     out_stride: drop the stages deeper than this stride (no dilation), e.g. 16 for DetectNet_v2.
     """
-    entry = get_entry(name)
-    if entry.modality != "image":
-        raise ModelError(
-            f"{name!r} is a {entry.modality} model (family {entry.family!r}), not an image backbone; "
-            f"pick an image model from `tkit model list`"
-        )
+    entry = get_image_entry(name)
     build = get_family(entry.family, model=name)
     weights: Path | None = None
     source: str | None = None
