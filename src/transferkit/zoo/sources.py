@@ -6,6 +6,9 @@
 3. package   a pip package that ships the file, read in place (never imported: such packages are old)
 4. network   the published URL into our cache, or for timm the Hugging Face hub; skipped when
              TRANSFERKIT_OFFLINE or HF_HUB_OFFLINE is set (timm still reads the local HF cache then)
+
+Models of the "huggingface" family are whole folders: zoo.huggingface finds them, and the functions
+here hand such entries over to it.
 """
 from __future__ import annotations
 
@@ -212,6 +215,11 @@ def find_weights(name: str | ModelEntry) -> ResolvedWeights:
     """Like resolve_weights, and also says which source supplied the file."""
     entry = get_entry(name) if isinstance(name, str) else name
     attempts: list[SourceAttempt] = []
+    if entry.family == "huggingface":  # the entry's weight file inside its verified folder
+        from .huggingface import find_model_folder
+
+        folder = find_model_folder(entry)
+        return ResolvedWeights(folder.path / entry.filename, folder.source, folder.sha256)
     if entry.family == "onnx":
         path = onnx_models_dir() / entry.name / entry.filename
         if not path.is_file():
@@ -237,6 +245,10 @@ def weights_status(name: str | ModelEntry) -> str | None:
     Never downloads. A file with a wrong checksum is reported as such rather than hidden.
     """
     entry = get_entry(name) if isinstance(name, str) else name
+    if entry.family == "huggingface":
+        from .huggingface import folder_status
+
+        return folder_status(entry)
     if entry.family == "onnx":
         path = onnx_models_dir() / entry.name / entry.filename
         return f"imported ONNX: {path}" if path.is_file() else None
@@ -256,8 +268,15 @@ def weights_status(name: str | ModelEntry) -> str | None:
 
 
 def import_weights(name: str, file: str | os.PathLike) -> Path:
-    """Copy a weight file the user downloaded into the cache after checking its SHA-256."""
+    """Copy a weight file the user downloaded into the cache after checking its SHA-256.
+
+    For a Hugging Face model the file is the model's folder, which is checked and recorded, not copied.
+    """
     entry = get_entry(name)
+    if entry.family == "huggingface":
+        from .huggingface import import_folder
+
+        return import_folder(name, file)
     if entry.family == "onnx":
         raise ModelError(f"{name!r} is an imported ONNX model; import a new .onnx file with import_onnx instead")
     source = Path(file).expanduser()

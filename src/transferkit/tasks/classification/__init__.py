@@ -15,7 +15,7 @@ from ...errors import DataError, SpecError
 from ...io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ...optimize.prune import apply_layer_shapes
 from ...spec import require_path
-from ...zoo import get_entry
+from ...zoo import get_image_entry
 from ...engine.meta import ModelMeta, image_input
 from ...vision.task import VisionTask
 from ..base import Predictor
@@ -39,7 +39,7 @@ class ClassificationTask(VisionTask):
     description = "image classification (ImageFolder or CSV)"
 
     def normalisation(self, backbone: str) -> tuple[tuple, tuple]:
-        entry = get_entry(backbone)
+        entry = get_image_entry(backbone)
         return tuple(entry.mean), tuple(entry.std)
 
     def build_data(self, spec: ClassificationSpec, meta: ModelMeta | None = None) -> ClassificationData:

@@ -27,7 +27,7 @@ from ...io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ...metrics import evaluate_detections, format_ap_table, save_pr_curves
 from ...optimize.prune import apply_layer_shapes
 from ...spec import SpecModel, require_path
-from ...zoo import get_entry
+from ...zoo import get_image_entry
 from ...engine.meta import ModelMeta, image_input
 from ...vision.task import VisionModule, VisionTask
 from ..base import Predictor
@@ -96,7 +96,7 @@ class DetectionTask(VisionTask):
         """Raise SpecError when the input size does not suit the network."""
 
     def normalisation(self, spec) -> tuple[list[float], list[float]]:
-        entry = get_entry(spec.model.backbone)
+        entry = get_image_entry(spec.model.backbone)
         return list(entry.mean), list(entry.std)
 
     def train_augment(self, spec):

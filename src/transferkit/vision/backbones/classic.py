@@ -11,6 +11,7 @@ from pathlib import Path
 from torch import nn
 
 from ...zoo.entry import ModelEntry
+from ...zoo.families import register_family
 from .base import Backbone, PretrainedInfo, limit_stride, split_by_stride
 from .efficientnet_lite import EfficientNetLite
 from .weights import classifier_tensors, last_linear, load_backbone_state, read_state_dict
@@ -32,6 +33,8 @@ def _efficientnet_lite_network(entry: ModelEntry) -> tuple[nn.Module, list[nn.Mo
     return net, net.feature_layers(), "_fc."
 
 
+@register_family("torchvision")
+@register_family("efficientnet_lite")
 def build_classic_backbone(
     entry: ModelEntry, weights: Path | None, source: str | None, out_stride: int | None
 ) -> Backbone:

@@ -5,7 +5,9 @@ from pathlib import Path
 
 from ...errors import ModelError
 from ...zoo.entry import ModelEntry
+from ...zoo.families import register_family
 from ...zoo.onnx_import import convert_onnx
+from ...zoo.sources import find_weights
 from .base import Backbone, PretrainedInfo
 
 
@@ -39,3 +41,16 @@ def build_onnx_backbone(entry: ModelEntry, weights: Path, source: str, out_strid
         categories=None,
     )
     return backbone
+
+
+@register_family("onnx")
+def build_imported_onnx_backbone(
+    entry: ModelEntry, weights: Path | None, source: str | None, out_stride: int | None
+) -> Backbone:
+    """The family builder: the imported graph with its own weights, or re-initialised (weights None)."""
+    if source == "file":
+        raise ModelError(f"{entry.name!r} is an imported ONNX model and carries its own weights: use pretrained=True")
+    if weights is None:  # random init still needs the graph
+        found = find_weights(entry)
+        return build_onnx_backbone(entry, found.path, found.source, out_stride, random_init=True)
+    return build_onnx_backbone(entry, weights, source or "onnx import", out_stride, random_init=False)

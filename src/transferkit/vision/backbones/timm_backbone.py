@@ -9,6 +9,7 @@ from torch import nn
 
 from ...errors import ModelError
 from ...zoo.entry import ModelEntry
+from ...zoo.families import register_family
 from ...zoo.registry import TIMM_PREFIX
 from .base import Backbone, PretrainedInfo, limit_stride
 from .weights import read_state_dict
@@ -93,6 +94,7 @@ def _classifier_from_file(state: dict[str, torch.Tensor], classifier: str | tupl
     return {"weight": weight.clone(), "bias": state.get(f"{names[0]}.bias", torch.zeros(weight.shape[0])).clone()}
 
 
+@register_family("timm")
 def build_timm_backbone(entry: ModelEntry, weights: Path | None, source: str | None, out_stride: int | None) -> Backbone:
     model_name = entry.name[len(TIMM_PREFIX):]
     kwargs: dict = {"pretrained": False}
