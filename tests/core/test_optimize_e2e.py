@@ -13,7 +13,7 @@ from transferkit.data.demo import build_demo
 from transferkit.optimize import OnnxModel
 
 FAST = ["data.image_size=32", "train.batch_size=8", "train.num_workers=0", "train.epochs=1",
-        "train.histograms=false", "evaluate.batch_size=16"]
+        "train.histograms=false", "evaluation.batch_size=16"]
 
 
 def tkit(*args) -> int:

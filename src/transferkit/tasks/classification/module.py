@@ -5,12 +5,12 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from ...engine.module import TaskModule, write_image
-from ...spec import TrainConfig
+from .spec import ClassificationTrainConfig
 from .viz import labelled_grid_image
 
 
 class ClassificationModule(TaskModule):
-    def __init__(self, net, meta: dict, train: TrainConfig):
+    def __init__(self, net, meta: dict, train: ClassificationTrainConfig):
         super().__init__(net, meta, train)
         n = len(meta["classes"])
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")

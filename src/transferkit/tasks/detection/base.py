@@ -98,16 +98,12 @@ class DetectionTask(Task):
         entry = get_entry(spec.model.backbone)
         return list(entry.mean), list(entry.std)
 
-    def train_augment(self, spec):
-        """The training augmentation config for DetectionData (None: built from spec.data.augmentation)."""
-        return None
-
     # -- shared ---------------------------------------------------------------------------------
     def build_data(self, spec, classes=None, mean=None, std=None) -> DetectionData:
         self.check_input(spec)
         if mean is None:
             mean, std = self.normalisation(spec)
-        return DetectionData(spec, mean, std, classes, augment=self.train_augment(spec))
+        return DetectionData(spec, mean, std, classes)
 
     def build_training_module(self, spec, data: DetectionData):
         m = spec.model

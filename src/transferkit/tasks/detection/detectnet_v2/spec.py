@@ -2,23 +2,26 @@
 shared with every detection task (tasks/detection/base.py)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, NonNegativeFloat, ValidationError, field_validator
 
 from ....spec import BackboneModelConfig, ExportConfig, PruneConfig, SpecModel, TrainConfig
+from ....vision.box_augment import DetectionAugmentationConfig
 from ..base import DetectionDataConfig, EvaluationConfig, InferenceConfig
 
 
-class DetectionAugmentationConfig(SpecModel):
-    horizontal_flip: float = Field(0.5, ge=0, le=1, description="probability of a left-right flip")
-    vertical_flip: float = Field(0.0, ge=0, le=1, description="probability of an up-down flip")
-    zoom: tuple[float, float] = Field((0.8, 1.25), description="random zoom range (>1 zooms in)")
-    translate: float = Field(0.1, ge=0, le=0.5, description="max random shift, fraction of the image size")
-    brightness: float = Field(0.2, ge=0, description="brightness jitter")
-    contrast: float = Field(0.2, ge=0, description="contrast jitter")
-    saturation: float = Field(0.2, ge=0, description="saturation jitter")
-    hue: float = Field(0.02, ge=0, le=0.5, description="hue jitter")
+def check_per_class(section: type[SpecModel], per_class: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each class's overrides must be valid keys and values of the section itself (same bounds)."""
+    for name, overrides in per_class.items():
+        try:
+            section.model_validate(overrides)
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = ".".join(str(p) for p in err["loc"])
+            what = "not a key of this section" if err["type"] == "extra_forbidden" else err["msg"].lower()
+            raise ValueError(f"{name}.{key}: {what}, got {err['input']!r}") from None
+    return per_class
 
 
 class DetectNetDataConfig(DetectionDataConfig):
@@ -32,6 +35,9 @@ class DetectNetModelConfig(BackboneModelConfig):
 
 
 class TargetsConfig(SpecModel):
+    """How one class's boxes are drawn onto the output grid (targets.rasterise); `per_class` overrides
+    are resolved into one such config per class by module.configs."""
+
     cov_center_x: float = Field(0.5, ge=0, le=1, description="coverage ellipse centre, fraction of box width")
     cov_center_y: float = Field(0.5, ge=0, le=1, description="coverage ellipse centre, fraction of box height")
     cov_radius_x: float = Field(1.0, gt=0, description="coverage ellipse radius, fraction of the box half-width")
@@ -41,17 +47,28 @@ class TargetsConfig(SpecModel):
     per_class: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="per-class overrides, e.g. {car: {cov_radius_x: 0.8}}")
 
+    @field_validator("per_class")
+    @classmethod
+    def _per_class(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        return check_per_class(cls, value)
+
 
 class LossConfig(SpecModel):
     coverage_foreground_weight: float = Field(
         0.9, gt=0, lt=1, description="weight of object cells in the coverage loss (background gets 1 - this)")
     bbox_loss: Literal["l1", "giou", "l1+giou"] = Field("l1", description="box regression loss")
     coverage_weight: float = Field(1.0, ge=0, description="weight of the coverage loss")
-    bbox_weight: float = Field(10.0, ge=0, description="weight of the box loss")
-    class_weights: list[float] | None = Field(None, description="per-class loss weights (class order)")
+    # objective_set units are small (pixels / bbox_scale), hence the large L1 weight.
+    bbox_weight: float = Field(10.0, ge=0, description="weight of the L1 box term (bbox_loss l1, l1+giou)")
+    giou_weight: float = Field(1.0, ge=0, description="weight of the 1 - GIoU box term (bbox_loss giou, l1+giou)")
+    class_weights: list[NonNegativeFloat] | None = Field(
+        None, description="per-class weights of both terms, one per class in class order")
 
 
 class PostprocessConfig(SpecModel):
+    """Box clustering for one class (postprocess.cluster_boxes); `per_class` overrides are resolved into
+    one such config per class by module.configs."""
+
     clustering_algorithm: Literal["dbscan", "nms", "hybrid"] = Field("dbscan", description="dbscan | nms | hybrid")
     coverage_threshold: float = Field(0.005, ge=0, le=1, description="cells below this coverage are not candidates")
     dbscan_eps: float = Field(0.3, gt=0, lt=1, description="DBSCAN eps on 1 - IoU")
@@ -62,6 +79,11 @@ class PostprocessConfig(SpecModel):
     max_detections: int = Field(100, gt=0, description="keep at most this many boxes per image")
     per_class: dict[str, dict[str, float | str]] = Field(
         default_factory=dict, description="per-class overrides, e.g. {car: {coverage_threshold: 0.01}}")
+
+    @field_validator("per_class")
+    @classmethod
+    def _per_class(cls, value: dict[str, dict[str, float | str]]) -> dict[str, dict[str, float | str]]:
+        return check_per_class(cls, value)
 
 
 class DatasetConvertConfig(SpecModel):
