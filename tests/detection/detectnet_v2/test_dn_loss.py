@@ -8,14 +8,14 @@ import torch
 from transferkit.tasks.detection.detectnet_v2.loss import detectnet_loss, giou_loss
 from transferkit.errors import SpecError
 from transferkit.spec import load_spec
-from transferkit.tasks.detection.detectnet_v2.spec import DetectNetSpec, LossConfig, TargetsConfig
+from transferkit.tasks.detection.detectnet_v2.spec import DetectNetSpec, LossConfig, TargetSettings
 from transferkit.tasks.detection.detectnet_v2.targets import rasterise
 
 STRIDE = 16
 
 
 def batch_targets() -> dict[str, torch.Tensor]:
-    cfg = TargetsConfig(cov_radius_x=0.5, cov_radius_y=0.5, deadzone_radius=1.0)
+    cfg = TargetSettings(cov_radius_x=0.5, cov_radius_y=0.5, deadzone_radius=1.0)
     one = rasterise(np.array([[16, 16, 80, 80], [4, 6, 34, 40]]), np.array([0, 1]), 2, 6, 6, STRIDE, cfg,
                     ignore=np.array([[64, 64, 96, 96]]))
     return {k: v[None] for k, v in one.items()}

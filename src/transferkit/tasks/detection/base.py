@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ...vision.boxes import DetectionDataset, ImageBoxes
 from .data import DetectionData, DetectionImages, collate_detection, original_scale, read_detection_split
@@ -60,6 +60,14 @@ class EvaluationConfig(SpecModel):
         0.5, description="IoU for a match: one value, or per class {car: 0.7, default: 0.5}")
     predictions: str | None = Field(None, description="score KITTI prediction files in this folder instead of a model")
     batch_size: int = Field(16, gt=0, description="images per batch")
+
+    @field_validator("iou_thresholds")
+    @classmethod
+    def _iou_in_range(cls, value: float | dict[str, float]) -> float | dict[str, float]:
+        for name, t in (value.items() if isinstance(value, dict) else [("", value)]):
+            if not 0 < t <= 1:
+                raise ValueError(f"{name + ': ' if name else ''}{t} is not an IoU in (0, 1]")
+        return value
 
 
 class InferenceConfig(SpecModel):

@@ -13,7 +13,7 @@ Reported score: nms keeps the coverage (0..1). dbscan and hybrid report 1 - exp(
 is monotone in the summed coverage and lies in 0..1 (one fully covered cell: 0.63, three: 0.95),
 so AP ranking equals ranking by TAO's confidence while thresholds stay in a probability-like range.
 
-The settings are the spec's `postprocess` section (`PostprocessConfig`), one per class once
+The settings are the spec's `postprocess` section (`ClusterSettings`), one per class once
 module.configs applies its `per_class` overrides.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from scipy.sparse.csgraph import connected_components
 from torchvision.ops import nms
 
 from ....vision.boxes import ImageBoxes
-from .spec import PostprocessConfig
+from .spec import ClusterSettings
 from .targets import cell_anchors, per_class
 
 @dataclass
@@ -62,7 +62,7 @@ def decode(
     cov_prob: torch.Tensor | np.ndarray,
     bbox: torch.Tensor | np.ndarray,
     stride: int,
-    cfg: PostprocessConfig | Sequence[PostprocessConfig] = PostprocessConfig(),
+    cfg: ClusterSettings | Sequence[ClusterSettings] = ClusterSettings(),
     bbox_scale: float = 35.0,
     bbox_offset: float = 0.5,
 ) -> Candidates:
@@ -121,7 +121,7 @@ def weighted_dbscan(distance: np.ndarray, weights: np.ndarray, eps: float, min_s
     return labels
 
 
-def _dbscan_clusters(boxes: np.ndarray, coverage: np.ndarray, cfg: PostprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+def _dbscan_clusters(boxes: np.ndarray, coverage: np.ndarray, cfg: ClusterSettings) -> tuple[np.ndarray, np.ndarray]:
     """(cluster boxes [K, 4], summed coverage [K]) of one class's candidates."""
     ids = weighted_dbscan(1.0 - iou_matrix(boxes, boxes), coverage, cfg.dbscan_eps, cfg.dbscan_min_samples)
     clusters = [ids == k for k in np.unique(ids[ids >= 0])]
@@ -140,7 +140,7 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndar
     return nms(torch.from_numpy(boxes).float(), torch.from_numpy(scores).float(), iou_threshold).numpy()
 
 
-def cluster_boxes(candidates: Candidates, cfg: PostprocessConfig | Sequence[PostprocessConfig] = PostprocessConfig(),
+def cluster_boxes(candidates: Candidates, cfg: ClusterSettings | Sequence[ClusterSettings] = ClusterSettings(),
                   num_classes: int | None = None) -> Detections:
     """Merge one image's candidates into final detections, per class, best first.
 
@@ -185,7 +185,7 @@ def detections_from_outputs(
     cov_logits: torch.Tensor,
     bbox: torch.Tensor,
     stride: int,
-    cfg: PostprocessConfig | Sequence[PostprocessConfig] = PostprocessConfig(),
+    cfg: ClusterSettings | Sequence[ClusterSettings] = ClusterSettings(),
     bbox_scale: float = 35.0,
     bbox_offset: float = 0.5,
 ) -> list[Detections]:

@@ -2,26 +2,31 @@
 shared with every detection task (tasks/detection/base.py)."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Literal, Optional
 
-from pydantic import Field, NonNegativeFloat, ValidationError, field_validator
+from pydantic import Field, NonNegativeFloat, create_model, model_serializer
 
 from ....spec import BackboneModelConfig, ExportConfig, PruneConfig, SpecModel, TrainConfig
 from ....vision.box_augment import DetectionAugmentationConfig
 from ..base import DetectionDataConfig, EvaluationConfig, InferenceConfig
 
 
-def check_per_class(section: type[SpecModel], per_class: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Each class's overrides must be valid keys and values of the section itself (same bounds)."""
-    for name, overrides in per_class.items():
-        try:
-            section.model_validate(overrides)
-        except ValidationError as e:
-            err = e.errors()[0]
-            key = ".".join(str(p) for p in err["loc"])
-            what = "not a key of this section" if err["type"] == "extra_forbidden" else err["msg"].lower()
-            raise ValueError(f"{name}.{key}: {what}, got {err['input']!r}") from None
-    return per_class
+class _Overrides(SpecModel):
+    """One class's `per_class` entry: only the keys given (None = not overridden, left out when written)."""
+
+    @model_serializer(mode="wrap")
+    def _given_only(self, handler):
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+def overrides_of(section: type[SpecModel]) -> type[SpecModel]:
+    """The section's fields, each optional, with the same bounds: the model of one class's `per_class`
+    overrides, so they are checked with the rest of the spec when it loads."""
+    fields = {}
+    for name, info in section.model_fields.items():
+        typ = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        fields[name] = (Optional[typ], None)
+    return create_model(f"{section.__name__}Overrides", __base__=_Overrides, **fields)
 
 
 class DetectNetDataConfig(DetectionDataConfig):
@@ -34,9 +39,8 @@ class DetectNetModelConfig(BackboneModelConfig):
     bbox_offset: float = Field(0.5, ge=0, le=1, description="objective_set cell-centre offset (TAO: 0.5)")
 
 
-class TargetsConfig(SpecModel):
-    """How one class's boxes are drawn onto the output grid (targets.rasterise); `per_class` overrides
-    are resolved into one such config per class by module.configs."""
+class TargetSettings(SpecModel):
+    """How one class's boxes are drawn onto the output grid (targets.rasterise)."""
 
     cov_center_x: float = Field(0.5, ge=0, le=1, description="coverage ellipse centre, fraction of box width")
     cov_center_y: float = Field(0.5, ge=0, le=1, description="coverage ellipse centre, fraction of box height")
@@ -44,13 +48,17 @@ class TargetsConfig(SpecModel):
     cov_radius_y: float = Field(1.0, gt=0, description="coverage ellipse radius, fraction of the box half-height")
     bbox_min_radius: float = Field(1.0, ge=0, description="minimum coverage radius in output cells")
     deadzone_radius: float = Field(0.67, ge=0, description="ignored ring around the coverage region (cells)")
-    per_class: dict[str, dict[str, float]] = Field(
-        default_factory=dict, description="per-class overrides, e.g. {car: {cov_radius_x: 0.8}}")
 
-    @field_validator("per_class")
-    @classmethod
-    def _per_class(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        return check_per_class(cls, value)
+
+TargetOverrides = overrides_of(TargetSettings)
+
+
+class TargetsConfig(TargetSettings):
+    """The `targets` section: settings for every class, and `per_class` overrides that module.configs
+    resolves into one TargetSettings per class."""
+
+    per_class: dict[str, TargetOverrides] = Field(
+        default_factory=dict, description="per-class overrides, e.g. {car: {cov_radius_x: 0.8}}")
 
 
 class LossConfig(SpecModel):
@@ -65,9 +73,8 @@ class LossConfig(SpecModel):
         None, description="per-class weights of both terms, one per class in class order")
 
 
-class PostprocessConfig(SpecModel):
-    """Box clustering for one class (postprocess.cluster_boxes); `per_class` overrides are resolved into
-    one such config per class by module.configs."""
+class ClusterSettings(SpecModel):
+    """Box clustering for one class (postprocess.cluster_boxes)."""
 
     clustering_algorithm: Literal["dbscan", "nms", "hybrid"] = Field("dbscan", description="dbscan | nms | hybrid")
     coverage_threshold: float = Field(0.005, ge=0, le=1, description="cells below this coverage are not candidates")
@@ -77,13 +84,17 @@ class PostprocessConfig(SpecModel):
     nms_iou_threshold: float = Field(0.5, gt=0, le=1, description="NMS IoU threshold (nms, hybrid)")
     minimum_bounding_box_height: float = Field(4.0, ge=0, description="drop boxes lower than this (pixels)")
     max_detections: int = Field(100, gt=0, description="keep at most this many boxes per image")
-    per_class: dict[str, dict[str, float | str]] = Field(
-        default_factory=dict, description="per-class overrides, e.g. {car: {coverage_threshold: 0.01}}")
 
-    @field_validator("per_class")
-    @classmethod
-    def _per_class(cls, value: dict[str, dict[str, float | str]]) -> dict[str, dict[str, float | str]]:
-        return check_per_class(cls, value)
+
+ClusterOverrides = overrides_of(ClusterSettings)
+
+
+class PostprocessConfig(ClusterSettings):
+    """The `postprocess` section: settings for every class, and `per_class` overrides that module.configs
+    resolves into one ClusterSettings per class."""
+
+    per_class: dict[str, ClusterOverrides] = Field(
+        default_factory=dict, description="per-class overrides, e.g. {car: {coverage_threshold: 0.01}}")
 
 
 class DatasetConvertConfig(SpecModel):

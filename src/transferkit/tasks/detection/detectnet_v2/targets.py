@@ -10,7 +10,7 @@ Conventions shared with loss.py and postprocess.py:
   x1 = ax - bbox_scale*b0, y1 = ay - bbox_scale*b1, x2 = ax + bbox_scale*b2, y2 = ay + bbox_scale*b3.
 
 The coverage region of a box is an ellipse (TAO's rasteriser), in output-cell units, shaped by the
-spec's `targets` section (`TargetsConfig`, one per class once module.configs applies `per_class`):
+spec's `targets` section (`TargetSettings`, one per class once module.configs applies `per_class`):
 - centre (x1 + cov_center_x * w, y1 + cov_center_y * h);
 - radii cov_radius_x/y times the distance from that centre to the nearest box edge, so 1.0 with a
   centred ellipse is the ellipse inscribed in the box; both radii then grow together (aspect kept)
@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .spec import TargetsConfig
+from .spec import TargetSettings
 
 
 def per_class(cfg, num_classes: int, what: str = "config") -> list:
@@ -81,7 +81,7 @@ def rasterise(
     out_h: int,
     out_w: int,
     stride: int,
-    cfg: TargetsConfig | Sequence[TargetsConfig] = TargetsConfig(),
+    cfg: TargetSettings | Sequence[TargetSettings] = TargetSettings(),
     ignore: np.ndarray | torch.Tensor | None = None,
     bbox_scale: float = 35.0,
     bbox_offset: float = 0.5,
