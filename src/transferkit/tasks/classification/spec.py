@@ -45,6 +45,8 @@ class ModelConfig(BackboneModelConfig):
 
 
 class ClassificationTrainConfig(TrainConfig):
+    """The shared training keys plus those only classification's loss reads."""
+
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy loss")
 
 
