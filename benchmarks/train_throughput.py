@@ -137,7 +137,7 @@ def run_real(data: Path, out: Path, mode: dict, epochs: int) -> dict:
     overrides = [f"data.train_dir={data / 'train'}", f"data.val_dir={data / 'val'}", f"data.image_size={mode['image_size']}",
                  f"model.backbone={mode['backbone']}", f"model.pretrained={str(mode['pretrained']).lower()}",
                  f"train.epochs={epochs}", f"train.batch_size={mode['batch']}", f"train.num_workers={mode['workers']}",
-                 f"train.learning_rate={LR}", f"evaluate.batch_size={mode['batch']}",
+                 f"train.learning_rate={LR}", f"evaluation.batch_size={mode['batch']}",
                  f"train.accelerator={'gpu' if mode['device'] == 'cuda' else 'cpu'}", f"train.precision={mode['precision']}"]
     EPOCH_ENDS.clear()
     t0 = time.perf_counter()

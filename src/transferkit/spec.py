@@ -38,7 +38,6 @@ class TrainConfig(SpecModel):
         "cosine", description="cosine | step (x0.1 at 1/2 and 3/4 of training) | constant"
     )
     warmup_epochs: int = Field(0, ge=0, description="linear learning-rate warm-up epochs")
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing for the loss")
     precision: Literal["32", "bf16-mixed", "16-mixed"] = Field(
         "32", description="32 | bf16-mixed | 16-mixed (AMP); --use_amp picks a mixed one"
     )

@@ -17,7 +17,7 @@ from transferkit.cli import main
 from transferkit.data.demo import build_demo
 
 FAST = ["data.image_size=32", "train.batch_size=8", "train.num_workers=0", "train.epochs=1",
-        "train.learning_rate=0.01", "evaluate.batch_size=16"]
+        "train.learning_rate=0.01", "evaluation.batch_size=16"]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from transferkit.engine.meta import tensor_input
 from transferkit.optimize import OnnxModel
 
 FAST = ["data.image_size=32", "train.batch_size=8", "train.num_workers=0", "train.epochs=1",
-        "train.histograms=false", "evaluate.batch_size=16"]
+        "train.histograms=false", "evaluation.batch_size=16"]
 
 
 def tkit(*args) -> int:

@@ -48,7 +48,7 @@ def test_wrong_type_names_the_dotted_key_and_the_value(tmp_path, tkit):
 
 
 @pytest.mark.parametrize("override", ["train.epochs=0", "train.epochs=-1", "train.batch_size=0", "train.batch_size=-4",
-                                      "evaluate.batch_size=0"])
+                                      "evaluation.batch_size=0"])
 def test_zero_or_negative_counts_are_refused_with_the_key(tmp_path, tkit, override):
     key, value = override.split("=")
     result = tkit("train", "-r", tmp_path / "run", override)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferkit.vision.box_augment import BoxAugmentConfig, DetectionAugment, random_affine, resize_with_boxes
+from transferkit.vision.box_augment import DetectionAugment, DetectionAugmentationConfig, random_affine, resize_with_boxes
 
 NO_COLOUR = dict(brightness=0, contrast=0, saturation=0, hue=0)
 
@@ -45,7 +45,7 @@ def test_resize_scales_boxes_with_the_image():
 @pytest.mark.parametrize("flip_x,flip_y", [(1.0, 0.0), (0.0, 1.0), (1.0, 1.0)])
 def test_flips_mirror_the_boxes(flip_x, flip_y):
     image, boxes, labels = scene()
-    cfg = BoxAugmentConfig(horizontal_flip=flip_x, vertical_flip=flip_y, zoom=(1, 1), translate=0, **NO_COLOUR)
+    cfg = DetectionAugmentationConfig(horizontal_flip=flip_x, vertical_flip=flip_y, zoom=(1, 1), translate=0, **NO_COLOUR)
     out, moved, kept = random_affine(image, boxes, labels, 80, 60, cfg, random.Random(0))
     assert list(kept) == [0, 1]
     if flip_x:
@@ -58,7 +58,7 @@ def test_flips_mirror_the_boxes(flip_x, flip_y):
 @pytest.mark.parametrize("seed", range(6))
 def test_zoom_and_translate_keep_boxes_on_their_objects(seed):
     image, boxes, labels = scene()
-    cfg = BoxAugmentConfig(horizontal_flip=0.5, zoom=(0.6, 1.4), translate=0.15, **NO_COLOUR)
+    cfg = DetectionAugmentationConfig(horizontal_flip=0.5, zoom=(0.6, 1.4), translate=0.15, **NO_COLOUR)
     out, moved, kept = random_affine(image, boxes, labels, 96, 64, cfg, random.Random(seed))
     assert out.size == (96, 64)
     assert np.all(moved[:, [0, 2]] >= 0) and np.all(moved[:, [0, 2]] <= 96)
@@ -69,7 +69,7 @@ def test_zoom_and_translate_keep_boxes_on_their_objects(seed):
 
 def test_boxes_pushed_out_of_the_image_are_dropped():
     image, boxes, labels = scene()
-    cfg = BoxAugmentConfig(horizontal_flip=0, zoom=(3.0, 3.0), translate=0, **NO_COLOUR)
+    cfg = DetectionAugmentationConfig(horizontal_flip=0, zoom=(3.0, 3.0), translate=0, **NO_COLOUR)
     _, moved, kept = random_affine(image, boxes, labels, 80, 60, cfg, random.Random(0))
     # Zoomed 3x around the centre only the middle of the image stays: both rectangles are at least clipped.
     assert len(moved) == len(kept) <= 2
@@ -78,7 +78,7 @@ def test_boxes_pushed_out_of_the_image_are_dropped():
 
 def test_colour_jitter_changes_pixels_not_boxes():
     image, boxes, labels = scene()
-    aug = DetectionAugment(80, 60, BoxAugmentConfig(horizontal_flip=0, zoom=(1, 1), translate=0, brightness=0.5,
+    aug = DetectionAugment(80, 60, DetectionAugmentationConfig(horizontal_flip=0, zoom=(1, 1), translate=0, brightness=0.5,
                                                     contrast=0.5, saturation=0.5, hue=0.1), seed=1)
     out, moved, _ = aug(image, boxes, labels)
     np.testing.assert_allclose(moved, boxes, atol=1e-4)

@@ -18,7 +18,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from transferkit.vision.box_augment import (FILL, YoloAugment, YoloAugmentConfig, adjust_hsv, hsv_jitter,
+from transferkit.vision.box_augment import (FILL, YoloAugment, YoloAugmentationConfig, adjust_hsv, hsv_jitter,
                                           jitter_resize, mosaic)
 from transferkit.vision.boxes import ImageBoxes
 from transferkit.tasks.detection.data import DetectionData, DetectionImages, collate_detection
@@ -168,7 +168,7 @@ def mosaic_samples(seed: int):
 
 @pytest.mark.parametrize("seed", range(8))
 def test_mosaic_boxes_stay_on_their_objects_inside_their_own_tile(seed):
-    cfg = YoloAugmentConfig(jitter=0.3, horizontal_flip=0.5, vertical_flip=0.5, **NO_COLOUR, **EVERY_PIECE)
+    cfg = YoloAugmentationConfig(jitter=0.3, horizontal_flip=0.5, vertical_flip=0.5, **NO_COLOUR, **EVERY_PIECE)
     out, boxes, labels = mosaic(mosaic_samples(seed), 96, 80, 0.2, cfg, random.Random(seed))
     assert out.size == (96, 80)
     check_boxes(out, boxes, labels, list(range(12)) + [-1])
@@ -188,7 +188,7 @@ def test_mosaic_boxes_stay_on_their_objects_inside_their_own_tile(seed):
 
 
 def test_mosaic_uses_all_four_samples_and_fills_gaps_with_gray():
-    cfg = YoloAugmentConfig(jitter=0.3, horizontal_flip=0, **NO_COLOUR, **EVERY_PIECE)
+    cfg = YoloAugmentationConfig(jitter=0.3, horizontal_flip=0, **NO_COLOUR, **EVERY_PIECE)
     seen, gray = set(), 0
     for seed in range(10):
         out, _, labels = mosaic(mosaic_samples(seed), 96, 80, 0.2, cfg, random.Random(seed))
@@ -264,7 +264,7 @@ class Loader:
 @pytest.mark.parametrize("seed", range(3))
 def test_yolo_augment_keeps_boxes_on_objects_with_and_without_mosaic(seed):
     load = Loader(mosaic_samples(seed))
-    aug = YoloAugment(80, 64, YoloAugmentConfig(mosaic_prob=0.5, vertical_flip=0.5, **NO_COLOUR, **EVERY_PIECE), seed=seed)
+    aug = YoloAugment(80, 64, YoloAugmentationConfig(mosaic_prob=0.5, vertical_flip=0.5, **NO_COLOUR, **EVERY_PIECE), seed=seed)
     mosaics = singles = 0
     for n in range(8):
         load.calls.clear()
@@ -282,7 +282,7 @@ def test_yolo_augment_keeps_boxes_on_objects_with_and_without_mosaic(seed):
 
 
 def test_yolo_augment_is_deterministic_for_a_seed():
-    cfg = YoloAugmentConfig(mosaic_prob=0.5)
+    cfg = YoloAugmentationConfig(mosaic_prob=0.5)
 
     def run(seed):
         aug, load = YoloAugment(64, 64, cfg, seed=seed), Loader(mosaic_samples(0))
@@ -297,7 +297,7 @@ def test_yolo_augment_is_deterministic_for_a_seed():
 def test_bad_extra_images_are_replaced_and_never_reported():
     samples = mosaic_samples(1) + mosaic_samples(2)[:2]  # 6 items; 2 and 3 are bad files
     load = Loader(samples, bad={2, 3})
-    aug = YoloAugment(64, 64, YoloAugmentConfig(mosaic_prob=1.0, **NO_COLOUR, **EVERY_PIECE), seed=0)
+    aug = YoloAugment(64, 64, YoloAugmentationConfig(mosaic_prob=1.0, **NO_COLOUR, **EVERY_PIECE), seed=0)
     for n in range(10):
         load.calls.clear()
         out, boxes, labels = aug(load, 0, 6)
@@ -311,7 +311,7 @@ def test_bad_extra_images_are_replaced_and_never_reported():
 
 def test_all_extras_bad_falls_back_to_the_single_image():
     load = Loader(mosaic_samples(0), bad={1, 2, 3})
-    aug = YoloAugment(64, 64, YoloAugmentConfig(mosaic_prob=1.0, **NO_COLOUR, **EVERY_PIECE), seed=0, tries=3)
+    aug = YoloAugment(64, 64, YoloAugmentationConfig(mosaic_prob=1.0, **NO_COLOUR, **EVERY_PIECE), seed=0, tries=3)
     out, boxes, labels = aug(load, 0, 4)
     assert load.calls[0] == 0 and sorted(set(load.calls[1:])) <= [1, 2, 3] and len(load.calls) == 1 + 3
     assert set(labels.tolist()) <= {0, 1, 2, -1}
@@ -321,15 +321,15 @@ def test_all_extras_bad_falls_back_to_the_single_image():
 def test_the_items_own_bad_image_raises_for_the_dataset_to_report():
     load = Loader(mosaic_samples(0), bad={2})
     with pytest.raises(ImageError):
-        YoloAugment(64, 64, YoloAugmentConfig(mosaic_prob=1.0), seed=0)(load, 2, 4)
+        YoloAugment(64, 64, YoloAugmentationConfig(mosaic_prob=1.0), seed=0)(load, 2, 4)
     assert load.calls == [2]
 
 
 def test_config_rejects_nonsense():
     for bad in (dict(jitter=0.5), dict(saturation=0.5), dict(exposure=0), dict(mosaic_prob=1.5),
-                dict(hue=0.7), dict(mosaic_min_ratio=0.5), dict(horizontal_flip=-0.1)):
+                dict(hue=0.7), dict(mosaic_min_ratio=0.6), dict(horizontal_flip=-0.1)):
         with pytest.raises(ValueError):
-            YoloAugmentConfig(**bad)
+            YoloAugmentationConfig(**bad)
 
 
 # -- the dataset: DetectionImages / DetectionData ------------------------------------------------------------
@@ -350,7 +350,7 @@ def write_items(folder, count: int, same: bool = False, bad=()) -> list[ImageBox
 
 def test_a_bad_file_is_reported_once_per_epoch_even_with_mosaic(tmp_path):
     items = write_items(tmp_path / "images", 6, bad={4})
-    dataset = DetectionImages(items, 64, 64, (0.5,) * 3, (0.25,) * 3, YoloAugmentConfig(mosaic_prob=1.0),
+    dataset = DetectionImages(items, 64, 64, (0.5,) * 3, (0.25,) * 3, YoloAugmentationConfig(mosaic_prob=1.0),
                               max_pixels=10_000_000, seed=0)
     loader = torch.utils.data.DataLoader(dataset, batch_size=3, collate_fn=collate_detection)
     for _ in range(2):
@@ -365,9 +365,9 @@ def test_a_bad_file_is_reported_once_per_epoch_even_with_mosaic(tmp_path):
 
 @pytest.mark.parametrize("kind", ["yolo", "box"])
 def test_dataloader_workers_draw_different_augmentations(tmp_path, kind):
-    from transferkit.vision.box_augment import BoxAugmentConfig
+    from transferkit.vision.box_augment import DetectionAugmentationConfig
 
-    cfg = YoloAugmentConfig(mosaic_prob=0.5) if kind == "yolo" else BoxAugmentConfig()
+    cfg = YoloAugmentationConfig(mosaic_prob=0.5) if kind == "yolo" else DetectionAugmentationConfig()
     items = write_items(tmp_path / "images", 4, same=True)  # four identical items
 
     def batches(workers):
@@ -386,7 +386,7 @@ def test_dataloader_workers_draw_different_augmentations(tmp_path, kind):
     assert not torch.equal(serial[0], serial[1])
 
 
-def test_detection_data_takes_a_yolo_config_without_detectnet_keys(tmp_path):
+def test_detection_data_augments_with_the_yolo_section_without_detectnet_keys(tmp_path):
     for split in ("train", "val"):
         images, labels = tmp_path / split / "images", tmp_path / split / "labels"
         labels.mkdir(parents=True)
@@ -395,8 +395,7 @@ def test_detection_data_takes_a_yolo_config_without_detectnet_keys(tmp_path):
                      for (x1, y1, x2, y2), lab in zip(item.boxes, item.labels)]
             (labels / f"{item.image.stem}.txt").write_text("\n".join(lines) + "\n")
     # The YOLO spec's augmentation section: none of DetectNet's zoom/translate/brightness/contrast keys.
-    augmentation = SimpleNamespace(horizontal_flip=0.5, vertical_flip=0.0, jitter=0.3, hue=0.1, saturation=1.5,
-                                   exposure=1.5, mosaic_prob=0.5, mosaic_min_ratio=0.2)
+    augmentation = YoloAugmentationConfig(mosaic_prob=1.0)
     data = SimpleNamespace(format="kitti", train_images=str(tmp_path / "train/images"),
                            train_labels=str(tmp_path / "train/labels"), val_images=str(tmp_path / "val/images"),
                            val_labels=str(tmp_path / "val/labels"), yolo_names=None, classes=None,
@@ -404,7 +403,7 @@ def test_detection_data_takes_a_yolo_config_without_detectnet_keys(tmp_path):
                            augmentation=augmentation)
     spec = SimpleNamespace(data=data, train=SimpleNamespace(seed=0, num_workers=0, batch_size=2),
                            evaluation=SimpleNamespace(batch_size=2))
-    dm = DetectionData(spec, (0.5,) * 3, (0.25,) * 3, augment=YoloAugmentConfig(mosaic_prob=1.0))
+    dm = DetectionData(spec, (0.5,) * 3, (0.25,) * 3)
     train = dm.train_dataloader()
     assert isinstance(train.dataset.augment, YoloAugment)
     images, targets, bad = next(iter(train))

@@ -7,9 +7,13 @@ pixels (see data/boxes.py); DontCare regions travel with them under label -1.
 
 Two training recipes share those pieces:
 
-- `DetectionAugment` (DetectNet_v2, `BoxAugmentConfig`): random zoom/shift/flips, then colour jitter.
-- `YoloAugment` (YOLOv4, `YoloAugmentConfig`): darknet-style jitter (random crop/pad per side, so
+- `DetectionAugment` (DetectNet_v2, `DetectionAugmentationConfig`): random zoom/shift/flips, then
+  colour jitter.
+- `YoloAugment` (YOLOv4, `YoloAugmentationConfig`): darknet-style jitter (random crop/pad per side, so
   random scale and aspect) or, with probability `mosaic_prob`, a 4-image mosaic; then HSV jitter.
+
+Both configs are the spec's `data.augmentation` sections themselves (pydantic models, defined here
+next to the code that reads them): their Field bounds are the ranges these functions handle.
 
 All randomness comes from the `random.Random` a transform holds, never from torch's or numpy's
 global generators, so one seed gives one stream (the dataset reseeds it per DataLoader worker).
@@ -19,61 +23,54 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
-
 import numpy as np
 from PIL import Image
+from pydantic import Field, PositiveFloat, field_validator
 from torchvision.transforms.v2 import functional as F
 
+from ..spec import SpecModel
 from .images import ImageError
 
 FILL = (114, 114, 114)  # where no source pixel lands (padding, mosaic gaps)
 
 
-@dataclass(frozen=True)
-class BoxAugmentConfig:
-    horizontal_flip: float = 0.5  # probability
-    vertical_flip: float = 0.0
-    zoom: tuple[float, float] = (0.8, 1.25)  # output scale factor range (>1 zooms in)
-    translate: float = 0.1  # max shift, as a fraction of the output size
-    brightness: float = 0.2
-    contrast: float = 0.2
-    saturation: float = 0.2
-    hue: float = 0.02
-    min_box_size: float = 2.0  # boxes cropped smaller than this (pixels) are dropped
+MIN_BOX_SIZE = 2.0  # boxes cut narrower or shorter than this (pixels) are dropped by every augmentation
 
 
-@dataclass(frozen=True)
-class YoloAugmentConfig:
-    """YOLOv4 / darknet training augmentation (TAO's `augmentation_config` keys)."""
+class DetectionAugmentationConfig(SpecModel):
+    """DetectNet_v2's `data.augmentation` section, read by `DetectionAugment`."""
 
-    horizontal_flip: float = 0.5  # probability
-    vertical_flip: float = 0.0
-    jitter: float = 0.3  # crop/pad each side by up to this fraction of the image size, then resize
-    hue: float = 0.1  # hue shift uniform in [-hue, +hue] of the full hue circle
-    saturation: float = 1.5  # saturation scale in [1/s, s], log-uniform
-    exposure: float = 1.5  # value (brightness) scale in [1/e, e], log-uniform
-    mosaic_prob: float = 0.5  # probability that an item becomes a 4-image mosaic
-    mosaic_min_ratio: float = 0.2  # the mosaic centre lies in [r, 1 - r] of the width and height
-    min_box_size: float = 2.0  # boxes cut smaller than this (pixels, either side) are dropped
-    min_visible: float = 0.3  # boxes with less than this fraction of their area left are dropped
+    horizontal_flip: float = Field(0.5, ge=0, le=1, description="probability of a left-right flip")
+    vertical_flip: float = Field(0.0, ge=0, le=1, description="probability of an up-down flip")
+    zoom: tuple[PositiveFloat, PositiveFloat] = Field(
+        (0.8, 1.25), description="random zoom range [min, max] (>1 zooms in)")
+    translate: float = Field(0.1, ge=0, le=0.5, description="max random shift, fraction of the image size")
+    brightness: float = Field(0.2, ge=0, description="brightness jitter")
+    contrast: float = Field(0.2, ge=0, description="contrast jitter")
+    saturation: float = Field(0.2, ge=0, description="saturation jitter")
+    hue: float = Field(0.02, ge=0, le=0.5, description="hue jitter, fraction of the hue circle")
 
-    def __post_init__(self) -> None:
-        checks = [
-            ("horizontal_flip", 0 <= self.horizontal_flip <= 1, "a probability in [0, 1]"),
-            ("vertical_flip", 0 <= self.vertical_flip <= 1, "a probability in [0, 1]"),
-            ("mosaic_prob", 0 <= self.mosaic_prob <= 1, "a probability in [0, 1]"),
-            ("jitter", 0 <= self.jitter < 0.5, "in [0, 0.5)"),
-            ("hue", 0 <= self.hue <= 0.5, "in [0, 0.5] (a fraction of the hue circle)"),
-            ("saturation", self.saturation >= 1, ">= 1 (1 = off; scales range over [1/s, s])"),
-            ("exposure", self.exposure >= 1, ">= 1 (1 = off; scales range over [1/e, e])"),
-            ("mosaic_min_ratio", 0 <= self.mosaic_min_ratio < 0.5, "in [0, 0.5)"),
-            ("min_box_size", self.min_box_size >= 0, ">= 0"),
-            ("min_visible", 0 <= self.min_visible <= 1, "in [0, 1]"),
-        ]
-        for name, ok, want in checks:
-            if not ok:
-                raise ValueError(f"YoloAugmentConfig.{name}={getattr(self, name)!r}: must be {want}")
+    @field_validator("zoom")
+    @classmethod
+    def _zoom_is_a_range(cls, zoom: tuple[float, float]) -> tuple[float, float]:
+        if zoom[0] > zoom[1]:
+            raise ValueError("give the range as [min, max], min <= max")
+        return zoom
+
+
+class YoloAugmentationConfig(SpecModel):
+    """YOLOv4 / darknet training augmentation (TAO's `augmentation_config` keys), read by `YoloAugment`."""
+
+    horizontal_flip: float = Field(0.5, ge=0, le=1, description="probability of a left-right flip")
+    vertical_flip: float = Field(0.0, ge=0, le=1, description="probability of an up-down flip")
+    # Below 0.5 the cropped window keeps a positive size whatever is cut from its two sides.
+    jitter: float = Field(0.3, ge=0, lt=0.5, description="random crop/pad up to this fraction of each side (< 0.5)")
+    hue: float = Field(0.1, ge=0, le=0.5, description="hue shift, fraction of the hue circle")
+    saturation: float = Field(1.5, ge=1, description="saturation scale in [1/s, s] (1 = off)")
+    exposure: float = Field(1.5, ge=1, description="brightness scale in [1/e, e] (1 = off)")
+    mosaic_prob: float = Field(0.5, ge=0, le=1, description="probability of a 4-image mosaic")
+    mosaic_min_ratio: float = Field(0.2, ge=0, le=0.5, description="mosaic centre lies in [r, 1-r] of the image")
+    min_visible: float = Field(0.3, ge=0, le=1, description="drop boxes with less of their area left after cropping")
 
 
 # -- geometry ---------------------------------------------------------------------------------------------
@@ -116,7 +113,7 @@ def apply_affine(image: Image.Image, boxes: np.ndarray, labels: np.ndarray, widt
 
 
 def random_affine(image: Image.Image, boxes: np.ndarray, labels: np.ndarray, width: int, height: int,
-                  cfg: BoxAugmentConfig, rng: random.Random) -> tuple[Image.Image, np.ndarray, np.ndarray]:
+                  cfg: DetectionAugmentationConfig, rng: random.Random) -> tuple[Image.Image, np.ndarray, np.ndarray]:
     """Resize to the output size with random zoom, shift and flips; clip boxes, drop the lost ones."""
     sx, sy = width / image.width, height / image.height
     zoom = rng.uniform(*cfg.zoom)
@@ -126,12 +123,12 @@ def random_affine(image: Image.Image, boxes: np.ndarray, labels: np.ndarray, wid
     ty = (height - image.height * sy) / 2 + rng.uniform(-cfg.translate, cfg.translate) * height
     flip_x = rng.random() < cfg.horizontal_flip
     flip_y = rng.random() < cfg.vertical_flip
-    return apply_affine(image, boxes, labels, width, height, sx, sy, tx, ty, flip_x, flip_y, cfg.min_box_size)
+    return apply_affine(image, boxes, labels, width, height, sx, sy, tx, ty, flip_x, flip_y, MIN_BOX_SIZE)
 
 
 def jitter_resize(image: Image.Image, boxes: np.ndarray, labels: np.ndarray, width: int, height: int,
                   jitter: float, horizontal_flip: float, vertical_flip: float, rng: random.Random, *,
-                  min_box_size: float = 2.0, cover: bool = False,
+                  min_box_size: float = MIN_BOX_SIZE, cover: bool = False,
                   min_visible: float = 0.0) -> tuple[Image.Image, np.ndarray, np.ndarray]:
     """Darknet jitter: crop (or pad, with FILL) each side of the image by a random amount up to
     `jitter` x its width/height, resize that window to width x height, flip with the given
@@ -161,7 +158,7 @@ def jitter_resize(image: Image.Image, boxes: np.ndarray, labels: np.ndarray, wid
 Sample = tuple[Image.Image, np.ndarray, np.ndarray]  # (RGB image, boxes [N, 4], labels [N])
 
 
-def mosaic(samples: list[Sample], width: int, height: int, min_ratio: float, cfg: YoloAugmentConfig,
+def mosaic(samples: list[Sample], width: int, height: int, min_ratio: float, cfg: YoloAugmentationConfig,
            rng: random.Random) -> Sample:
     """YOLOv4 mosaic of 4 samples on a width x height canvas.
 
@@ -169,7 +166,7 @@ def mosaic(samples: list[Sample], width: int, height: int, min_ratio: float, cfg
     to whole pixels; samples 0..3 fill the top-left, top-right, bottom-left and bottom-right tiles
     it makes. Each sample is `jitter_resize`d (cover=True, with the config's jitter and flips) to
     its tile's size and pasted there, so each box is clipped to its own tile, dropped when smaller
-    than `cfg.min_box_size`, and shifted into canvas pixels. Pixels no image covers are FILL."""
+    than `MIN_BOX_SIZE`, and shifted into canvas pixels. Pixels no image covers are FILL."""
     if len(samples) != 4:
         raise ValueError(f"mosaic needs 4 samples, got {len(samples)}")
     cx = int(round(rng.uniform(min_ratio, 1 - min_ratio) * width))
@@ -181,7 +178,7 @@ def mosaic(samples: list[Sample], width: int, height: int, min_ratio: float, cfg
         if x1 <= x0 or y1 <= y0:
             continue  # an empty tile shows nothing, so it keeps no boxes
         tile, moved, kept = jitter_resize(image, boxes, labels, x1 - x0, y1 - y0, cfg.jitter, cfg.horizontal_flip,
-                                          cfg.vertical_flip, rng, min_box_size=cfg.min_box_size, cover=True,
+                                          cfg.vertical_flip, rng, cover=True,
                                           min_visible=cfg.min_visible)
         canvas.paste(tile, (x0, y0))
         all_boxes.append(moved + np.array([x0, y0, x0, y0], np.float32))
@@ -245,7 +242,7 @@ def hsv_jitter(image: Image.Image, hue: float, saturation: float, exposure: floa
     return adjust_hsv(image, shift, s, v)
 
 
-def colour_jitter(image: Image.Image, cfg: BoxAugmentConfig, rng: random.Random) -> Image.Image:
+def colour_jitter(image: Image.Image, cfg: DetectionAugmentationConfig, rng: random.Random) -> Image.Image:
     """torchvision's ColorJitter (same factor ranges, random order), drawing from `rng`."""
     ops = []
     if cfg.brightness:
@@ -267,7 +264,7 @@ def colour_jitter(image: Image.Image, cfg: BoxAugmentConfig, rng: random.Random)
 class DetectionAugment:
     """Training transform: random affine (zoom, shift, flips) to the network size, then colour jitter."""
 
-    def __init__(self, width: int, height: int, cfg: BoxAugmentConfig, seed: int | None = None):
+    def __init__(self, width: int, height: int, cfg: DetectionAugmentationConfig, seed: int | None = None):
         self.width, self.height, self.cfg = width, height, cfg
         self.rng = random.Random(seed)
 
@@ -291,7 +288,7 @@ class YoloAugment:
     reported: each bad file is reported exactly once, when its own index is loaded.
     """
 
-    def __init__(self, width: int, height: int, cfg: YoloAugmentConfig, seed: int | None = None, tries: int = 3):
+    def __init__(self, width: int, height: int, cfg: YoloAugmentationConfig, seed: int | None = None, tries: int = 3):
         self.width, self.height, self.cfg, self.tries = width, height, cfg, tries
         self.rng = random.Random(seed)
 
@@ -306,8 +303,7 @@ class YoloAugment:
                                               cfg, rng)
         if image is None:
             image, boxes, labels = jitter_resize(*sample, self.width, self.height, cfg.jitter, cfg.horizontal_flip,
-                                                 cfg.vertical_flip, rng, min_box_size=cfg.min_box_size,
-                                                 min_visible=cfg.min_visible)
+                                                 cfg.vertical_flip, rng, min_visible=cfg.min_visible)
         return hsv_jitter(image, cfg.hue, cfg.saturation, cfg.exposure, rng), boxes, labels
 
     def _extras(self, load: Callable[[int], Sample], index: int, count: int, own: Sample) -> list[Sample] | None:

@@ -5,14 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from transferkit.tasks.detection.detectnet_v2.loss import LossConfig, detectnet_loss, giou_loss
-from transferkit.tasks.detection.detectnet_v2.targets import TargetConfig, rasterise
+from transferkit.tasks.detection.detectnet_v2.loss import detectnet_loss, giou_loss
+from transferkit.errors import SpecError
+from transferkit.spec import load_spec
+from transferkit.tasks.detection.detectnet_v2.spec import DetectNetSpec, LossConfig, TargetSettings
+from transferkit.tasks.detection.detectnet_v2.targets import rasterise
 
 STRIDE = 16
 
 
 def batch_targets() -> dict[str, torch.Tensor]:
-    cfg = TargetConfig(cov_radius_x=0.5, cov_radius_y=0.5, deadzone_radius=1.0)
+    cfg = TargetSettings(cov_radius_x=0.5, cov_radius_y=0.5, deadzone_radius=1.0)
     one = rasterise(np.array([[16, 16, 80, 80], [4, 6, 34, 40]]), np.array([0, 1]), 2, 6, 6, STRIDE, cfg,
                     ignore=np.array([[64, 64, 96, 96]]))
     return {k: v[None] for k, v in one.items()}
@@ -70,6 +73,6 @@ def test_giou_loss_values():
     assert giou_loss(a, torch.tensor([4.0, 0.0, 6.0, 2.0])).item() == pytest.approx(1 + 4 / 12, abs=1e-6)
 
 
-def test_unknown_bbox_loss_is_refused():
-    with pytest.raises(ValueError, match="l1, giou, l1\\+giou"):
-        LossConfig(bbox_loss="smooth_l1")
+def test_unknown_bbox_loss_is_refused_with_its_key():
+    with pytest.raises(SpecError, match="loss.bbox_loss: .*'l1', 'giou' or 'l1\\+giou'"):
+        load_spec(DetectNetSpec, None, ["loss.bbox_loss=smooth_l1"])

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from transferkit.errors import SpecError
-from transferkit.tasks.detection.detectnet_v2.loss import LossConfig, detectnet_loss
+from transferkit.tasks.detection.detectnet_v2.loss import detectnet_loss
 from transferkit.tasks.detection.detectnet_v2.model import DetectNetV2, build_detectnet_v2, check_input_size
-from transferkit.tasks.detection.detectnet_v2.postprocess import ClusterConfig, detections_from_outputs
+from transferkit.tasks.detection.detectnet_v2.postprocess import detections_from_outputs
+from transferkit.tasks.detection.detectnet_v2.spec import ClusterSettings, LossConfig
 from transferkit.tasks.detection.detectnet_v2.targets import rasterise
 
 
@@ -70,5 +71,5 @@ def test_a_few_steps_on_one_image_reduce_the_loss():
     # Decoded with batch statistics: after only 60 steps of a fast-changing random network the
     # BatchNorm running averages still lag behind (eval mode is exercised by the end-to-end tests).
     with torch.no_grad():
-        det = detections_from_outputs(*net(images), net.stride, ClusterConfig())[0]
+        det = detections_from_outputs(*net(images), net.stride, ClusterSettings())[0]
     assert len(det.boxes) >= 1

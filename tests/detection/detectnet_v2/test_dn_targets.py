@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from transferkit.tasks.detection.detectnet_v2.targets import TargetConfig, cell_anchors, rasterise
+from transferkit.tasks.detection.detectnet_v2.spec import TargetSettings
+from transferkit.tasks.detection.detectnet_v2.targets import cell_anchors, rasterise
 
 STRIDE = 16
 
@@ -19,7 +20,7 @@ def decode_cell(t: dict, c: int, row: int, col: int, scale: float = 35.0, offset
 def test_coverage_core_and_dead_zone_ring_follow_the_ellipse_geometry():
     # A 64 px box centred in a 96x96 image: half-size 2 cells; radius 0.5 -> a 1-cell ellipse
     # around (3, 3), dead zone 1 cell wider -> the 8 edge-adjacent cells, nothing diagonal.
-    cfg = TargetConfig(cov_radius_x=0.5, cov_radius_y=0.5, bbox_min_radius=0.0, deadzone_radius=1.0)
+    cfg = TargetSettings(cov_radius_x=0.5, cov_radius_y=0.5, bbox_min_radius=0.0, deadzone_radius=1.0)
     t = rasterise(np.array([[16, 16, 80, 80]]), np.array([0]), 1, 6, 6, STRIDE, cfg)
     core = torch.zeros(6, 6)
     core[2:4, 2:4] = 1
@@ -31,7 +32,7 @@ def test_coverage_core_and_dead_zone_ring_follow_the_ellipse_geometry():
 
 
 def test_bbox_targets_are_edge_distances_from_the_cell_anchor_over_the_scale():
-    t = rasterise(np.array([[16, 16, 80, 80]]), np.array([0]), 1, 6, 6, STRIDE, TargetConfig())
+    t = rasterise(np.array([[16, 16, 80, 80]]), np.array([0]), 1, 6, 6, STRIDE, TargetSettings())
     # cell (2, 2) has its anchor at pixel (40, 40)
     expected = torch.tensor([40 - 16, 40 - 16, 80 - 40, 80 - 40]) / 35.0
     assert torch.allclose(t["bbox"][:, 2, 2], expected)
@@ -42,12 +43,12 @@ def test_bbox_targets_are_edge_distances_from_the_cell_anchor_over_the_scale():
 def test_anchor_offset_is_configurable():
     ax, ay = cell_anchors(2, 3, STRIDE, bbox_offset=0.0)
     assert ax.tolist() == [0, 16, 32] and ay.tolist() == [0, 16]
-    t = rasterise(np.array([[16, 16, 80, 80]]), np.array([0]), 1, 6, 6, STRIDE, TargetConfig(), bbox_offset=0.0)
+    t = rasterise(np.array([[16, 16, 80, 80]]), np.array([0]), 1, 6, 6, STRIDE, TargetSettings(), bbox_offset=0.0)
     assert decode_cell(t, 0, 2, 2, offset=0.0) == pytest.approx([16, 16, 80, 80], abs=1e-4)
 
 
 def test_a_box_smaller_than_a_cell_still_owns_a_cell():
-    t = rasterise(np.array([[40, 40, 46, 47]]), np.array([0]), 1, 6, 6, STRIDE, TargetConfig(bbox_min_radius=1.0))
+    t = rasterise(np.array([[40, 40, 46, 47]]), np.array([0]), 1, 6, 6, STRIDE, TargetSettings(bbox_min_radius=1.0))
     assert t["cov"].sum() >= 1
     row, col = torch.nonzero(t["cov"][0])[0].tolist()
     assert decode_cell(t, 0, row, col) == pytest.approx([40, 40, 46, 47], abs=1e-4)
@@ -55,7 +56,7 @@ def test_a_box_smaller_than_a_cell_still_owns_a_cell():
 
 def test_smaller_box_wins_the_cells_where_two_boxes_of_a_class_overlap():
     big, small = [0, 0, 96, 96], [40, 40, 62, 62]
-    t = rasterise(np.array([small, big]), np.array([0, 0]), 1, 6, 6, STRIDE, TargetConfig(deadzone_radius=0.0))
+    t = rasterise(np.array([small, big]), np.array([0, 0]), 1, 6, 6, STRIDE, TargetSettings(deadzone_radius=0.0))
     decoded = {tuple(np.round(decode_cell(t, 0, r, c), 3)) for r, c in torch.nonzero(t["cov"][0]).tolist()}
     assert decoded == {tuple(map(float, small)), tuple(map(float, big))}
     assert decode_cell(t, 0, 3, 3) == pytest.approx(small, abs=1e-4)  # the cell holding the small box's centre
@@ -91,7 +92,7 @@ def test_tiny_ignore_region_still_masks_the_cell_holding_it():
 
 
 def test_per_class_configs_apply_to_their_class():
-    cfgs = [TargetConfig(cov_radius_x=0.2, cov_radius_y=0.2, bbox_min_radius=0.5), TargetConfig()]
+    cfgs = [TargetSettings(cov_radius_x=0.2, cov_radius_y=0.2, bbox_min_radius=0.5), TargetSettings()]
     boxes = np.array([[0, 0, 96, 96], [0, 0, 96, 96]])
     t = rasterise(boxes, np.array([0, 1]), 2, 6, 6, STRIDE, cfgs)
     assert t["cov"][0].sum() < t["cov"][1].sum()

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from transferkit.errors import DataError
 from transferkit.tasks.detection.yolo_v4_tiny.decode import decode_outputs, encode_box
-from transferkit.tasks.detection.yolo_v4_tiny.loss import LossConfig, ciou, yolo_loss
+from transferkit.tasks.detection.yolo_v4_tiny.loss import ciou, yolo_loss
+from transferkit.tasks.detection.yolo_v4_tiny.spec import YoloLossConfig
 
 # a 128 x 128 input: level 0 is 4x4 (stride 32), level 1 is 8x8 (stride 16)
 ANCHORS = torch.tensor([[[40.0, 44.0], [60.0, 70.0], [100.0, 90.0]],
@@ -85,11 +86,11 @@ def test_loss_with_no_gt_is_the_objectness_term_only():
 
 def test_positive_count_follows_box_matching_iou():
     gt = gt_of([GT1, GT2])
-    strict = yolo_loss(heads(), gt, ANCHORS, STRIDES, C, LossConfig(box_matching_iou=0.99))
+    strict = yolo_loss(heads(), gt, ANCHORS, STRIDES, C, YoloLossConfig(box_matching_iou=0.99))
     assert int(strict["num_positives"]) == 2
     # GT1 also matches (60,70) 0.381 and (28,30) 0.525 (not (18,22) at 0.2475);
     # GT2 also matches (60,70) 0.357, (28,30) 0.56 and (18,22) 0.264 -> 3 + 4
-    default = yolo_loss(heads(), gt, ANCHORS, STRIDES, C, LossConfig())
+    default = yolo_loss(heads(), gt, ANCHORS, STRIDES, C, YoloLossConfig())
     assert int(default["num_positives"]) == 7
 
 
@@ -99,7 +100,7 @@ def _set_box(outs, level, y, x, a, box):
 
 
 def test_box_term_vanishes_when_the_positive_predicts_its_gt():
-    cfg = LossConfig(box_matching_iou=0.99)
+    cfg = YoloLossConfig(box_matching_iou=0.99)
     outs = heads()
     _set_box(outs, 0, 1, 0, 0, GT1[0])
     _set_box(outs, 0, 2, 2, 0, GT2[0])
@@ -116,7 +117,7 @@ def test_negatives_overlapping_a_gt_are_ignored_by_objectness():
     for neutral, ignored in ((0.5, True), (1.0, False)):
         leaf = [o.clone().requires_grad_() for o in outs]
         res = yolo_loss(leaf, gt_of([GT1]), ANCHORS, STRIDES, C,
-                        LossConfig(box_matching_iou=0.99, matching_neutral_box_iou=neutral))
+                        YoloLossConfig(box_matching_iou=0.99, matching_neutral_box_iou=neutral))
         res["obj"].backward()
         assert (float(leaf[0].grad[0, obj_channel, 1, 0]) == 0.0) == ignored
         assert float(leaf[0].grad[0, obj_channel, 3, 3]) > 0  # a far negative still learns "no object"
@@ -126,7 +127,7 @@ def test_class_term_uses_smoothed_one_hot_targets():
     outs = heads(seed=3, scale=2.0)
     ls = 0.2
     res = yolo_loss(outs, gt_of([GT1, GT2]), ANCHORS, STRIDES, C,
-                    LossConfig(box_matching_iou=0.99, label_smoothing=ls, cls_weight=2.0))
+                    YoloLossConfig(box_matching_iou=0.99, label_smoothing=ls, cls_weight=2.0))
     logits = torch.stack([outs[0][0, 5:7, 1, 0], outs[0][0, 5:7, 2, 2]])
     targets = torch.tensor([[1 - ls / 2, ls / 2], [ls / 2, 1 - ls / 2]])
     expected = 2.0 * F.binary_cross_entropy_with_logits(logits, targets, reduction="sum")

@@ -94,7 +94,7 @@ class ClassificationTask(VisionTask):
             raise DataError("no usable validation images to evaluate; check data.val_dir / data.val_csv")
         logits = np.concatenate(all_logits)
         labels = np.concatenate(all_labels)
-        metrics = classification_metrics(logits, labels, classes, spec.evaluate.top_k)
+        metrics = classification_metrics(logits, labels, classes, spec.evaluation.top_k)
         matrix = np.array(metrics["confusion_matrix"]["rows_true_cols_predicted"])
         atomic_write_json(out_dir / "confusion_matrix.json", metrics["confusion_matrix"])
         save_confusion_png(matrix, classes, out_dir / "confusion_matrix.png",

@@ -252,7 +252,7 @@ class ClassificationData(pl.LightningDataModule):
         return self._loader(self.train_items, True, self.spec.train.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_items, False, self.spec.evaluate.batch_size)
+        return self._loader(self.val_items, False, self.spec.evaluation.batch_size)
 
     def calibration_batches(self, count: int, batch_size: int = 16):
         """Up to `count` training images with the evaluation transform (INT8 calibration)."""

@@ -6,13 +6,13 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ...engine.meta import ModelMeta
 from ...engine.module import write_image
-from ...spec import TrainConfig
 from ...vision.task import VisionModule
+from .spec import ClassificationTrainConfig
 from .viz import labelled_grid_image
 
 
 class ClassificationModule(VisionModule):
-    def __init__(self, net, meta: ModelMeta, train: TrainConfig):
+    def __init__(self, net, meta: ModelMeta, train: ClassificationTrainConfig):
         super().__init__(net, meta, train)
         n = len(meta.classes)
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")

@@ -1,19 +1,31 @@
 """The classification spec: every key `tkit classification default_spec` prints."""
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated
+
+from pydantic import Field, field_validator
 
 from ...spec import BackboneModelConfig, ExportConfig, PruneConfig, SpecModel, TrainConfig
 
 
+AreaFraction = Annotated[float, Field(gt=0, le=1)]
+
+
 class AugmentationConfig(SpecModel):
-    random_resized_crop_scale: tuple[float, float] = Field(
-        (0.5, 1.0), description="area range of the random crop, as fractions of the image"
+    random_resized_crop_scale: tuple[AreaFraction, AreaFraction] = Field(
+        (0.5, 1.0), description="area range [min, max] of the random crop, as fractions of the image"
     )
     horizontal_flip: float = Field(0.5, ge=0, le=1, description="probability of a left-right flip")
     vertical_flip: float = Field(0.0, ge=0, le=1, description="probability of an up-down flip")
     color_jitter: float = Field(0.2, ge=0, description="brightness/contrast/saturation jitter strength")
     hue: float = Field(0.02, ge=0, le=0.5, description="hue jitter")
+
+    @field_validator("random_resized_crop_scale")
+    @classmethod
+    def _scale_is_a_range(cls, scale: tuple[float, float]) -> tuple[float, float]:
+        if scale[0] > scale[1]:
+            raise ValueError("give the range as [min, max], min <= max")
+        return scale
 
 
 class DataConfig(SpecModel):
@@ -32,7 +44,13 @@ class ModelConfig(BackboneModelConfig):
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout before the classifier")
 
 
-class EvaluateConfig(SpecModel):
+class ClassificationTrainConfig(TrainConfig):
+    """The shared training keys plus those only classification's loss reads."""
+
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy loss")
+
+
+class EvaluationConfig(SpecModel):
     batch_size: int = Field(32, gt=0, description="images per batch")
     top_k: int = Field(5, gt=0, description="top-k accuracy reported when there are at least k classes")
 
@@ -47,8 +65,8 @@ class InferenceConfig(SpecModel):
 class ClassificationSpec(SpecModel):
     data: DataConfig = Field(default_factory=DataConfig, description="dataset")
     model: ModelConfig = Field(default_factory=ModelConfig, description="network")
-    train: TrainConfig = Field(default_factory=TrainConfig, description="training")
-    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="evaluate verb")
+    train: ClassificationTrainConfig = Field(default_factory=ClassificationTrainConfig, description="training")
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="evaluate verb")
     inference: InferenceConfig = Field(default_factory=InferenceConfig, description="inference verb")
     prune: PruneConfig = Field(default_factory=PruneConfig, description="prune verb")
     export: ExportConfig = Field(default_factory=ExportConfig, description="export verb")

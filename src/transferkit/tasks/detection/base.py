@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ...vision.boxes import DetectionDataset, ImageBoxes
 from .data import DetectionData, DetectionImages, collate_detection, original_scale, read_detection_split
@@ -62,6 +62,14 @@ class EvaluationConfig(SpecModel):
     predictions: str | None = Field(None, description="score KITTI prediction files in this folder instead of a model")
     batch_size: int = Field(16, gt=0, description="images per batch")
 
+    @field_validator("iou_thresholds")
+    @classmethod
+    def _iou_in_range(cls, value: float | dict[str, float]) -> float | dict[str, float]:
+        for name, t in (value.items() if isinstance(value, dict) else [("", value)]):
+            if not 0 < t <= 1:
+                raise ValueError(f"{name + ': ' if name else ''}{t} is not an IoU in (0, 1]")
+        return value
+
 
 class InferenceConfig(SpecModel):
     images: str | None = Field(None, description="folder of images, a single image, or a .txt list of paths")
@@ -99,18 +107,13 @@ class DetectionTask(VisionTask):
         entry = get_image_entry(spec.model.backbone)
         return list(entry.mean), list(entry.std)
 
-    def train_augment(self, spec):
-        """The training augmentation config for DetectionData (None: built from spec.data.augmentation)."""
-        return None
-
     # -- shared ---------------------------------------------------------------------------------
     def build_data(self, spec, meta: ModelMeta | None = None) -> DetectionData:
         self.check_input(spec)
         if meta is None:
             mean, std = self.normalisation(spec)
-            return DetectionData(spec, mean, std, None, augment=self.train_augment(spec))
-        return DetectionData(spec, list(meta.image.mean), list(meta.image.std), list(meta.classes),
-                             augment=self.train_augment(spec))
+            return DetectionData(spec, mean, std, None)
+        return DetectionData(spec, list(meta.image.mean), list(meta.image.std), list(meta.classes))
 
     def build_training_module(self, spec, data: DetectionData):
         m = spec.model

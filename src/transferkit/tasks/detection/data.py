@@ -1,12 +1,11 @@
 """Detection data for every detection task: spec keys -> format reader -> Dataset -> DataModule.
 
 Images are resized (val) or augmented (train) to the network input size; boxes and DontCare regions
-go through the same transform, so targets are in input pixels. The training augmentation is chosen
-by the config type a task passes (`DetectionData(..., augment=...)`):
+go through the same transform, so targets are in input pixels. The training augmentation is the
+task's `spec.data.augmentation` section itself, chosen by its type:
 
-- `BoxAugmentConfig` -> `DetectionAugment` (DetectNet_v2's zoom/shift/flip + colour jitter; the
-  default, built from `spec.data.augmentation`);
-- `YoloAugmentConfig` -> `YoloAugment` (darknet jitter or 4-image mosaic, then HSV jitter); mosaic
+- `DetectionAugmentationConfig` -> `DetectionAugment` (DetectNet_v2's zoom/shift/flip + colour jitter);
+- `YoloAugmentationConfig` -> `YoloAugment` (darknet jitter or 4-image mosaic, then HSV jitter); mosaic
   loads 3 more items through the dataset.
 
 Randomness: the augmentation draws from one `random.Random(train.seed)`. In the main process
@@ -25,8 +24,8 @@ from torchvision.transforms import v2 as T
 
 from ...errors import SpecError
 from ...spec import require_path
-from ...vision.box_augment import (BoxAugmentConfig, DetectionAugment, YoloAugment, YoloAugmentConfig,
-                          resize_with_boxes)
+from ...vision.box_augment import (DetectionAugment, DetectionAugmentationConfig, YoloAugment,
+                                   YoloAugmentationConfig, resize_with_boxes)
 from ...vision.boxes import DataProblems, DetectionDataset, ImageBoxes
 from ...vision.images import ImageError, load_image, skipped_entry, undecodable
 
@@ -56,16 +55,18 @@ class DetectionImages(Dataset):
     """(normalised image tensor, ImageBoxes in input pixels) or (None, "path\\treason") for a bad file."""
 
     def __init__(self, items: list[ImageBoxes], width: int, height: int, mean, std,
-                 augment: BoxAugmentConfig | YoloAugmentConfig | None, max_pixels: int, seed: int = 0):
+                 augment: DetectionAugmentationConfig | YoloAugmentationConfig | None, max_pixels: int,
+                 seed: int = 0):
         self.items, self.width, self.height = items, width, height
         if augment is None:
             self.augment = None
-        elif isinstance(augment, YoloAugmentConfig):
+        elif isinstance(augment, YoloAugmentationConfig):
             self.augment = YoloAugment(width, height, augment, seed)
-        elif isinstance(augment, BoxAugmentConfig):
+        elif isinstance(augment, DetectionAugmentationConfig):
             self.augment = DetectionAugment(width, height, augment, seed)
         else:
-            raise TypeError(f"augment must be a BoxAugmentConfig, a YoloAugmentConfig or None, not {type(augment)}")
+            raise TypeError(f"augment must be a DetectionAugmentationConfig, a YoloAugmentationConfig or None, "
+                            f"not {type(augment)}")
         self._worker_seed: int | None = None  # worker_info.seed this copy's rng was reseeded from
         self.max_pixels = max_pixels
         self.to_tensor = T.Compose([T.ToImage(), T.ToDtype(torch.float32, scale=True),
@@ -124,17 +125,12 @@ def collate_detection(batch):
 
 
 class DetectionData(pl.LightningDataModule):
-    """Train/val DataLoaders of `DetectionImages` for any detection task.
+    """Train/val DataLoaders of `DetectionImages` for any detection task; training images are augmented
+    by `spec.data.augmentation` (see the module docstring)."""
 
-    `augment` picks the training augmentation: a `BoxAugmentConfig` or `YoloAugmentConfig`, or None
-    for DetectNet_v2's `BoxAugmentConfig` built from `spec.data.augmentation` (whose keys are then
-    required; with `augment` given that section is not read here)."""
-
-    def __init__(self, spec, mean, std, classes: list[str] | None = None, *,
-                 augment: BoxAugmentConfig | YoloAugmentConfig | None = None):
+    def __init__(self, spec, mean, std, classes: list[str] | None = None):
         super().__init__()
         self.spec = spec
-        self.augment = augment
         self.mean, self.std = mean, std
         d = spec.data
         wanted = classes or d.classes
@@ -163,14 +159,8 @@ class DetectionData(pl.LightningDataModule):
 
     def _loader(self, items, train: bool, batch_size: int) -> DataLoader:
         d = self.spec.data
-        aug = None
-        if train and self.augment is not None:
-            aug = self.augment
-        elif train:
-            a = d.augmentation
-            aug = BoxAugmentConfig(a.horizontal_flip, a.vertical_flip, tuple(a.zoom), a.translate,
-                                   a.brightness, a.contrast, a.saturation, a.hue)
-        dataset = DetectionImages(items, d.image_width, d.image_height, self.mean, self.std, aug,
+        dataset = DetectionImages(items, d.image_width, d.image_height, self.mean, self.std,
+                                  d.augmentation if train else None,
                                   d.max_image_pixels, self.spec.train.seed)
         workers = self.spec.train.num_workers
         return DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=workers,

@@ -4,33 +4,15 @@ Targets come from targets.rasterise (stacked over the batch). Coverage cells are
 TAO's cost function: a positive cell (target > 0.5) by coverage_foreground_weight, a background
 cell by 1 - coverage_foreground_weight, a dead-zone or ignored cell by 0; the sum over the cells is
 divided by the number of images. The box loss is summed over positive cells and divided by their
-number (at least 1). class_weights scale both terms per class.
+number (at least 1). class_weights scale both terms per class. The settings are the spec's `loss`
+section (`LossConfig`).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-BBOX_LOSSES = ("l1", "giou", "l1+giou")
-
-
-@dataclass
-class LossConfig:
-    coverage_foreground_weight: float = 0.9  # positive cells; background cells get 1 - this
-    bbox_loss: str = "l1"  # l1 | giou | l1+giou
-    coverage_weight: float = 1.0
-    bbox_weight: float = 10.0  # weight of the L1 term (objective_set units are small: pixels / 35)
-    giou_weight: float = 1.0  # weight of the GIoU term (1 - GIoU lies in 0..2)
-    class_weights: Sequence[float] | None = None
-
-    def __post_init__(self) -> None:
-        if self.bbox_loss not in BBOX_LOSSES:
-            raise ValueError(f"bbox_loss must be one of {', '.join(BBOX_LOSSES)}, got {self.bbox_loss!r}")
-        if not 0.0 <= self.coverage_foreground_weight <= 1.0:
-            raise ValueError(f"coverage_foreground_weight must lie in 0..1, got {self.coverage_foreground_weight}")
+from .spec import LossConfig
 
 
 def giou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:

@@ -4,35 +4,43 @@ from __future__ import annotations
 import torch
 
 from ....vision.boxes import ImageBoxes
-from ....errors import SpecError, first_line
-from ....spec import TrainConfig
+from ....errors import SpecError
+from ....spec import SpecModel, TrainConfig
 from ..base import DetectionModule
-from .loss import LossConfig, detectnet_loss
-from .postprocess import ClusterConfig, detections_from_outputs
-from .targets import TargetConfig, rasterise
+from .loss import detectnet_loss
+from .postprocess import detections_from_outputs
+from .spec import ClusterSettings, DetectNetSpec, LossConfig, PostprocessConfig, TargetSettings, TargetsConfig
+from .targets import rasterise
 
 STRIDE = 16
 
 
-def _per_class(section, cls, classes: list[str], key: str) -> list:
-    """One config per class: the section's values, with that class's `per_class` overrides applied."""
+def _per_class(section: TargetsConfig | PostprocessConfig, settings: type[SpecModel], classes: list[str],
+               key: str) -> list:
+    """One `settings` per class: the section's values, with that class's `per_class` overrides applied.
+
+    The overrides' keys and values were checked with the spec (spec.overrides_of); only their class
+    names can be checked here."""
     base = section.model_dump(exclude={"per_class"})
-    overrides = {name.lower(): values for name, values in section.per_class.items()}
+    overrides = {name.lower(): values.model_dump() for name, values in section.per_class.items()}
     unknown = [name for name in overrides if name not in [c.lower() for c in classes]]
     if unknown:
         raise SpecError(f"{key}.per_class names unknown class(es) {unknown}; classes are {classes}")
-    try:
-        return [cls(**{**base, **overrides.get(c.lower(), {})}) for c in classes]
-    except TypeError as e:
-        raise SpecError(f"{key}.per_class: {first_line(e)}; valid keys: {', '.join(base)}") from None
+    return [settings.model_validate({**base, **overrides.get(c.lower(), {})}) for c in classes]
 
 
-def configs(spec, classes: list[str]) -> tuple[list[TargetConfig], LossConfig, list[ClusterConfig]]:
-    return (_per_class(spec.targets, TargetConfig, classes, "targets"), LossConfig(**spec.loss.model_dump()),
-            _per_class(spec.postprocess, ClusterConfig, classes, "postprocess"))
+def configs(spec: DetectNetSpec, classes: list[str]) -> tuple[list[TargetSettings], LossConfig, list[ClusterSettings]]:
+    """The spec's targets / loss / postprocess sections as the runtime uses them: per class where they have
+    `per_class` overrides."""
+    weights = spec.loss.class_weights
+    if weights is not None and len(weights) != len(classes):
+        raise SpecError(f"loss.class_weights has {len(weights)} values for {len(classes)} classes {classes}; "
+                        f"give one weight per class, in that order")
+    return (_per_class(spec.targets, TargetSettings, classes, "targets"), spec.loss,
+            _per_class(spec.postprocess, ClusterSettings, classes, "postprocess"))
 
 
-def predict_boxes(outputs, targets: list[ImageBoxes], cluster: ClusterConfig, meta: dict) -> list[ImageBoxes]:
+def predict_boxes(outputs, targets: list[ImageBoxes], cluster: list[ClusterSettings], meta: dict) -> list[ImageBoxes]:
     """Raw outputs -> ImageBoxes predictions in the same (network-input) pixels as `targets`."""
     cov_logits, bbox = outputs[0], outputs[1]
     detections = detections_from_outputs(cov_logits, bbox, STRIDE, cluster, meta.arch["bbox_scale"], meta.arch["bbox_offset"])

@@ -12,6 +12,9 @@ coverage_threshold, scored by its coverage); cluster_boxes() merges them per cla
 Reported score: nms keeps the coverage (0..1). dbscan and hybrid report 1 - exp(-confidence), which
 is monotone in the summed coverage and lies in 0..1 (one fully covered cell: 0.63, three: 0.95),
 so AP ranking equals ranking by TAO's confidence while thresholds stay in a probability-like range.
+
+The settings are the spec's `postprocess` section (`ClusterSettings`), one per class once
+module.configs applies its `per_class` overrides.
 """
 from __future__ import annotations
 
@@ -26,29 +29,8 @@ from scipy.sparse.csgraph import connected_components
 from torchvision.ops import nms
 
 from ....vision.boxes import ImageBoxes
+from .spec import ClusterSettings
 from .targets import cell_anchors, per_class
-
-ALGORITHMS = ("dbscan", "nms", "hybrid")
-
-
-@dataclass
-class ClusterConfig:
-    """Box clustering for one class (one shared config, or one per class)."""
-
-    clustering_algorithm: str = "dbscan"  # dbscan | nms | hybrid
-    coverage_threshold: float = 0.005  # cells below this coverage propose no box
-    dbscan_eps: float = 0.3  # neighbourhood radius on 1 - IoU
-    dbscan_min_samples: float = 0.05  # summed coverage a core candidate's neighbourhood needs
-    dbscan_confidence_threshold: float = 0.1  # drop clusters whose summed coverage is lower
-    nms_iou_threshold: float = 0.5
-    minimum_bounding_box_height: float = 4.0  # input pixels
-    max_detections: int = 100  # per image (the largest value over the per-class configs applies)
-
-    def __post_init__(self) -> None:
-        if self.clustering_algorithm not in ALGORITHMS:
-            raise ValueError(f"clustering_algorithm must be one of {', '.join(ALGORITHMS)}, "
-                             f"got {self.clustering_algorithm!r}")
-
 
 @dataclass
 class Candidates:
@@ -80,7 +62,7 @@ def decode(
     cov_prob: torch.Tensor | np.ndarray,
     bbox: torch.Tensor | np.ndarray,
     stride: int,
-    cfg: ClusterConfig | Sequence[ClusterConfig] = ClusterConfig(),
+    cfg: ClusterSettings | Sequence[ClusterSettings] = ClusterSettings(),
     bbox_scale: float = 35.0,
     bbox_offset: float = 0.5,
 ) -> Candidates:
@@ -139,7 +121,7 @@ def weighted_dbscan(distance: np.ndarray, weights: np.ndarray, eps: float, min_s
     return labels
 
 
-def _dbscan_clusters(boxes: np.ndarray, coverage: np.ndarray, cfg: ClusterConfig) -> tuple[np.ndarray, np.ndarray]:
+def _dbscan_clusters(boxes: np.ndarray, coverage: np.ndarray, cfg: ClusterSettings) -> tuple[np.ndarray, np.ndarray]:
     """(cluster boxes [K, 4], summed coverage [K]) of one class's candidates."""
     ids = weighted_dbscan(1.0 - iou_matrix(boxes, boxes), coverage, cfg.dbscan_eps, cfg.dbscan_min_samples)
     clusters = [ids == k for k in np.unique(ids[ids >= 0])]
@@ -158,7 +140,7 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndar
     return nms(torch.from_numpy(boxes).float(), torch.from_numpy(scores).float(), iou_threshold).numpy()
 
 
-def cluster_boxes(candidates: Candidates, cfg: ClusterConfig | Sequence[ClusterConfig] = ClusterConfig(),
+def cluster_boxes(candidates: Candidates, cfg: ClusterSettings | Sequence[ClusterSettings] = ClusterSettings(),
                   num_classes: int | None = None) -> Detections:
     """Merge one image's candidates into final detections, per class, best first.
 
@@ -203,7 +185,7 @@ def detections_from_outputs(
     cov_logits: torch.Tensor,
     bbox: torch.Tensor,
     stride: int,
-    cfg: ClusterConfig | Sequence[ClusterConfig] = ClusterConfig(),
+    cfg: ClusterSettings | Sequence[ClusterSettings] = ClusterSettings(),
     bbox_scale: float = 35.0,
     bbox_offset: float = 0.5,
 ) -> list[Detections]:

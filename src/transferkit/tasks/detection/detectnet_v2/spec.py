@@ -2,23 +2,31 @@
 shared with every detection task (tasks/detection/base.py)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, NonNegativeFloat, create_model, model_serializer
 
 from ....spec import BackboneModelConfig, ExportConfig, PruneConfig, SpecModel, TrainConfig
+from ....vision.box_augment import DetectionAugmentationConfig
 from ..base import DetectionDataConfig, EvaluationConfig, InferenceConfig
 
 
-class DetectionAugmentationConfig(SpecModel):
-    horizontal_flip: float = Field(0.5, ge=0, le=1, description="probability of a left-right flip")
-    vertical_flip: float = Field(0.0, ge=0, le=1, description="probability of an up-down flip")
-    zoom: tuple[float, float] = Field((0.8, 1.25), description="random zoom range (>1 zooms in)")
-    translate: float = Field(0.1, ge=0, le=0.5, description="max random shift, fraction of the image size")
-    brightness: float = Field(0.2, ge=0, description="brightness jitter")
-    contrast: float = Field(0.2, ge=0, description="contrast jitter")
-    saturation: float = Field(0.2, ge=0, description="saturation jitter")
-    hue: float = Field(0.02, ge=0, le=0.5, description="hue jitter")
+class _Overrides(SpecModel):
+    """One class's `per_class` entry: only the keys given (None = not overridden, left out when written)."""
+
+    @model_serializer(mode="wrap")
+    def _given_only(self, handler):
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+def overrides_of(section: type[SpecModel]) -> type[SpecModel]:
+    """The section's fields, each optional, with the same bounds: the model of one class's `per_class`
+    overrides, so they are checked with the rest of the spec when it loads."""
+    fields = {}
+    for name, info in section.model_fields.items():
+        typ = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        fields[name] = (Optional[typ], None)
+    return create_model(f"{section.__name__}Overrides", __base__=_Overrides, **fields)
 
 
 class DetectNetDataConfig(DetectionDataConfig):
@@ -31,14 +39,25 @@ class DetectNetModelConfig(BackboneModelConfig):
     bbox_offset: float = Field(0.5, ge=0, le=1, description="objective_set cell-centre offset (TAO: 0.5)")
 
 
-class TargetsConfig(SpecModel):
+class TargetSettings(SpecModel):
+    """How one class's boxes are drawn onto the output grid (targets.rasterise)."""
+
     cov_center_x: float = Field(0.5, ge=0, le=1, description="coverage ellipse centre, fraction of box width")
     cov_center_y: float = Field(0.5, ge=0, le=1, description="coverage ellipse centre, fraction of box height")
     cov_radius_x: float = Field(1.0, gt=0, description="coverage ellipse radius, fraction of the box half-width")
     cov_radius_y: float = Field(1.0, gt=0, description="coverage ellipse radius, fraction of the box half-height")
     bbox_min_radius: float = Field(1.0, ge=0, description="minimum coverage radius in output cells")
     deadzone_radius: float = Field(0.67, ge=0, description="ignored ring around the coverage region (cells)")
-    per_class: dict[str, dict[str, float]] = Field(
+
+
+TargetOverrides = overrides_of(TargetSettings)
+
+
+class TargetsConfig(TargetSettings):
+    """The `targets` section: settings for every class, and `per_class` overrides that module.configs
+    resolves into one TargetSettings per class."""
+
+    per_class: dict[str, TargetOverrides] = Field(
         default_factory=dict, description="per-class overrides, e.g. {car: {cov_radius_x: 0.8}}")
 
 
@@ -47,11 +66,16 @@ class LossConfig(SpecModel):
         0.9, gt=0, lt=1, description="weight of object cells in the coverage loss (background gets 1 - this)")
     bbox_loss: Literal["l1", "giou", "l1+giou"] = Field("l1", description="box regression loss")
     coverage_weight: float = Field(1.0, ge=0, description="weight of the coverage loss")
-    bbox_weight: float = Field(10.0, ge=0, description="weight of the box loss")
-    class_weights: list[float] | None = Field(None, description="per-class loss weights (class order)")
+    # objective_set units are small (pixels / bbox_scale), hence the large L1 weight.
+    bbox_weight: float = Field(10.0, ge=0, description="weight of the L1 box term (bbox_loss l1, l1+giou)")
+    giou_weight: float = Field(1.0, ge=0, description="weight of the 1 - GIoU box term (bbox_loss giou, l1+giou)")
+    class_weights: list[NonNegativeFloat] | None = Field(
+        None, description="per-class weights of both terms, one per class in class order")
 
 
-class PostprocessConfig(SpecModel):
+class ClusterSettings(SpecModel):
+    """Box clustering for one class (postprocess.cluster_boxes)."""
+
     clustering_algorithm: Literal["dbscan", "nms", "hybrid"] = Field("dbscan", description="dbscan | nms | hybrid")
     coverage_threshold: float = Field(0.005, ge=0, le=1, description="cells below this coverage are not candidates")
     dbscan_eps: float = Field(0.3, gt=0, lt=1, description="DBSCAN eps on 1 - IoU")
@@ -60,7 +84,16 @@ class PostprocessConfig(SpecModel):
     nms_iou_threshold: float = Field(0.5, gt=0, le=1, description="NMS IoU threshold (nms, hybrid)")
     minimum_bounding_box_height: float = Field(4.0, ge=0, description="drop boxes lower than this (pixels)")
     max_detections: int = Field(100, gt=0, description="keep at most this many boxes per image")
-    per_class: dict[str, dict[str, float | str]] = Field(
+
+
+ClusterOverrides = overrides_of(ClusterSettings)
+
+
+class PostprocessConfig(ClusterSettings):
+    """The `postprocess` section: settings for every class, and `per_class` overrides that module.configs
+    resolves into one ClusterSettings per class."""
+
+    per_class: dict[str, ClusterOverrides] = Field(
         default_factory=dict, description="per-class overrides, e.g. {car: {coverage_threshold: 0.01}}")
 
 

@@ -9,7 +9,8 @@ Conventions shared with loss.py and postprocess.py:
   (i + bbox_offset) * stride) and its channels b0..b3 place the box edges around it:
   x1 = ax - bbox_scale*b0, y1 = ay - bbox_scale*b1, x2 = ax + bbox_scale*b2, y2 = ay + bbox_scale*b3.
 
-The coverage region of a box is an ellipse (TAO's rasteriser), in output-cell units:
+The coverage region of a box is an ellipse (TAO's rasteriser), in output-cell units, shaped by the
+spec's `targets` section (`TargetSettings`, one per class once module.configs applies `per_class`):
 - centre (x1 + cov_center_x * w, y1 + cov_center_y * h);
 - radii cov_radius_x/y times the distance from that centre to the nearest box edge, so 1.0 with a
   centred ellipse is the ellipse inscribed in the box; both radii then grow together (aspect kept)
@@ -21,23 +22,12 @@ The coverage region of a box is an ellipse (TAO's rasteriser), in output-cell un
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
-
-@dataclass
-class TargetConfig:
-    """How one class's boxes are drawn onto the grid (one shared config, or one per class)."""
-
-    cov_center_x: float = 0.5  # ellipse centre, fraction of the box width from x1
-    cov_center_y: float = 0.5  # ellipse centre, fraction of the box height from y1
-    cov_radius_x: float = 1.0  # ellipse radius, fraction of the centre-to-nearest-edge distance
-    cov_radius_y: float = 1.0
-    bbox_min_radius: float = 1.0  # smallest ellipse radius, in output cells
-    deadzone_radius: float = 0.67  # width of the ignored ring around the ellipse, in output cells
+from .spec import TargetSettings
 
 
 def per_class(cfg, num_classes: int, what: str = "config") -> list:
@@ -91,7 +81,7 @@ def rasterise(
     out_h: int,
     out_w: int,
     stride: int,
-    cfg: TargetConfig | Sequence[TargetConfig] = TargetConfig(),
+    cfg: TargetSettings | Sequence[TargetSettings] = TargetSettings(),
     ignore: np.ndarray | torch.Tensor | None = None,
     bbox_scale: float = 35.0,
     bbox_offset: float = 0.5,

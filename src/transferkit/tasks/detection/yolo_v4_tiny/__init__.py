@@ -8,7 +8,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ....vision.box_augment import YoloAugmentConfig
 from ....vision.boxes import ImageBoxes
 from ..data import read_detection_split
 from ....errors import SpecError
@@ -44,9 +43,6 @@ class YoloV4TinyTask(DetectionTask):
         if spec.model.backbone == CSPDARKNET:  # darknet feeds pixels scaled to [0, 1]
             return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
         return super().normalisation(spec)
-
-    def train_augment(self, spec: YoloSpec) -> YoloAugmentConfig:
-        return YoloAugmentConfig(**spec.data.augmentation.model_dump())
 
     def arch(self, spec: YoloSpec) -> dict:
         m = spec.model

@@ -2,12 +2,11 @@
 
 Every term is a sum (over positives for box and class, over non-ignored cells for objectness),
 divided by the batch size, then weighted. Targets come from targets.build_targets; decoding
-follows decode.py.
+follows decode.py. The settings are the spec's `loss` section (`YoloLossConfig`).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -15,24 +14,8 @@ import torch.nn.functional as F
 
 from ....errors import DataError
 from .decode import decode_level
+from .spec import YoloLossConfig
 from .targets import build_targets
-
-
-@dataclass
-class LossConfig:
-    box_matching_iou: float = 0.25  # extra positive anchors: anchor-size IoU above this (TAO's name)
-    matching_neutral_box_iou: float = 0.5  # negatives whose box overlaps a gt more than this are ignored
-    label_smoothing: float = 0.0  # class targets onehot*(1-ls) + ls/2
-    grid_xy_extend: float = 0.05  # grid sensitivity e of the decoder
-    # Weights for the summed, per-image terms. The ratio 5:1:1 is YOLOX's for the same sum
-    # reductions: 1 - CIoU is bounded by 2 per positive and its gradient with respect to the
-    # logits is several times smaller than a BCE's (~0.1 per unit tx for an anchor-sized box),
-    # while the objectness sum also runs over thousands of negative cells per image; a higher box
-    # weight keeps localisation from being drowned out. Class and objectness BCE are on the same
-    # per-element scale, so they share weight 1.
-    box_weight: float = 5.0
-    obj_weight: float = 1.0
-    cls_weight: float = 1.0
 
 
 def ciou(box1: torch.Tensor, box2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -75,13 +58,14 @@ def _max_iou_with_gt(pred: torch.Tensor, gt_boxes: torch.Tensor, gt_valid: torch
 
 def yolo_loss(outputs: Sequence[torch.Tensor], gt: Sequence[tuple[torch.Tensor, torch.Tensor]],
               anchors: torch.Tensor, strides: Sequence[int], num_classes: int,
-              cfg: LossConfig | None = None) -> dict:
+              cfg: YoloLossConfig | None = None, grid_xy_extend: float = 0.05) -> dict:
     """Loss terms for head outputs [N, A*(5+C), H, W] per level and per-image gt (boxes xyxy px, labels).
 
     Returns scalars total, box, obj, cls (already weighted and divided by the batch size, so
-    total = box + obj + cls) and num_positives (a long tensor). Computed in float32.
+    total = box + obj + cls) and num_positives (a long tensor). Computed in float32. `grid_xy_extend`
+    is the decoder's (model.grid_xy_extend), so boxes are decoded as at inference.
     """
-    cfg = cfg or LossConfig()
+    cfg = cfg or YoloLossConfig()
     outputs = [o.float() for o in outputs]
     n_img = int(outputs[0].shape[0])
     if len(gt) != n_img:
@@ -109,7 +93,7 @@ def yolo_loss(outputs: Sequence[torch.Tensor], gt: Sequence[tuple[torch.Tensor, 
     num_pos = torch.zeros((), dtype=torch.long, device=device)
     ls = float(cfg.label_smoothing)
     for level, output in enumerate(outputs):
-        raw, boxes = decode_level(output, anchors[level], strides[level], cfg.grid_xy_extend)
+        raw, boxes = decode_level(output, anchors[level], strides[level], grid_xy_extend)
         t = targets[level]
         pos = t["positive"]
         num_pos = num_pos + pos.sum()

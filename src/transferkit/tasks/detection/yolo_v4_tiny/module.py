@@ -1,8 +1,6 @@
 """YOLOv4-tiny training and the one post-processing path shared by validation, evaluate and inference."""
 from __future__ import annotations
 
-from dataclasses import fields
-
 import numpy as np
 import torch
 
@@ -11,7 +9,7 @@ from ....engine.meta import ModelMeta
 from ....spec import TrainConfig
 from ..base import DetectionModule
 from .decode import decode_outputs, nms_per_class
-from .loss import LossConfig, yolo_loss
+from .loss import yolo_loss
 from .model import STRIDES
 
 DETECTION_COLUMNS = 7  # rows of the NMS export: batch index, x1, y1, x2, y2, score, class
@@ -20,12 +18,6 @@ DETECTION_COLUMNS = 7  # rows of the NMS export: batch index, x1, y1, x2, y2, sc
 def anchors_of(meta: ModelMeta) -> torch.Tensor:
     """[levels, anchors, 2] in the order of the network's outputs (stride 32 big, stride 16 mid)."""
     return torch.tensor([meta.arch["big_anchor_shape"], meta.arch["mid_anchor_shape"]], dtype=torch.float32)
-
-
-def loss_config(spec, meta: ModelMeta) -> LossConfig:
-    given = {k: v for k, v in spec.loss.model_dump().items() if v is not None}
-    known = {f.name for f in fields(LossConfig)}
-    return LossConfig(**{k: v for k, v in given.items() if k in known}, grid_xy_extend=meta.arch["grid_xy_extend"])
 
 
 def detections_from_outputs(outputs, meta: ModelMeta, nms, batch: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -63,13 +55,13 @@ def ground_truth(targets: list[ImageBoxes], device) -> list[tuple[torch.Tensor, 
 class YoloModule(DetectionModule):
     def __init__(self, net, meta: ModelMeta, train: TrainConfig, spec):
         super().__init__(net, meta, train, spec.evaluation)
-        self.loss_cfg = loss_config(spec, meta)
+        self.loss_cfg = spec.loss
         self.nms = spec.nms
         self.register_buffer("anchors", anchors_of(meta), persistent=False)
 
     def compute_losses(self, outputs, targets: list[ImageBoxes]) -> dict[str, torch.Tensor]:
         losses = yolo_loss(outputs, ground_truth(targets, self.device), self.anchors, STRIDES,
-                           len(self.meta.classes), self.loss_cfg)
+                           len(self.meta.classes), self.loss_cfg, self.meta.arch["grid_xy_extend"])
         return {k: losses[k] for k in ("total", "box", "obj", "cls")}
 
     def predict_outputs(self, outputs, targets: list[ImageBoxes]) -> list[ImageBoxes]:

@@ -7,23 +7,12 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from ....spec import BackboneModelConfig, ExportConfig, PruneConfig, SpecModel, TrainConfig
+from ....vision.box_augment import YoloAugmentationConfig
 from ..base import DetectionDataConfig, EvaluationConfig, InferenceConfig
 
 # Darknet's yolov4-tiny COCO anchors at 416 px; `tkit yolo_v4_tiny kmeans` fits anchors to your labels.
 BIG_ANCHORS = [[81.0, 82.0], [135.0, 169.0], [344.0, 319.0]]
 MID_ANCHORS = [[10.0, 14.0], [23.0, 27.0], [37.0, 58.0]]
-
-
-class YoloAugmentationConfig(SpecModel):
-    horizontal_flip: float = Field(0.5, ge=0, le=1, description="probability of a left-right flip")
-    vertical_flip: float = Field(0.0, ge=0, le=1, description="probability of an up-down flip")
-    jitter: float = Field(0.3, ge=0, lt=1, description="random crop/pad up to this fraction of each side")
-    hue: float = Field(0.1, ge=0, le=0.5, description="hue shift, fraction of the hue circle")
-    saturation: float = Field(1.5, ge=1, description="saturation scale in [1/s, s]")
-    exposure: float = Field(1.5, ge=1, description="brightness scale in [1/e, e]")
-    mosaic_prob: float = Field(0.5, ge=0, le=1, description="probability of a 4-image mosaic")
-    mosaic_min_ratio: float = Field(0.2, ge=0, lt=0.5, description="mosaic centre lies in [r, 1-r] of the image")
-    min_visible: float = Field(0.3, ge=0, le=1, description="drop boxes with less of their area left after cropping")
 
 
 class YoloDataConfig(DetectionDataConfig):
@@ -64,13 +53,20 @@ class YoloModelConfig(BackboneModelConfig):
 
 
 class YoloLossConfig(SpecModel):
+    """The `loss` section, read by loss.yolo_loss (the decoder's grid_xy_extend comes from `model`)."""
+
     box_matching_iou: float = Field(0.25, gt=0, le=1, description="anchors above this IoU with a box are positives too")
     matching_neutral_box_iou: float = Field(
         0.5, gt=0, le=1, description="predictions above this IoU with a box are not objectness negatives")
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="class target smoothing")
-    box_weight: float | None = Field(None, gt=0, description="CIoU loss weight (empty = the loss module's default)")
-    obj_weight: float | None = Field(None, gt=0, description="objectness loss weight (empty = default)")
-    cls_weight: float | None = Field(None, gt=0, description="class loss weight (empty = default)")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="class targets onehot * (1 - ls) + ls / 2")
+    # Weights of the summed, per-image terms. The ratio 5:1:1 is YOLOX's for the same sum reductions:
+    # 1 - CIoU is bounded by 2 per positive and its gradient with respect to the logits is several times
+    # smaller than a BCE's (~0.1 per unit tx for an anchor-sized box), while the objectness sum also runs
+    # over thousands of negative cells per image; a higher box weight keeps localisation from being
+    # drowned out. Class and objectness BCE are on the same per-element scale, so they share weight 1.
+    box_weight: float = Field(5.0, gt=0, description="CIoU box loss weight")
+    obj_weight: float = Field(1.0, gt=0, description="objectness loss weight")
+    cls_weight: float = Field(1.0, gt=0, description="class loss weight")
 
 
 class NmsConfig(SpecModel):

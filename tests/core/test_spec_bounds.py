@@ -1,0 +1,286 @@
+"""Every bounded number of every task's spec is accepted at its bound and refused just past it (one
+SpecError naming the key), and a spec at a bound builds the runtime objects that read it: the spec's
+ranges are exactly what the code can do. Also: keys a task cannot use are refused, and every task calls
+its evaluation section `evaluation`."""
+from __future__ import annotations
+
+import types
+from pathlib import Path
+from typing import Annotated, Callable, Union, get_args, get_origin
+
+import annotated_types
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from torch import nn
+
+from transferkit.cli import main
+from transferkit.engine.meta import ModelMeta, image_input
+from transferkit.errors import SpecError
+from transferkit.spec import load_spec
+from transferkit.tasks import get_task, task_names
+from transferkit.vision.boxes import ImageBoxes
+
+BOUND_KINDS = {annotated_types.Ge: "ge", annotated_types.Gt: "gt", annotated_types.Le: "le", annotated_types.Lt: "lt"}
+INCLUSIVE = {"ge": True, "le": True, "gt": False, "lt": False}
+CLASSES = ["a", "b"]
+
+
+def _meta(task: str, arch: dict | None = None) -> ModelMeta:
+    return ModelMeta(task=task, classes=tuple(CLASSES), backbone=None, inputs=(image_input(64, 64, (0.5,) * 3, (0.5,) * 3),),
+                     arch=arch or {})
+
+
+def _bounds(metadata) -> list[tuple[str, float]]:
+    """(ge|gt|le|lt, value) pairs in pydantic field metadata (annotated_types objects or nested FieldInfo)."""
+    found = []
+    for item in metadata:
+        if isinstance(item, FieldInfo):
+            found += _bounds(item.metadata)
+        for kind, name in BOUND_KINDS.items():
+            if isinstance(item, kind):
+                found.append((name, getattr(item, name)))
+    return found
+
+
+def _element(annotation) -> tuple[type, list[tuple[str, float]]]:
+    """The number type of an annotation (int or float, Optional and Annotated unwrapped) and its bounds."""
+    if get_origin(annotation) is Annotated:
+        base, *meta = get_args(annotation)
+        number, inner = _element(base)
+        return number, inner + _bounds(meta)
+    if get_origin(annotation) in (Union, types.UnionType):
+        numbers = [_element(a) for a in get_args(annotation) if a is not type(None)]
+        return numbers[0] if len(numbers) == 1 else (None, [])
+    if annotation in (int, float):
+        return annotation, []
+    return None, []
+
+
+def bounded_keys(model: type[BaseModel], override: Callable[[str, str], str] | None = None,
+                 prefix: str = "") -> list[tuple[str, type, list[tuple[str, float]], Callable[[str], str]]]:
+    """(dotted key, number type, bounds, value text -> override text) for every bounded number in a schema.
+
+    Numbers inside tuples and lists are set all to the same value; per-class override sections
+    (dict[str, section]) are walked with one class, 'a'."""
+    override = override or (lambda key, text: f"{key}={text}")
+    found = []
+    for name, info in model.model_fields.items():
+        key, annotation = prefix + name, info.annotation
+        origin, args = get_origin(annotation), get_args(annotation)
+        section = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        if section is not None:
+            found += bounded_keys(section, override, key + ".")
+            continue
+        if origin is dict and isinstance(args[1], type) and issubclass(args[1], BaseModel):
+            found += bounded_keys(args[1], lambda inner, text, key=key: f"{key}={{a: {{{inner.rsplit('.', 1)[-1]}: "
+                                                                        f"{text}}}}}", key + ".")
+            continue
+        if origin is Union or origin is types.UnionType:  # `list[x] | None`: the list
+            lists = [a for a in args if get_origin(a) in (list, tuple)]
+            if lists:
+                origin, args = get_origin(lists[0]), get_args(lists[0])
+        if origin in (list, tuple):
+            number, bounds = _element(args[0])
+            length = len(args) if origin is tuple else len(CLASSES)
+            text = (lambda k, n: lambda v: override(k, "[" + ", ".join([v] * n) + "]"))(key, length)
+        else:
+            number, bounds = _element(annotation)
+            bounds += _bounds(info.metadata)
+            text = (lambda k: lambda v: override(k, v))(key)
+        if number is not None and bounds:
+            found.append((key, number, bounds, text))
+    return found
+
+
+def _cases():
+    """(task, key, override, valid) at and just past every bound."""
+    cases = []
+    for task in task_names():
+        for key, number, bounds, text in bounded_keys(get_task(task).spec_class):
+            step = 1 if number is int else 1e-3
+            for kind, bound in bounds:
+                inward = step if kind in ("ge", "gt") else -step
+                inside = bound if INCLUSIVE[kind] else bound + inward
+                outside = bound - inward if INCLUSIVE[kind] else bound
+                for value, valid in ((inside, True), (outside, False)):
+                    shown = f"{value:.6g}" if number is float else str(int(value))
+                    cases.append(pytest.param(task, key, text(shown), valid,
+                                              id=f"{task}-{key}-{kind}{bound}-{'in' if valid else 'out'}"))
+    return cases
+
+
+def test_the_walk_finds_the_bounds_it_should():
+    keys = {task: {key for key, *_ in bounded_keys(get_task(task).spec_class)} for task in task_names()}
+    assert {"train.epochs", "train.label_smoothing", "data.augmentation.random_resized_crop_scale",
+            "evaluation.top_k"} <= keys["classification"]
+    assert {"data.augmentation.zoom", "targets.cov_radius_x", "targets.per_class.cov_radius_x",
+            "postprocess.per_class.dbscan_eps", "loss.class_weights", "loss.giou_weight"} <= keys["detectnet_v2"]
+    assert {"data.augmentation.jitter", "data.augmentation.mosaic_min_ratio", "loss.box_weight",
+            "nms.top_k", "model.grid_xy_extend"} <= keys["yolo_v4_tiny"]
+
+
+# -- runtime objects built from a spec ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bounds") / "scene.png"
+    arr = np.full((48, 64, 3), 100, np.uint8)
+    arr[8:30, 10:40] = (200, 40, 40)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def _item(picture: Path) -> ImageBoxes:
+    return ImageBoxes(image=picture, boxes=np.array([[10, 8, 40, 30]], np.float32), labels=np.array([0]))
+
+
+def _augmented(spec, picture: Path) -> None:
+    """One item through the training transform the task builds from spec.data.augmentation."""
+    from transferkit.tasks.detection.data import DetectionImages
+
+    dataset = DetectionImages([_item(picture)], 64, 64, (0.5,) * 3, (0.25,) * 3, spec.data.augmentation,
+                              spec.data.max_image_pixels, seed=0)
+    for _ in range(3):
+        image, target = dataset[0]
+        if image is None:  # data.max_image_pixels below the picture's size: reported as skipped, as it should
+            assert target.startswith(f"{picture}\t") and spec.data.max_image_pixels < 64 * 48
+            return
+        assert image.shape == (3, 64, 64) and torch.isfinite(image).all()
+
+
+def _target(width: int = 64, height: int = 64) -> ImageBoxes:
+    return ImageBoxes(image=Path("x.png"), boxes=np.array([[10, 8, 40, 30]], np.float32), labels=np.array([0]),
+                      width=width, height=height)
+
+
+def _score(spec, targets, preds) -> None:
+    from transferkit.metrics import evaluate_detections
+
+    result = evaluate_detections(targets, preds, CLASSES, spec.evaluation.iou_thresholds, spec.evaluation.mode)
+    assert 0.0 <= float(result["mAP"] or 0.0) <= 1.0
+
+
+def build_classification(spec, picture: Path) -> None:
+    from transferkit.tasks.classification.data import build_transforms
+    from transferkit.tasks.classification.module import ClassificationModule
+
+    size = spec.data.image_size
+    for train in (True, False):
+        x = build_transforms(spec, (0.5,) * 3, (0.25,) * 3, train)(Image.open(picture).convert("RGB"))
+        assert x.shape == (3, size, size) and torch.isfinite(x).all()
+    module = ClassificationModule(nn.Identity(), _meta("classification"), spec.train)
+    loss = F.cross_entropy(torch.zeros(2, 2), torch.tensor([0, 1]), label_smoothing=module.train_cfg.label_smoothing)
+    assert torch.isfinite(loss)
+
+
+def build_detectnet_v2(spec, picture: Path) -> None:
+    from transferkit.tasks.detection.detectnet_v2.module import DetectNetModule
+
+    task = get_task("detectnet_v2")
+    task.check_input(spec)
+    _augmented(spec, picture)
+    module = DetectNetModule(nn.Identity(), _meta(task.name, task.arch(spec)), spec.train, spec)
+    torch.manual_seed(0)
+    outputs = (torch.randn(1, 2, 4, 4) * 3, torch.randn(1, 8, 4, 4))
+    losses = module.compute_losses(outputs, [_target()])
+    assert all(torch.isfinite(v) for v in losses.values())
+    _score(spec, [_target()], module.predict_outputs(outputs, [_target()]))
+
+
+def build_yolo_v4_tiny(spec, picture: Path) -> None:
+    from transferkit.tasks.detection.yolo_v4_tiny.anchors import kmeans_anchors
+    from transferkit.tasks.detection.yolo_v4_tiny.module import YoloModule
+
+    task = get_task("yolo_v4_tiny")
+    task.check_input(spec)
+    _augmented(spec, picture)
+    module = YoloModule(nn.Identity(), _meta(task.name, task.arch(spec)), spec.train, spec)
+    torch.manual_seed(0)
+    outputs = [torch.randn(1, 3 * 7, 2, 2), torch.randn(1, 3 * 7, 4, 4)]
+    losses = module.compute_losses(outputs, [_target()])
+    assert all(torch.isfinite(v) for v in losses.values())
+    _score(spec, [_target()], module.predict_outputs(outputs, [_target()]))
+    k = spec.kmeans
+    wh = np.random.default_rng(0).uniform(4, 60, size=(max(12, k.num_clusters), 2))
+    kmeans_anchors(wh, k.num_clusters, seed=0, n_init=min(k.restarts, 2), max_iter=min(k.max_iter, 20))
+
+
+BUILDERS = {"classification": build_classification, "detectnet_v2": build_detectnet_v2,
+            "yolo_v4_tiny": build_yolo_v4_tiny}
+
+
+def test_every_task_has_a_runtime_builder():
+    assert set(BUILDERS) == set(task_names())
+
+
+@pytest.mark.parametrize("task", task_names())
+def test_the_default_spec_builds_the_runtime_objects(task, picture):
+    BUILDERS[task](get_task(task).spec_class(), picture)
+
+
+@pytest.mark.parametrize("task,key,override,valid", _cases())
+def test_bound_is_accepted_and_just_past_it_refused(task, key, override, valid, picture):
+    schema = get_task(task).spec_class
+    if not valid:
+        with pytest.raises(SpecError) as refused:
+            load_spec(schema, None, [override])
+        message = str(refused.value)
+        assert "\n" not in message and key.replace(".per_class.", ".per_class.a.") in message
+        return
+    BUILDERS[task](load_spec(schema, None, [override]), picture)
+
+
+# -- ranges that need two values, and keys that do not belong to a task --------------------------------------
+
+@pytest.mark.parametrize("task,override,key", [
+    ("detectnet_v2", "data.augmentation.zoom=[1.5, 1.0]", "data.augmentation.zoom"),
+    ("classification", "data.augmentation.random_resized_crop_scale=[0.9, 0.5]",
+     "data.augmentation.random_resized_crop_scale"),
+    ("yolo_v4_tiny", "evaluation.iou_thresholds={a: 1.5}", "evaluation.iou_thresholds"),
+    ("detectnet_v2", "targets.per_class={a: {cov_radus_x: 1}}", "targets.per_class.a.cov_radus_x"),
+])
+def test_inconsistent_values_are_one_line_naming_the_key(task, override, key):
+    with pytest.raises(SpecError, match=key.replace(".", r"\.")) as refused:
+        load_spec(get_task(task).spec_class, None, [override])
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("task", ["detectnet_v2", "yolo_v4_tiny"])
+def test_cli_refuses_augmentation_past_what_the_augmenter_can_do(task, tmp_path, capsys):
+    key = "data.augmentation.jitter" if task == "yolo_v4_tiny" else "data.augmentation.translate"
+    code = main([task, "train", "-r", str(tmp_path / "run"), f"{key}=0.7"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert key in err and "0.7" in err and "less than" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("task,hint", [("detectnet_v2", None), ("yolo_v4_tiny", "loss.label_smoothing")])
+def test_detectors_refuse_train_label_smoothing(task, hint, tmp_path, capsys):
+    code = main([task, "train", "-r", str(tmp_path / "run"), "train.label_smoothing=0.1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "unknown key 'train.label_smoothing'" in err
+    if hint:
+        assert f"did you mean '{hint}'" in err
+
+
+def test_classification_reads_train_label_smoothing():
+    from transferkit.tasks.classification.module import ClassificationModule
+
+    spec = load_spec(get_task("classification").spec_class, None, ["train.label_smoothing=0.3"])
+    assert ClassificationModule(nn.Identity(), _meta("classification"), spec.train).train_cfg.label_smoothing == 0.3
+
+
+@pytest.mark.parametrize("task", task_names())
+def test_every_task_calls_its_evaluation_section_evaluation(task):
+    fields = get_task(task).spec_class.model_fields
+    assert "evaluation" in fields and "evaluate" not in fields
+    with pytest.raises(SpecError, match="did you mean 'evaluation"):
+        load_spec(get_task(task).spec_class, None, ["evaluate.batch_size=4"])
