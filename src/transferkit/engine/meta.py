@@ -135,7 +135,7 @@ class ModelMeta:
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": self.version, "task": self.task, "classes": list(self.classes), "backbone": self.backbone,
-            "inputs": [_input_to_dict(i) for i in self.inputs], "arch": _plain(self.arch),
+            "inputs": [input_to_dict(i) for i in self.inputs], "arch": _plain(self.arch),
             "pruned_shapes": _plain(self.pruned_shapes), "export": _plain(self.export), "history": _plain(self.history),
         }
 
@@ -145,7 +145,9 @@ class ModelMeta:
             raise ModelError(f"{source}: its transferkit metadata is not a mapping with a 'task'; re-export or retrain it")
         version = data.get("version", 1)
         if version == 1:
-            data = _migrate_v1(data, source)
+            from ..compat import meta_v1_to_v2
+
+            data = meta_v1_to_v2(data, source)
         elif version != META_VERSION:
             raise ModelError(f"{source} has metadata version {version}; this transferkit reads versions 1 to "
                              f"{META_VERSION}: upgrade transferkit")
@@ -161,33 +163,7 @@ class ModelMeta:
                              "re-export or retrain it") from None
 
 
-# Keys version 1 kept at the top level beside the task's own architecture facts.
-_V1_CORE = {"task", "classes", "backbone", "mean", "std", "image_size", "image_width", "image_height", "pruned_shapes"}
-_V1_EXPORT = {"nms", "onnx_graph"}
-_V1_HISTORY = {"pruned_from", "prune"}
-
-
-def _migrate_v1(data: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """Version 1: one untyped dict; every model took one image, sized by image_size or image_width/height."""
-    if "image_size" in data:
-        height = width = data["image_size"]
-    elif "image_width" in data and "image_height" in data:
-        height, width = data["image_height"], data["image_width"]
-    else:
-        raise ModelError(f"{source}: its version-1 metadata has no image size; re-export or retrain it")
-    mean, std = data.get("mean", (0.0, 0.0, 0.0)), data.get("std", (1.0, 1.0, 1.0))
-    known = _V1_CORE | _V1_EXPORT | _V1_HISTORY
-    return {
-        "task": data["task"], "classes": data.get("classes") or [], "backbone": data.get("backbone"),
-        "inputs": [_input_to_dict(image_input(height, width, mean, std))],
-        "arch": {k: v for k, v in data.items() if k not in known},
-        "pruned_shapes": data.get("pruned_shapes"),
-        "export": {k: data[k] for k in _V1_EXPORT if k in data},
-        "history": {k: data[k] for k in _V1_HISTORY if k in data},
-    }
-
-
-def _input_to_dict(spec: InputSpec) -> dict[str, Any]:
+def input_to_dict(spec: InputSpec) -> dict[str, Any]:
     out: dict[str, Any] = {"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape)}
     for kind in ("image", "audio", "text"):
         params = getattr(spec, kind)

@@ -92,7 +92,7 @@ class Task:
         return meta.example_inputs(batch)
 
     def eager_runner(self, net: nn.Module, device: str) -> Callable[..., Any]:
-        """How evaluate/inference call the eager network on a batch of inputs (vision: channels_last)."""
+        """How evaluate/inference call the eager network on a batch of inputs (vision picks the memory layout)."""
         return lambda *inputs: net(*(x.to(device) for x in inputs))
 
     def onnx_metadata(self, meta: ModelMeta) -> dict[str, Any]:
