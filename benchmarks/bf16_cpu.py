@@ -110,7 +110,7 @@ def run(data: Path, out: Path, precision: str, mode: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="64 px, 250 training images, 4 epochs, 1 round (a few minutes)")
+    ap.add_argument("--quick", action="store_true", help="64 px, 250 training images, 4 epochs, 1 round")
     ap.add_argument("--rounds", type=int, default=None)
     args = ap.parse_args()
     name = "quick" if args.quick else "full"

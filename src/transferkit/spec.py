@@ -59,13 +59,13 @@ class TrainConfig(SpecModel):
     deterministic: bool = Field(False, description="use deterministic algorithms (reproducible, slower)")
     resume: bool = Field(False, description="continue from last.ckpt in the results folder")
     early_stopping_patience: int = Field(
-        0, ge=0, description="stop after this many epochs without val improvement (0 = off)"
+        0, ge=0, description="stop after this many epochs without improvement of early_stopping_metric (0 = off)"
     )
     early_stopping_metric: str | None = Field(
         None, description="metric early stopping watches, e.g. val/loss (empty = the task's monitor)"
     )
     early_stopping_mode: Literal["min", "max"] | None = Field(
-        None, description="min | max: which way the metric improves (empty = the task's, for its monitor)"
+        None, description="min | max: which way that metric improves (needed unless it is the task's monitor)"
     )
     early_stopping_min_delta: float = Field(
         0.0, ge=0, description="a change smaller than this does not count as an improvement"

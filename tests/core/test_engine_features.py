@@ -2,6 +2,7 @@
 early stopping on any named metric, cuDNN benchmark only for fixed input shapes, bf16 autocast on the CPU."""
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -218,6 +219,7 @@ def test_an_early_stopping_metric_the_run_never_logs_is_one_line_naming_the_logg
     assert "train.early_stopping_metric='val/wer'" in err[0]
     for logged in ("val/loss", "val/acc", "train/loss"):
         assert logged in err[0]
+    assert gc.get_freeze_count() == 0  # the failed run gave the objects it froze back to the collector
 
 
 # -- cuDNN benchmark ------------------------------------------------------------------------------

@@ -160,6 +160,10 @@ class FrozenGarbageCollector(Callback):
             gc.unfreeze()
             self.froze = False
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # A run that fails or is interrupted ends without Lightning's teardown hooks; the process may go on
+        self.teardown(trainer, pl_module, "fit")
+
 
 class ThrottledRichProgressBar(RichProgressBar):
     """Lightning's rich progress bar, reading the logged metrics at most every `metrics_every_s` seconds.
