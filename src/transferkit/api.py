@@ -69,7 +69,8 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
         pl.seed_everything(spec.train.seed, workers=True, verbose=False)
         data = t.build_data(spec)
         module, report = t.build_training_module(spec, data)
-        if replace:  # only now that the new run's data and model are known to work
+        trainer = build_trainer(spec.train, results, t.monitor, t.monitor_mode, fixed_input_shape=t.fixed_input_shape)
+        if replace:  # only now that the new run's data, model and trainer settings are known to work
             for name in TRAIN_ARTIFACTS:
                 p = results / name
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
@@ -78,7 +79,6 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
             log.info(report.summary())
             if is_rank_zero() and not resume:
                 atomic_write_json(results / "load_report.json", report.as_dict())
-        trainer = build_trainer(spec.train, results, t.monitor, t.monitor_mode)
         started = time.time()
         try:
             trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)

@@ -34,6 +34,15 @@ class TrainConfig(SpecModel):
     optimizer: Literal["sgd", "adam", "adamw"] = Field("sgd", description="sgd | adam | adamw")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = Field(5e-5, ge=0, description="L2 weight decay")
+    grad_clip_norm: float | None = Field(
+        None, gt=0, description="clip gradients to this global L2 norm before each step (empty = off)"
+    )
+    accumulate_grad_batches: int = Field(
+        1, ge=1, description="sum gradients over this many batches per optimiser step (effective batch x N)"
+    )
+    backbone_lr_scale: float = Field(
+        1.0, gt=0, description="the pretrained backbone's learning rate is learning_rate x this (e.g. 0.1)"
+    )
     lr_scheduler: Literal["cosine", "step", "constant"] = Field(
         "cosine", description="cosine | step (x0.1 at 1/2 and 3/4 of training) | constant"
     )
@@ -49,7 +58,16 @@ class TrainConfig(SpecModel):
     deterministic: bool = Field(False, description="use deterministic algorithms (reproducible, slower)")
     resume: bool = Field(False, description="continue from last.ckpt in the results folder")
     early_stopping_patience: int = Field(
-        0, ge=0, description="stop after this many epochs without val improvement (0 = off)"
+        0, ge=0, description="stop after this many epochs without improvement of early_stopping_metric (0 = off)"
+    )
+    early_stopping_metric: str | None = Field(
+        None, description="metric early stopping watches, e.g. val/loss (empty = the task's monitor)"
+    )
+    early_stopping_mode: Literal["min", "max"] | None = Field(
+        None, description="min | max: which way that metric improves (needed unless it is the task's monitor)"
+    )
+    early_stopping_min_delta: float = Field(
+        0.0, ge=0, description="a change smaller than this does not count as an improvement"
     )
     channels_last: bool = Field(True, description="NHWC memory layout (much faster convs on CPU)")
     log_every_n_steps: int = Field(10, gt=0, description="how often step metrics are logged")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import math
 from typing import Any
 
@@ -14,6 +15,18 @@ from ..data.items import parse_skipped
 from ..spec import TrainConfig
 from .checkpoint import META_KEY
 from .meta import ModelMeta
+
+log = logging.getLogger("transferkit")
+
+
+def learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """{"lr": the schedule's current rate (train.learning_rate x schedule), "lr_<group>": each named group's rate}."""
+    groups = optimizer.param_groups
+    rates = {"lr": groups[0]["lr"] / groups[0].get("lr_scale", 1.0)}
+    for group in groups:
+        if "name" in group:
+            rates.setdefault(f"lr_{group['name']}", group["lr"])
+    return rates
 
 
 def write_histogram(writer, tag: str, values: torch.Tensor, step: int, bins: int = 64) -> None:
@@ -86,18 +99,56 @@ class TaskModule(pl.LightningModule):
         self.bad_files.update(parse_skipped(entries))
 
     # -- optimisation -------------------------------------------------------------------------
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The trainable parameters by name of group; "backbone" learns at learning_rate x train.backbone_lr_scale.
+
+        Default: what lies under `self.net.backbone` (when the net has one) is "backbone", the rest "head".
+        A task whose pretrained part is elsewhere overrides this; every trainable parameter must be in one group.
+        """
+        backbone = getattr(self.net, "backbone", None)
+        inside = {id(p) for p in backbone.parameters()} if isinstance(backbone, nn.Module) else set()
+        groups: dict[str, list[nn.Parameter]] = {"backbone": [], "head": []}
+        for p in self.parameters():
+            if p.requires_grad:
+                groups["backbone" if id(p) in inside else "head"].append(p)
+        return {name: params for name, params in groups.items() if params}
+
+    def _optimizer_groups(self) -> list[dict[str, Any]]:
+        """parameter_groups() as torch param groups: each named group split into decayed weights and
+        undecayed biases / norm scales, carrying its name and its learning-rate scale."""
+        cfg = self.train_cfg
+        named = self.parameter_groups()
+        trainable = {id(p) for p in self.parameters() if p.requires_grad}
+        listed = [id(p) for params in named.values() for p in params]
+        if len(listed) != len(set(listed)) or set(listed) != trainable:
+            raise ValueError(f"{type(self).__name__}.parameter_groups() must list every trainable parameter exactly "
+                             f"once ({len(trainable)} trainable, {len(listed)} listed, {len(set(listed))} distinct)")
+        if cfg.backbone_lr_scale != 1.0 and not named.get("backbone"):
+            log.warning("train.backbone_lr_scale=%s has no effect: this model has no trainable backbone parameters "
+                        "(frozen, or the network has no backbone); every parameter learns at train.learning_rate",
+                        cfg.backbone_lr_scale)
+        groups = []
+        for name, params in named.items():
+            scale = cfg.backbone_lr_scale if name == "backbone" else 1.0
+            decay = [p for p in params if p.ndim > 1]
+            no_decay = [p for p in params if p.ndim <= 1]  # biases and norm scales are not decayed
+            for members, weight_decay in ((decay, cfg.weight_decay), (no_decay, 0.0)):
+                if members:
+                    groups.append({"params": members, "name": name, "lr_scale": scale,
+                                   "lr": cfg.learning_rate * scale, "weight_decay": weight_decay})
+        return groups
+
     def configure_optimizers(self):
         cfg = self.train_cfg
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]  # biases and norm scales are not decayed
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = self._optimizer_groups()
         if cfg.optimizer == "sgd":
             opt = torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
         elif cfg.optimizer == "adam":
             opt = torch.optim.Adam(groups, lr=cfg.learning_rate)
         else:
             opt = torch.optim.AdamW(groups, lr=cfg.learning_rate)
+        # Optimizer steps, not batches: Lightning's estimate divides the batches by train.accumulate_grad_batches,
+        # and the scheduler below is stepped once per optimizer step, so warm-up and decay count the same unit.
         total = max(1, int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs))
         warmup = cfg.warmup_epochs * steps_per_epoch
@@ -112,7 +163,7 @@ class TaskModule(pl.LightningModule):
                 return 0.01 if progress >= 0.75 else 0.1 if progress >= 0.5 else 1.0
             return 1.0
 
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)  # one factor, applied to each group's own rate
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- checkpoints ----------------------------------------------------------------------------
@@ -123,7 +174,8 @@ class TaskModule(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         optimizers = self.trainer.optimizers if self.trainer is not None else []
         if optimizers:
-            self.log("train/lr", optimizers[0].param_groups[0]["lr"], rank_zero_only=True)
+            for key, lr in learning_rates(optimizers[0]).items():
+                self.log(f"train/{key}", lr, rank_zero_only=True)
         if not self.train_cfg.histograms or self.trainer.sanity_checking:
             return
         writer = self.tensorboard

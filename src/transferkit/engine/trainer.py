@@ -19,7 +19,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from ..io import atomic_write_text
 from ..spec import TrainConfig
+from ..errors import SpecError
 from .checkpoint import AtomicCheckpointIO
+from .module import learning_rates
 from .run import is_rank_zero
 
 log = logging.getLogger("transferkit")
@@ -64,7 +66,9 @@ class StatusCallback(Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or not is_rank_zero():
             return
-        metrics = {k: _number(v) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
+        # train/lr* in callback_metrics are still the previous epoch's here: the rates are read from the optimizer below
+        metrics = {k: _number(v) for k, v in trainer.callback_metrics.items()
+                   if not k.endswith("_step") and not k.startswith("train/lr")}
         record = {
             "epoch": trainer.current_epoch,
             "step": trainer.global_step,
@@ -72,13 +76,12 @@ class StatusCallback(Callback):
             "epoch_time_s": round(time.time() - self.epoch_start, 3),
             "elapsed_s": round(time.time() - self.start, 3),
         }
-        opt = trainer.optimizers[0] if trainer.optimizers else None
-        if opt is not None:
-            record["lr"] = opt.param_groups[0]["lr"]
+        if trainer.optimizers:  # read now: the module logs train/lr* after this hook runs
+            record.update(learning_rates(trainer.optimizers[0]))
         self.lines.append(json.dumps(record))
         atomic_write_text(self.path, "\n".join(self.lines) + "\n")
         shown = ", ".join(f"{k}={v:.4g}" for k, v in record.items()
-                          if isinstance(v, float) and k not in ("epoch_time_s", "elapsed_s", "lr"))
+                          if isinstance(v, float) and k not in ("epoch_time_s", "elapsed_s") and not k.startswith("lr"))
         log.info("epoch %d/%d step %d: %s (%.1fs)", trainer.current_epoch + 1, trainer.max_epochs,
                  trainer.global_step, shown, record["epoch_time_s"])
 
@@ -157,6 +160,10 @@ class FrozenGarbageCollector(Callback):
             gc.unfreeze()
             self.froze = False
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # A run that fails or is interrupted ends without Lightning's teardown hooks; the process may go on
+        self.teardown(trainer, pl_module, "fit")
+
 
 class ThrottledRichProgressBar(RichProgressBar):
     """Lightning's rich progress bar, reading the logged metrics at most every `metrics_every_s` seconds.
@@ -187,19 +194,80 @@ class ThrottledRichProgressBar(RichProgressBar):
         super()._update_metrics(trainer, pl_module)
 
 
+class MetricEarlyStopping(EarlyStopping):
+    """Lightning's EarlyStopping, except that a metric the run never logs is a one-line SpecError listing
+    the metrics it does log (Lightning's own is a RuntimeError deep in the fit loop)."""
+
+    def _validate_condition_metric(self, logs: dict[str, torch.Tensor]) -> bool:
+        if self.monitor not in logs:
+            logged = sorted({k.removesuffix("_step").removesuffix("_epoch") for k in logs})
+            raise SpecError(f"train.early_stopping_metric={self.monitor!r} is not a metric this run logs; it logs: "
+                            f"{', '.join(logged) or 'nothing yet'} (fix the key and rerun with --overwrite)")
+        return super()._validate_condition_metric(logs)
+
+
+def early_stopping(train: TrainConfig, monitor: str, mode: str) -> EarlyStopping | None:
+    """The early-stopping callback the spec asks for (None when train.early_stopping_patience is 0).
+
+    The metric defaults to the task's monitor, and so does its direction; any other metric needs
+    train.early_stopping_mode, since only the task knows which way its own monitor improves.
+    """
+    metric = train.early_stopping_metric or monitor
+    chosen = train.early_stopping_mode
+    if not train.early_stopping_patience:
+        if train.early_stopping_metric or chosen or train.early_stopping_min_delta:
+            log.warning("train.early_stopping_metric/mode/min_delta are set but train.early_stopping_patience=0 "
+                        "turns early stopping off; set a patience such as train.early_stopping_patience=5")
+        return None
+    if metric == monitor and chosen is not None and chosen != mode:
+        raise SpecError(f"train.early_stopping_mode={chosen} contradicts {monitor}, which improves towards {mode}; "
+                        f"drop the key or set train.early_stopping_mode={mode}")
+    if metric != monitor and chosen is None:
+        raise SpecError(f"train.early_stopping_metric={metric}: say which way it improves with "
+                        f"train.early_stopping_mode=min (losses, error rates) or =max (accuracy, mAP)")
+    return MetricEarlyStopping(monitor=metric, mode=chosen or mode, patience=train.early_stopping_patience,
+                               min_delta=train.early_stopping_min_delta)
+
+
+def cpu_native_bf16(cpuinfo: str | None = None) -> bool | None:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16, AMX-BF16, Arm BF16), from the flags in
+    /proc/cpuinfo (or the `cpuinfo` text given); None when unknown (no /proc/cpuinfo: macOS, Windows).
+
+    Without it, bf16 autocast on the CPU still trains, but every bf16 kernel is emulated: slower than fp32.
+    """
+    text = cpuinfo
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            text = ""
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86, Arm
+            flags.update(value.split())
+    if flags:
+        return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    return None
+
+
 def resolve_precision(train: TrainConfig, accelerator: str) -> str:
     if train.precision == "16-mixed" and accelerator == "cpu":
         log.warning("train.precision=16-mixed needs a GPU; using bf16-mixed on the CPU")
-        return "bf16-mixed"
-    return train.precision
+        precision = "bf16-mixed"
+    else:
+        precision = train.precision
+    if precision == "bf16-mixed" and accelerator == "cpu" and cpu_native_bf16() is False:
+        log.warning("train.precision=bf16-mixed: this CPU (%s) has no native bfloat16 (no avx512_bf16 / amx_bf16), "
+                    "so bf16 runs emulated, usually slower than train.precision=32",
+                    torch.backends.cpu.get_cpu_capability())
+    return precision
 
 
 def resolve_accelerator(train: TrainConfig) -> str:
     if train.accelerator == "auto":
         return "gpu" if torch.cuda.is_available() else "cpu"
     if train.accelerator == "gpu" and not torch.cuda.is_available():
-        from ..errors import SpecError
-
         raise SpecError("train.accelerator=gpu (or --gpus) but no CUDA GPU is visible; use train.accelerator=cpu")
     return train.accelerator
 
@@ -214,6 +282,12 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
+def cudnn_benchmark(train: TrainConfig, accelerator: str, fixed_input_shape: bool) -> bool:
+    """cuDNN's per-shape algorithm search: worth it on a GPU when batches keep one shape; it picks kernels by
+    timing, so runs asked to be deterministic go without."""
+    return accelerator == "gpu" and fixed_input_shape and not train.deterministic
+
+
 def build_trainer(
     train: TrainConfig,
     results: Path,
@@ -221,9 +295,16 @@ def build_trainer(
     mode: str,
     callbacks: list[Callback] = (),
     max_epochs: int | None = None,
+    fixed_input_shape: bool = True,
 ) -> pl.Trainer:
+    """The Lightning Trainer of a training run; `monitor`/`mode` choose best.ckpt (and early stopping by default).
+
+    `fixed_input_shape`: every training batch has one shape (the task's Task.fixed_input_shape), so on a GPU
+    cuDNN may benchmark its convolution algorithms once per shape and keep the fastest.
+    """
     quiet_lightning()
     accelerator = resolve_accelerator(train)
+    stopper = early_stopping(train, monitor, mode)
     ddp = train.num_devices > 1 or train.num_nodes > 1
     checkpoint = ModelCheckpoint(
         dirpath=results, filename="best", monitor=monitor, mode=mode, save_top_k=1,
@@ -235,8 +316,8 @@ def build_trainer(
     all_callbacks: list[Callback] = [checkpoint, last, StatusCallback(results / "status.json"),
                                      InterruptCheckpoint(results / "last.ckpt"), RngState(), FrozenGarbageCollector(),
                                      *callbacks]
-    if train.early_stopping_patience:
-        all_callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=train.early_stopping_patience))
+    if stopper is not None:
+        all_callbacks.append(stopper)
     interactive = sys.stderr.isatty()
     if interactive:
         all_callbacks.append(ThrottledRichProgressBar())
@@ -258,8 +339,10 @@ def build_trainer(
         enable_model_summary=False,
         log_every_n_steps=train.log_every_n_steps,
         deterministic=train.deterministic,
-        # cuDNN picks the fastest convolution algorithm per input shape once; training batches have one shape
-        benchmark=accelerator == "gpu" and not train.deterministic,
+        benchmark=cudnn_benchmark(train, accelerator, fixed_input_shape),
+        gradient_clip_val=train.grad_clip_norm,
+        gradient_clip_algorithm="norm" if train.grad_clip_norm else None,
+        accumulate_grad_batches=train.accumulate_grad_batches,
         limit_train_batches=int(limit) if limit > 1 else limit,
         num_sanity_val_steps=0,
     )

@@ -59,6 +59,9 @@ class Task:
     headline: str = ""  # the evaluate metric tables show first (top1, mAP ...)
     item_kind: str = "items"  # what one data item is, in the run's summary (images, utterances, sentences)
     description: str = ""
+    # Every training batch has one input shape (images resized to one size): cuDNN may then benchmark its
+    # algorithms once and keep the fastest. False for variable-length inputs (audio, text), where it would re-tune often.
+    fixed_input_shape: bool = True
 
     def default_spec_header(self) -> str:
         return (f"transferkit {self.name} spec. Every key is optional; values shown are the defaults.\n"
