@@ -93,8 +93,9 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
             atomic_write_json(results / "metrics.json", metrics)
             skipped_key = f"skipped_{t.item_kind}"
             if metrics[skipped_key]["count"]:
-                log.warning("skipped %d %s that could not be read; each is listed under %s in %s",
-                            metrics[skipped_key]["count"], t.item_kind, skipped_key, results / "metrics.json")
+                log.warning("skipped %d %s(s) that could not be read; each is listed under %s in %s",
+                            metrics[skipped_key]["count"], t.item_kind.removesuffix("s"), skipped_key,
+                            results / "metrics.json")
             log.info("best %s = %s; checkpoints, logs and TensorBoard events are in %s",
                      t.monitor, metrics.get("best", {}).get(t.monitor), results)
         return metrics
