@@ -25,8 +25,12 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
+# The export tests run a second time on other CPU kernels than PyTorch picks here (AVX2 where it picks AVX-512,
+# else the portable ones; oneDNN capped at AVX2): an export must pass on whichever kernels a user's CPU has.
 test: $(STAMP)
 	$(PY) -m pytest -n 2 tests
+	ATEN_CPU_CAPABILITY=$$($(PY) -c "import torch; print('avx2' if torch.backends.cpu.get_cpu_capability() == 'AVX512' else 'default')") \
+	ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest -n 2 -m export tests
 
 # `make bench QUICK=1` runs every benchmark in its --quick mode (a smoke run of a few minutes in all).
 # (19 min 43 s for the full set on 2 CPU cores, 2026-11-26.) The GPU ones are run by hand on a CUDA machine:

@@ -60,6 +60,7 @@ def test_evaluate_inference_and_predictions_on_disk_agree(trained, kitti, tmp_pa
     assert on_disk["mAP"] == pytest.approx(metrics["mAP"], abs=0.02)
 
 
+@pytest.mark.export
 def test_prune_retrain_export_with_onnx_parity(trained, kitti, tmp_path):
     prune = tmp_path / "prune"
     assert tkit("detectnet_v2", "prune", "-r", prune, "-m", trained / "best.ckpt", *data_args(kitti), *FAST,

@@ -59,6 +59,7 @@ def test_prune_report_and_weights_only_checkpoint(pruned):
     assert ckpt["transferkit"]["pruned_shapes"]
 
 
+@pytest.mark.export
 def test_retrain_pruned_then_export_and_run_onnx_like_pytorch(pruned, data, digits, tmp_path):
     retrain = tmp_path / "retrain"
     assert tkit("classification", "train", "-r", retrain, *data, *FAST, f"model.pruned={pruned / 'pruned.ckpt'}") == 0

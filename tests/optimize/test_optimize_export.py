@@ -11,6 +11,7 @@ from transferkit.engine.meta import tensor_input
 from transferkit.optimize import OnnxModel, check_parity, export_onnx, export_tensorrt, verify_export
 
 SIZE = 32
+pytestmark = pytest.mark.export
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +75,41 @@ def test_parity_failure_is_reported_with_difference_and_tolerance(resnet, export
     assert not result["ok"] and result["max_abs_diff"] > 1e-4
     with pytest.raises(ModelError, match="atol=0.0001"):
         verify_export(changed, exported, torch.randn(2, 3, SIZE, SIZE))
+
+
+class Affine(torch.nn.Module):
+    def __init__(self, net: torch.nn.Module, scale: float, shift: float = 0.0):
+        super().__init__()
+        self.net, self.scale, self.shift = net, scale, shift
+
+    def forward(self, x):
+        return self.net(x) * self.scale + self.shift
+
+
+@pytest.mark.parametrize("scale, within, beyond", [(1.0, 5e-5, 5e-4),  # order 1: atol is absolute
+                                                   (1e4, 0.2, 2.0)])  # order 1e4: atol is relative
+def test_the_tolerance_is_relative_to_the_outputs_scale_beyond_one(tmp_path, scale, within, beyond):
+    """Float32 rounding grows with the values summed (and differs with the CPU's kernels): 1e-4 of a logit
+    of 1e4 is 1 unit, as 1e-4 of a logit of 1 is 1e-4. A shift the ONNX file lacks stands for the error."""
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    x = torch.randn(2, 3, SIZE, SIZE)
+    path = export_onnx(Affine(net, scale).eval(), tmp_path / "m.onnx", tensor_input((3, SIZE, SIZE)))
+    with torch.no_grad():
+        largest = float(Affine(net, scale)(x).abs().max())
+    assert 0.2 * scale < largest < 5 * scale  # the untrained resnet's logits are of order 1
+    for shift, ok in ((within, True), (beyond, False)):
+        result = check_parity(Affine(net, scale, shift).eval(), path, x, rtol=0)
+        assert result["ok"] is ok and result["max_abs_diff"] == pytest.approx(shift, abs=1e-5 * scale)
+
+
+def test_nan_outputs_and_other_shapes_fail(resnet, exported):
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with pytest.raises(ModelError, match="nan"):
+        verify_export(Affine(resnet, float("nan")).eval(), exported, x)
+    wider = torch.nn.Sequential(resnet, torch.nn.Linear(10, 12)).eval()
+    with pytest.raises(ModelError, match=r"output logits has shape \(2, 10\) but the model returns \(2, 12\)"):
+        check_parity(wider, exported, x)
 
 
 def test_tensorrt_missing_says_how_to_install_and_what_still_works(exported, tmp_path):
