@@ -41,6 +41,7 @@ def test_training_reports_sequences_and_learns(trained):
     assert [(i.name, i.dtype, i.shape) for i in meta.inputs] == [("tokens", "int64", ("batch", "length"))]
 
 
+@pytest.mark.export
 def test_evaluate_prune_retrain_export_and_evaluate_the_onnx(trained, tmp_path):
     assert tkit(seq_task.NAME, "evaluate", "-r", tmp_path / "eval", "-m", trained / "best.ckpt") == 0
     eager = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -75,6 +76,7 @@ def test_evaluate_prune_retrain_export_and_evaluate_the_onnx(trained, tmp_path):
     assert json.loads((tmp_path / "eval_int8" / "metrics.json").read_text())["accuracy"] > 0.7
 
 
+@pytest.mark.export
 def test_exported_graph_takes_lengths_it_was_not_traced_with(trained, tmp_path):
     assert tkit(seq_task.NAME, "export", "-r", tmp_path / "export", "-m", trained / "best.ckpt") == 0
     model = OnnxModel(tmp_path / "export" / "model.onnx")
