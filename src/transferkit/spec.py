@@ -69,7 +69,6 @@ class TrainConfig(SpecModel):
     early_stopping_min_delta: float = Field(
         0.0, ge=0, description="a change smaller than this does not count as an improvement"
     )
-    channels_last: bool = Field(True, description="NHWC memory layout (much faster convs on CPU)")
     log_every_n_steps: int = Field(10, gt=0, description="how often step metrics are logged")
     histograms: bool = Field(True, description="write weight histograms to TensorBoard each epoch")
     max_minutes: float | None = Field(

@@ -8,8 +8,8 @@ from torch import nn
 
 from ..engine.meta import ModelMeta
 from ..engine.module import TaskModule
-from ..spec import TrainConfig
 from ..tasks.base import Task
+from .spec import VisionTrainConfig
 
 
 class VisionTask(Task):
@@ -30,7 +30,7 @@ class VisionTask(Task):
 class VisionModule(TaskModule):
     """A TaskModule whose network trains on image batches, channels_last when `train.channels_last`."""
 
-    def __init__(self, net: nn.Module, meta: ModelMeta, train: TrainConfig):
+    def __init__(self, net: nn.Module, meta: ModelMeta, train: VisionTrainConfig):
         super().__init__(net, meta, train)
         if train.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)

@@ -5,7 +5,8 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 
-from ...spec import BackboneModelConfig, ExportConfig, PruneConfig, SpecModel, TrainConfig
+from ...spec import BackboneModelConfig, ExportConfig, PruneConfig, SpecModel
+from ...vision.spec import VisionTrainConfig
 
 
 AreaFraction = Annotated[float, Field(gt=0, le=1)]
@@ -44,7 +45,7 @@ class ModelConfig(BackboneModelConfig):
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout before the classifier")
 
 
-class ClassificationTrainConfig(TrainConfig):
+class ClassificationTrainConfig(VisionTrainConfig):
     """The shared training keys plus those only classification's loss reads."""
 
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy loss")

@@ -6,8 +6,9 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import Field, NonNegativeFloat, create_model, model_serializer
 
-from ....spec import BackboneModelConfig, ExportConfig, PruneConfig, SpecModel, TrainConfig
+from ....spec import BackboneModelConfig, ExportConfig, PruneConfig, SpecModel
 from ....vision.box_augment import DetectionAugmentationConfig
+from ....vision.spec import VisionTrainConfig
 from ..base import DetectionDataConfig, EvaluationConfig, InferenceConfig
 
 
@@ -104,7 +105,7 @@ class DatasetConvertConfig(SpecModel):
     split_mode: Literal["random", "sequence"] = Field("random", description="random | sequence (last N% by name)")
 
 
-class DetectNetTrainConfig(TrainConfig):
+class DetectNetTrainConfig(VisionTrainConfig):
     # AdamW: with TAO's box-loss weight (10) SGD at the shared default learning rate diverges.
     optimizer: Literal["sgd", "adam", "adamw"] = Field("adamw", description="sgd | adam | adamw")
     learning_rate: float = Field(1e-3, gt=0, description="peak learning rate")

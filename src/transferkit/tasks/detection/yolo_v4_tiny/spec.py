@@ -6,8 +6,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ....spec import BackboneModelConfig, ExportConfig, PruneConfig, SpecModel, TrainConfig
+from ....spec import BackboneModelConfig, ExportConfig, PruneConfig, SpecModel
 from ....vision.box_augment import YoloAugmentationConfig
+from ....vision.spec import VisionTrainConfig
 from ..base import DetectionDataConfig, EvaluationConfig, InferenceConfig
 
 # Darknet's yolov4-tiny COCO anchors at 416 px; `tkit yolo_v4_tiny kmeans` fits anchors to your labels.
@@ -87,7 +88,7 @@ class YoloExportConfig(ExportConfig):
                                                 "TensorRT NMS plugin)")
 
 
-class YoloTrainConfig(TrainConfig):
+class YoloTrainConfig(VisionTrainConfig):
     optimizer: Literal["sgd", "adam", "adamw"] = Field("adamw", description="sgd | adam | adamw")
     learning_rate: float = Field(2e-3, gt=0, description="peak learning rate")
     warmup_epochs: int = Field(1, ge=0, description="linear learning-rate warm-up epochs")
