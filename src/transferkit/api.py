@@ -88,6 +88,13 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
                     f"training interrupted; a resumable checkpoint is in {last}. Continue with: "
                     f"tkit {task} train -e {spec_path or 'SPEC'} -r {results} train.resume=true") from None
             raise
+        except ValueError as e:  # torch's optimizer refuses state saved for other parameter groups
+            if resume and "parameter group" in str(e):
+                raise SpecError(
+                    f"{last} holds optimizer state for other parameter groups (written by an earlier transferkit, "
+                    "or with another train.backbone_lr_scale / model.freeze_blocks); it cannot be resumed. Start a "
+                    f"new run from its weights: model.pretrained={last} with another -r DIR") from None
+            raise
         metrics = _final_train_metrics(trainer, module, data, started, t.item_kind)
         if is_rank_zero():
             atomic_write_json(results / "metrics.json", metrics)

@@ -265,3 +265,14 @@ def test_bf16_on_a_cpu_without_native_bf16_gives_one_warning_line(tmp_path, monk
         build_trainer(TrainConfig(accelerator="cpu", precision="32"), tmp_path / "b", "val/acc", "max")
     warned = [r.getMessage() for r in caplog.records if "bfloat16" in r.getMessage()]
     assert len(warned) == 1 and "emulated" in warned[0] and "\n" not in warned[0]
+
+
+def test_resume_with_other_parameter_groups_is_refused_with_the_way_out(digits, tmp_path, capsys):
+    data = [f"data.train_dir={digits / 'train'}", f"data.val_dir={digits / 'val'}"]
+    run = tmp_path / "run"
+    assert main(["classification", "train", "-r", str(run), *data, *FAST, "model.freeze_blocks=[0,1,2,3,4]"]) == 0
+    capsys.readouterr()
+    code = main(["classification", "train", "-r", str(run), *data, *FAST, "train.epochs=2", "train.resume=true"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot be resumed" in err and f"model.pretrained={run / 'last.ckpt'}" in err
+    assert "Traceback" not in err
