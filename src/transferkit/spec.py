@@ -9,10 +9,10 @@ from __future__ import annotations
 import difflib
 import types
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import SpecError
 
@@ -21,6 +21,17 @@ class SpecModel(BaseModel):
     """Base of every spec section: unknown keys are errors, values are immutable once validated."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+
+def _min_le_max(pair: tuple) -> tuple:
+    if pair[0] > pair[1]:
+        raise ValueError("give the range as [min, max], min <= max")
+    return pair
+
+
+_Item = TypeVar("_Item")
+# A [min, max] pair of spec values, refused unless min <= max: `MinMax[PositiveFloat]`.
+MinMax = Annotated[tuple[_Item, _Item], AfterValidator(_min_le_max)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,7 +327,7 @@ def _jsonable(value: Any) -> Any:
 
 
 __all__ = [
-    "SpecModel", "TrainConfig", "BackboneModelConfig", "PruneConfig", "ExportConfig", "Field", "load_spec", "load_yaml",
+    "SpecModel", "MinMax", "TrainConfig", "BackboneModelConfig", "PruneConfig", "ExportConfig", "Field", "load_spec", "load_yaml",
     "apply_overrides", "parse_override", "validate", "to_yaml", "render_default_spec",
     "require_path", "key_paths", "suggest_key",
 ]

@@ -25,10 +25,10 @@ import random
 from collections.abc import Callable
 import numpy as np
 from PIL import Image
-from pydantic import Field, PositiveFloat, field_validator
+from pydantic import Field, PositiveFloat
 from torchvision.transforms.v2 import functional as F
 
-from ..spec import SpecModel
+from ..spec import MinMax, SpecModel
 from .images import ImageError
 
 FILL = (114, 114, 114)  # where no source pixel lands (padding, mosaic gaps)
@@ -42,20 +42,13 @@ class DetectionAugmentationConfig(SpecModel):
 
     horizontal_flip: float = Field(0.5, ge=0, le=1, description="probability of a left-right flip")
     vertical_flip: float = Field(0.0, ge=0, le=1, description="probability of an up-down flip")
-    zoom: tuple[PositiveFloat, PositiveFloat] = Field(
+    zoom: MinMax[PositiveFloat] = Field(
         (0.8, 1.25), description="random zoom range [min, max] (>1 zooms in)")
     translate: float = Field(0.1, ge=0, le=0.5, description="max random shift, fraction of the image size")
     brightness: float = Field(0.2, ge=0, description="brightness jitter")
     contrast: float = Field(0.2, ge=0, description="contrast jitter")
     saturation: float = Field(0.2, ge=0, description="saturation jitter")
     hue: float = Field(0.02, ge=0, le=0.5, description="hue jitter, fraction of the hue circle")
-
-    @field_validator("zoom")
-    @classmethod
-    def _zoom_is_a_range(cls, zoom: tuple[float, float]) -> tuple[float, float]:
-        if zoom[0] > zoom[1]:
-            raise ValueError("give the range as [min, max], min <= max")
-        return zoom
 
 
 class YoloAugmentationConfig(SpecModel):

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from ...spec import BackboneModelConfig, ExportConfig, PruneConfig, SpecModel
+from ...spec import BackboneModelConfig, ExportConfig, MinMax, PruneConfig, SpecModel
 from ...vision.spec import VisionTrainConfig
 
 
@@ -13,20 +13,13 @@ AreaFraction = Annotated[float, Field(gt=0, le=1)]
 
 
 class AugmentationConfig(SpecModel):
-    random_resized_crop_scale: tuple[AreaFraction, AreaFraction] = Field(
+    random_resized_crop_scale: MinMax[AreaFraction] = Field(
         (0.5, 1.0), description="area range [min, max] of the random crop, as fractions of the image"
     )
     horizontal_flip: float = Field(0.5, ge=0, le=1, description="probability of a left-right flip")
     vertical_flip: float = Field(0.0, ge=0, le=1, description="probability of an up-down flip")
     color_jitter: float = Field(0.2, ge=0, description="brightness/contrast/saturation jitter strength")
     hue: float = Field(0.02, ge=0, le=0.5, description="hue jitter")
-
-    @field_validator("random_resized_crop_scale")
-    @classmethod
-    def _scale_is_a_range(cls, scale: tuple[float, float]) -> tuple[float, float]:
-        if scale[0] > scale[1]:
-            raise ValueError("give the range as [min, max], min <= max")
-        return scale
 
 
 class DataConfig(SpecModel):
