@@ -101,7 +101,8 @@ class SeqData(TaskData):
 
     def __init__(self, spec: SeqSpec):
         super().__init__(batch_size=spec.train.batch_size, eval_batch_size=spec.evaluation.batch_size,
-                         num_workers=spec.train.num_workers, keys={"train": "data.num_train", "val": "data.num_val"})
+                         num_workers=spec.train.num_workers,
+                         spec_keys={"train": "data.num_train", "val": "data.num_val"})
         self.spec = spec
         self.train_items = make_items(spec.data, spec.data.num_train, spec.train.batch_size, spec.train.seed)
         self.val_items = make_items(spec.data, spec.data.num_val, spec.evaluation.batch_size, spec.train.seed + 1)

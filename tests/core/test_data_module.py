@@ -34,8 +34,8 @@ class LineData(TaskData):
     item_kind = "sentences"
 
     def __init__(self, train, val, batch_size=4):
-        super().__init__(batch_size=batch_size, eval_batch_size=3, keys={"train": "data.train_file",
-                                                                         "val": "data.val_file"})
+        super().__init__(batch_size=batch_size, eval_batch_size=3,
+                         spec_keys={"train": "data.train_file", "val": "data.val_file"})
         self.train_items, self.val_items = list(train), list(val)
         self.scans: list[list[str]] = []
 

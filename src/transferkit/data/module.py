@@ -66,15 +66,15 @@ class TaskData(pl.LightningDataModule):
 
     Collated batches put the skipped_entry strings of their unusable items last (data/items.py);
     `model_inputs(batch)` picks the model's inputs out of a batch. Subclasses set `train_items` and
-    `val_items` in their constructor and name each split's spec key in `keys` for messages."""
+    `val_items` in their constructor and name the spec key of each split in `spec_keys` (messages, log)."""
 
     item_kind: str = "items"  # what one item is, in messages (images, sentences, utterances)
 
     def __init__(self, *, batch_size: int, eval_batch_size: int, num_workers: int = 0,
-                 keys: dict[str, str] | None = None):
+                 spec_keys: dict[str, str] | None = None):
         super().__init__()
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.keys = {"train": "data (train)", "val": "data (val)", **(keys or {})}
+        self.spec_keys = {"train": "data (train)", "val": "data (val)", **(spec_keys or {})}
         self.train_items: list = []
         self.val_items: list = []
         self.skipped: dict[str, str] = {}  # where -> reason, for every item left out so far
@@ -134,7 +134,7 @@ class TaskData(pl.LightningDataModule):
                 self.train_items = kept
             else:
                 self.val_items = kept
-            self.record_skipped(self.keys[split], bad)
+            self.record_skipped(self.spec_keys[split], bad)
         self.after_scan(split)
 
     def loader(self, items: list, train: bool, batch_size: int) -> DataLoader:
@@ -144,14 +144,14 @@ class TaskData(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self.scan("train")
         if not self.train_items:
-            raise DataError(f"{self.keys['train']} has no usable {self.item_kind} to train on; add some or fix "
+            raise DataError(f"{self.spec_keys['train']} has no usable {self.item_kind} to train on; add some or fix "
                             f"the ones listed under skipped_{self.item_kind}")
         return self.loader(self.train_items, True, self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         self.scan("val")
         if not self.val_items:
-            raise DataError(f"{self.keys['val']} has no usable {self.item_kind} to validate on; add some or fix "
+            raise DataError(f"{self.spec_keys['val']} has no usable {self.item_kind} to validate on; add some or fix "
                             f"the ones listed under skipped_{self.item_kind}")
         return self.loader(self.val_items, False, self.eval_batch_size)
 

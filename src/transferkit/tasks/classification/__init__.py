@@ -109,7 +109,8 @@ class ClassificationTask(VisionTask):
         meta = predictor.meta
         paths = collect_images(spec.inference.images)
         transform = build_transforms(spec, meta.image.mean, meta.image.std, train=False)
-        # The label slot carries each image's index in `paths`: a batch names its images after bad ones drop out.
+        # The label slot carries each image's index in `paths`: a batch still names its images
+        # after the bad ones have dropped out.
         dataset = ImageDataset([(p, i) for i, p in enumerate(paths)], transform, spec.data.max_image_pixels)
         loader = build_loader(dataset, spec.inference.batch_size, train=False, collate_fn=collate_labelled)
         classes = list(meta.classes)

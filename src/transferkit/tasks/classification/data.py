@@ -61,7 +61,7 @@ class ClassificationData(VisionData):
             "data.val_csv" if d.val_csv and not d.val_dir else "data.val_dir")
         super().__init__(batch_size=spec.train.batch_size, eval_batch_size=spec.evaluation.batch_size,
                          num_workers=spec.train.num_workers, max_pixels=d.max_image_pixels,
-                         channels_last=spec.train.channels_last, keys={"train": train_key, "val": val_key})
+                         channels_last=spec.train.channels_last, spec_keys={"train": train_key, "val": val_key})
         self.spec = spec
         self.mean, self.std = mean, std
         wanted = classes or d.classes
@@ -111,10 +111,10 @@ class ClassificationData(VisionData):
             return
         empty = [c for i, c in enumerate(self.classes) if not any(y == i for _, y in self.train_items)]
         if empty:
-            raise DataError(f"{self.keys['train']}: no usable training images for class(es) {empty}; add images "
+            raise DataError(f"{self.spec_keys['train']}: no usable training images for class(es) {empty}; add images "
                             "or remove the class")
 
     def _check_val(self) -> None:
         if not self.val_items:
-            raise DataError(f"{self.keys['val']} left no usable validation images; add images or set data.val_dir")
+            raise DataError(f"{self.spec_keys['val']} left no usable validation images; add images or set data.val_dir")
 

@@ -57,7 +57,7 @@ class DetectionData(VisionData):
         super().__init__(batch_size=spec.train.batch_size, eval_batch_size=spec.evaluation.batch_size,
                          num_workers=spec.train.num_workers, max_pixels=d.max_image_pixels,
                          channels_last=getattr(spec.train, "channels_last", False),
-                         keys={"train": "data.train_images", "val": "data.val_images"})
+                         spec_keys={"train": "data.train_images", "val": "data.val_images"})
         self.spec = spec
         self.mean, self.std = mean, std
         wanted = classes or d.classes
