@@ -12,13 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
-from torch.utils.data import DataLoader
 
+from transferkit.data.items import collate_skipping, skipped_report, usable_batches
+from transferkit.data.module import TaskData
 from transferkit.engine.meta import InputSpec, ModelMeta
 from transferkit.engine.module import TaskModule
 from transferkit.optimize.prune import apply_layer_shapes
@@ -75,56 +75,54 @@ class SeqNet(nn.Module):
         return self.fc(self.pool(x).flatten(1))
 
 
-def make_batches(cfg: SeqDataConfig, count: int, batch_size: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """`count` sequences in batches; every batch has its own length (the dynamic axis really varies)."""
+def make_items(cfg: SeqDataConfig, count: int, group: int, seed: int) -> list[tuple[torch.Tensor, int]]:
+    """`count` (token ids, label) sequences; each run of `group` sequences shares a random length."""
     gen = torch.Generator().manual_seed(seed)
-    batches, made = [], 0
-    while made < count:
-        n = min(batch_size, count - made)
+    items: list[tuple[torch.Tensor, int]] = []
+    while len(items) < count:
+        n = min(group, count - len(items))
         length = int(torch.randint(cfg.min_length, cfg.max_length + 1, (1,), generator=gen))
         labels = torch.randint(0, cfg.num_classes, (n,), generator=gen)
         tokens = torch.randint(cfg.num_classes, cfg.vocab_size, (n, length), generator=gen)
         signal = torch.rand(n, length, generator=gen) < 0.35
         tokens = torch.where(signal, labels[:, None].expand(n, length), tokens)
-        batches.append((tokens, labels))
-        made += n
-    return batches
+        items += [(t, int(y)) for t, y in zip(tokens, labels)]
+    return items
 
 
-class SeqData(pl.LightningDataModule):
+def collate_shortest(samples: list) -> tuple:
+    """Sequences cut to the batch's shortest, so every batch has its own length (the dynamic axis varies)."""
+    length = min(len(tokens) for tokens, _ in samples if tokens is not None)
+    return collate_skipping([(tokens[:length], label) for tokens, label in samples])
+
+
+class SeqData(TaskData):
+    item_kind = "sequences"
+
     def __init__(self, spec: SeqSpec):
-        super().__init__()
+        super().__init__(batch_size=spec.train.batch_size, eval_batch_size=spec.evaluation.batch_size,
+                         num_workers=spec.train.num_workers,
+                         spec_keys={"train": "data.num_train", "val": "data.num_val"})
         self.spec = spec
-        self.train_batches = make_batches(spec.data, spec.data.num_train, spec.train.batch_size, spec.train.seed)
-        self.val_batches = make_batches(spec.data, spec.data.num_val, spec.evaluation.batch_size, spec.train.seed + 1)
-        self.train_items = [s for tokens, _ in self.train_batches for s in tokens]
-        self.val_items = [s for tokens, _ in self.val_batches for s in tokens]
-        self.skipped: dict[str, str] = {}
+        self.train_items = make_items(spec.data, spec.data.num_train, spec.train.batch_size, spec.train.seed)
+        self.val_items = make_items(spec.data, spec.data.num_val, spec.evaluation.batch_size, spec.train.seed + 1)
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_batches, batch_size=None, shuffle=True)
+    def make_dataset(self, items: list, train: bool) -> list:
+        return items  # a list is a map-style dataset
 
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_batches, batch_size=None)
-
-    def calibration_batches(self, count: int, batch_size: int = 16):
-        given = 0
-        for tokens, _ in self.train_batches:
-            if given >= count:
-                return
-            yield tokens[: count - given]
-            given += len(tokens)
+    def collate_fn(self, train: bool):
+        return collate_shortest
 
 
 class SeqModule(TaskModule):
     def training_step(self, batch, batch_idx):
-        tokens, labels = batch
+        tokens, labels, _ = batch
         loss = F.cross_entropy(self(tokens), labels)
         self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=len(labels))
         return loss
 
     def validation_step(self, batch, batch_idx):
-        tokens, labels = batch
+        tokens, labels, _ = batch
         logits = self(tokens)
         self.log("val/loss", F.cross_entropy(logits, labels), on_epoch=True, batch_size=len(labels))
         self.log("val/acc", (logits.argmax(1) == labels).float().mean(), on_epoch=True, batch_size=len(labels))
@@ -168,12 +166,13 @@ class SeqTask(Task):
     def evaluate(self, spec: SeqSpec, predictor: Predictor, data: SeqData, out_dir: Path) -> dict[str, Any]:
         correct = total = 0
         predictions = []
-        for tokens, labels in data.val_batches:
+        for tokens, labels in usable_batches(data.val_dataloader(), data.skipped):
             predicted = predictor(tokens)[0].argmax(1)
             correct += int((predicted == labels).sum())
             total += len(labels)
             predictions += predicted.tolist()
         return {"accuracy": correct / total, "num_sequences": total, "predictions": predictions,
+                f"skipped_{self.item_kind}": skipped_report(data.skipped),
                 "model": {"file": str(predictor.source), "runtime": predictor.kind}}
 
 

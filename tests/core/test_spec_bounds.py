@@ -141,7 +141,7 @@ def _item(picture: Path) -> ImageBoxes:
 
 def _augmented(spec, picture: Path) -> None:
     """One item through the training transform the task builds from spec.data.augmentation."""
-    from transferkit.tasks.detection.data import DetectionImages
+    from transferkit.vision.datasets import DetectionImages
 
     dataset = DetectionImages([_item(picture)], 64, 64, (0.5,) * 3, (0.25,) * 3, spec.data.augmentation,
                               spec.data.max_image_pixels, seed=0)

@@ -21,7 +21,8 @@ from PIL import Image
 from transferkit.vision.box_augment import (FILL, YoloAugment, YoloAugmentationConfig, adjust_hsv, hsv_jitter,
                                           jitter_resize, mosaic)
 from transferkit.vision.boxes import ImageBoxes
-from transferkit.tasks.detection.data import DetectionData, DetectionImages, collate_detection
+from transferkit.tasks.detection.data import DetectionData
+from transferkit.vision.datasets import DetectionImages, collate_detection
 from transferkit.vision.images import ImageError
 
 PALETTE = {0: (255, 0, 0), 1: (0, 255, 0), 2: (0, 0, 255), 3: (255, 255, 0), 4: (255, 0, 255), 5: (0, 255, 255),

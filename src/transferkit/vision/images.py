@@ -17,6 +17,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ..data.items import parse_skipped, skipped_entry  # noqa: F401 (the vision layer re-exports them)
 from ..errors import DataError, first_line
+from ..spec import require_path
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 MAX_PIXELS = 100_000_000  # width * height after which a file is refused unread (e.g. 10000 x 10000)
@@ -98,6 +99,21 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
             if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
         ]
     return sorted(found)
+
+
+def collect_images(value: str | None, key: str = "inference.images") -> list[Path]:
+    """The images `inference` reads: a folder (recursively), one image file, or a .txt file with one
+    path per line (relative to the .txt's folder). `value` is the spec setting `key`."""
+    path = require_path(key, value)
+    if path.is_dir():
+        images = list_images(path, recursive=True)
+        if not images:
+            raise DataError(f"{key}: {path} contains no image files")
+        return images
+    if path.suffix.lower() == ".txt":
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        return [Path(ln) if Path(ln).is_absolute() else path.parent / ln for ln in lines]
+    return [path]
 
 
 def _open(path: Path, max_pixels: int | None, limit_key: str = "data.max_image_pixels") -> Image.Image:
@@ -225,8 +241,6 @@ def _float_to_8(values: np.ndarray) -> np.ndarray:
     elif low < 0.0 or high > 255.0:
         values = (values - low) * (255.0 / max(high - low, 1e-12))
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
-
-
 
 
 def undecodable(paths: list, max_pixels: int | None = MAX_PIXELS) -> dict[str, str]:

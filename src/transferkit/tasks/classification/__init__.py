@@ -10,13 +10,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...vision.images import ImageError, list_images, load_image, parse_skipped
+from ...data.items import skipped_report, usable_batches
+from ...data.module import build_loader
 from ...errors import DataError, SpecError
 from ...io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ...optimize.prune import apply_layer_shapes
 from ...spec import require_path
 from ...zoo import get_image_entry
 from ...engine.meta import ModelMeta, image_input
+from ...vision.datasets import ImageDataset, collate_labelled
+from ...vision.images import collect_images, load_image
 from ...vision.task import VisionTask
 from ..base import Predictor
 from .data import ClassificationData, build_transforms
@@ -84,12 +87,10 @@ class ClassificationTask(VisionTask):
     # -- evaluate ------------------------------------------------------------------------------
     def evaluate(self, spec: ClassificationSpec, predictor: Predictor, data: ClassificationData, out_dir: Path) -> dict:
         classes = list(predictor.meta.classes)
-        all_logits, all_labels, bad = [], [], {}
-        for images, labels, skipped in data.val_dataloader():
-            bad.update(parse_skipped(skipped))
-            if len(labels):
-                all_logits.append(predictor(images)[0].float().cpu().numpy())
-                all_labels.append(labels.numpy())
+        all_logits, all_labels = [], []
+        for images, labels in usable_batches(data.val_dataloader(), data.skipped):
+            all_logits.append(predictor(images)[0].float().cpu().numpy())
+            all_labels.append(labels.numpy())
         if not all_logits:
             raise DataError("no usable validation images to evaluate; check data.val_dir / data.val_csv")
         logits = np.concatenate(all_logits)
@@ -99,8 +100,7 @@ class ClassificationTask(VisionTask):
         atomic_write_json(out_dir / "confusion_matrix.json", metrics["confusion_matrix"])
         save_confusion_png(matrix, classes, out_dir / "confusion_matrix.png",
                            f"top-1 {metrics['top1']:.3f} on {metrics['num_images']} val images")
-        skipped = {**data.skipped, **bad}
-        metrics["skipped_images"] = {"count": len(skipped), "files": skipped}
+        metrics[f"skipped_{self.item_kind}"] = skipped_report(data.skipped)
         metrics["model"] = {"file": str(predictor.source), "runtime": predictor.kind}
         return metrics
 
@@ -109,61 +109,33 @@ class ClassificationTask(VisionTask):
         meta = predictor.meta
         paths = collect_images(spec.inference.images)
         transform = build_transforms(spec, meta.image.mean, meta.image.std, train=False)
+        # The label slot carries each image's index in `paths`: a batch still names its images
+        # after the bad ones have dropped out.
+        dataset = ImageDataset([(p, i) for i, p in enumerate(paths)], transform, spec.data.max_image_pixels)
+        loader = build_loader(dataset, spec.inference.batch_size, train=False, collate_fn=collate_labelled)
         classes = list(meta.classes)
         k = min(spec.inference.top_k, len(classes))
         rows, bad = [], {}
         annotated = out_dir / "annotated"
-        batch, batch_paths, originals = [], [], []
-
-        def flush():
-            if not batch:
-                return
-            logits = predictor(torch.stack(batch))[0].float()
-            probs = torch.softmax(logits, 1)
+        for images, indices in usable_batches(loader, bad):
+            probs = torch.softmax(predictor(images)[0].float(), 1)
             scores, idx = probs.topk(k, dim=1)
-            for path, image, s, i in zip(batch_paths, originals, scores.tolist(), idx.tolist()):
+            for n, s, i in zip(indices.tolist(), scores.tolist(), idx.tolist()):
+                path = paths[n]
                 rows.append([str(path)] + [v for pair in zip([classes[j] for j in i], [f"{x:.4f}" for x in s]) for v in pair])
                 if spec.inference.annotate:
                     buf = io.BytesIO()
+                    image = load_image(path, max_pixels=spec.data.max_image_pixels)
                     draw_caption(image, f"{classes[i[0]]} {s[0]:.2f}").save(buf, format="PNG")
                     atomic_write_bytes(annotated / f"{path.stem}.png", buf.getvalue())
-            batch.clear(); batch_paths.clear(); originals.clear()
-
-        for path in paths:
-            try:
-                image = load_image(path, max_pixels=spec.data.max_image_pixels)
-            except ImageError as e:
-                bad[str(path)] = str(e)
-                log.warning("skipped %s", e)
-                continue
-            batch.append(transform(image))
-            batch_paths.append(path)
-            originals.append(image if spec.inference.annotate else None)
-            if len(batch) == spec.inference.batch_size:
-                flush()
-        flush()
         header = ["path"] + [f"{name}{r}" for r in range(1, k + 1) for name in ("label", "score")]
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(header)
         writer.writerows(rows)
         atomic_write_text(out_dir / "predictions.csv", out.getvalue())
-        return {"images": len(rows), "skipped_images": {"count": len(bad), "files": bad},
+        return {"images": len(rows), f"skipped_{self.item_kind}": skipped_report(bad),
                 "predictions": str(out_dir / "predictions.csv"), "model": {"file": str(predictor.source), "runtime": predictor.kind}}
-
-
-def collect_images(value: str | None) -> list[Path]:
-    """A folder (recursively), one image file, or a .txt file with one path per line."""
-    path = require_path("inference.images", value)
-    if path.is_dir():
-        images = list_images(path, recursive=True)
-        if not images:
-            raise DataError(f"inference.images: {path} contains no image files")
-        return images
-    if path.suffix.lower() == ".txt":
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        return [Path(ln) if Path(ln).is_absolute() else path.parent / ln for ln in lines]
-    return [path]
 
 
 TASK = ClassificationTask()

@@ -18,10 +18,13 @@ from torch import nn
 from pydantic import Field, field_validator
 
 from ...vision.boxes import DetectionDataset, ImageBoxes
-from .data import DetectionData, DetectionImages, collate_detection, original_scale, read_detection_split
+from .data import DetectionData, original_scale, read_detection_split
+from ...data.items import skipped_report, usable_batches
+from ...data.module import build_loader
+from ...vision.datasets import DetectionImages, collate_detection
 from ...vision.draw import boxes_grid, draw_boxes, to_pil_images
 from ...engine.checkpoint import LoadReport, read_checkpoint, strip_prefix, transfer_weights
-from ...vision.images import load_image, parse_skipped
+from ...vision.images import collect_images, load_image
 from ...errors import DataError, SpecError
 from ...io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ...metrics import evaluate_detections, format_ap_table, save_pr_curves
@@ -162,17 +165,14 @@ class DetectionTask(VisionTask):
 
     # -- evaluate ------------------------------------------------------------------------------
     def evaluate(self, spec, predictor: Predictor, data, out_dir: Path) -> dict:
-        gts, preds, bad = [], [], {}
-        for images, targets, skipped in data.val_dataloader():
-            bad.update(parse_skipped(skipped))
-            if targets:
-                gts.extend(targets)
-                preds.extend(self.predict(spec, predictor, images, targets))
+        gts, preds = [], []
+        for images, targets in usable_batches(data.val_dataloader(), data.skipped):
+            gts.extend(targets)
+            preds.extend(self.predict(spec, predictor, images, targets))
         if not gts:
             raise DataError("no usable validation images to evaluate; check data.val_images / data.val_labels")
         metrics = self.score(spec, gts, preds, list(predictor.meta.classes), out_dir)
-        skipped = {**data.skipped, **bad}
-        metrics["skipped_images"] = {"count": len(skipped), "files": skipped}
+        metrics[f"skipped_{self.item_kind}"] = skipped_report(data.skipped)
         metrics["data_problems"] = data.problems
         metrics["warnings"] = list(data.warnings)
         metrics["model"] = {"file": str(predictor.source), "runtime": predictor.kind}
@@ -216,7 +216,6 @@ class DetectionTask(VisionTask):
     # -- inference -----------------------------------------------------------------------------
     def inference(self, spec, predictor: Predictor, out_dir: Path) -> dict:
         from ...vision.convert import write_kitti
-        from ..classification import collect_images
 
         meta = predictor.meta
         items = [ImageBoxes(image=p, boxes=np.zeros((0, 4)), labels=np.zeros(0))
@@ -224,16 +223,10 @@ class DetectionTask(VisionTask):
         image = meta.image
         dataset = DetectionImages(items, image.width, image.height, list(image.mean), list(image.std), None,
                                   spec.data.max_image_pixels)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=spec.inference.batch_size,
-                                             collate_fn=collate_detection)
+        loader = build_loader(dataset, spec.inference.batch_size, train=False, collate_fn=collate_detection)
         classes = list(meta.classes)
         results, bad, records = [], {}, []
-        for images, targets, skipped in loader:
-            for path, reason in parse_skipped(skipped).items():
-                bad[path] = reason
-                log.warning("skipped %s", reason)
-            if not targets:
-                continue
+        for images, targets in usable_batches(loader, bad):
             for target, pred in zip(targets, self.predict(spec, predictor, images, targets)):
                 final = self._to_original(target, pred, spec.inference.score_threshold)
                 results.append(final)
@@ -249,7 +242,7 @@ class DetectionTask(VisionTask):
         write_kitti(DetectionDataset(classes=classes, items=results), out_dir / "labels")
         atomic_write_json(out_dir / "detections.json", records)
         return {"images": len(results), "detections": sum(len(r.boxes) for r in results),
-                "skipped_images": {"count": len(bad), "files": bad},
+                f"skipped_{self.item_kind}": skipped_report(bad),
                 "labels": str(out_dir / "labels"), "model": {"file": str(predictor.source), "runtime": predictor.kind}}
 
     @staticmethod
