@@ -70,6 +70,8 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
         data = t.build_data(spec)
         module, report = t.build_training_module(spec, data)
         trainer = build_trainer(spec.train, results, t.monitor, t.monitor_mode, fixed_input_shape=t.fixed_input_shape)
+        for split in ("train", "val"):  # unusable items found (and a split left empty refused) up front
+            data.scan(split)
         if replace:  # only now that the new run's data, model and trainer settings are known to work
             for name in TRAIN_ARTIFACTS:
                 p = results / name

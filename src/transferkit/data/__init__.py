@@ -1,1 +1,1 @@
-"""Dataset readers, writers and builders. Images are always read through `data.images.load_image`."""
+"""The modality-neutral data layer: TaskData (the DataModule base), the skipped-item protocol, demo datasets."""
