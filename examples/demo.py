@@ -114,7 +114,8 @@ def main() -> int:
     yolo_metrics = api.evaluate("yolo_v4_tiny", YOLO_SPEC, ROOT / "yolo_eval_onnx", det + fitted,
                                 model=ROOT / "yolo_export" / "model.onnx")
     console.print(f"YOLOv4-tiny val mAP@0.5 = {yolo_metrics['mAP']:.3f} from {yolo_export['onnx']} (ONNX Runtime, NMS in "
-                  f"the graph; {yolo_export['parity']['detections']} detections identical to PyTorch's on "
+                  f"the graph; its decoded boxes and scores match PyTorch's and its NMS kept "
+                  f"{yolo_export['parity']['detections']} detections exactly as greedy NMS would on "
                   f"{yolo_export['parity']['batch']} images)")
     console.print(f"demo finished in {time.time() - started:.0f} s. Results: {ROOT.resolve()}")
     console.print(f"TensorBoard: tensorboard --logdir {ROOT.resolve()}")
