@@ -1,0 +1,234 @@
+"""Semantic segmentation: a UNet decoder on any zoo backbone (or vanilla_unet), image + mask folders or COCO."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...data.items import collate_skipping, skipped_report, usable_batches
+from ...engine.meta import ModelMeta, image_input
+from ...errors import DataError
+from ...io import atomic_write_json
+from ...metrics.segmentation import ConfusionMatrix, save_confusion_png
+from ...optimize.prune import apply_layer_shapes
+from ...spec import require_path
+from ...vision.task import VisionTask
+from ...zoo import IMAGENET_MEAN, IMAGENET_STD, get_image_entry
+from ..base import ExportGraph, Predictor
+from .data import SegmentationData
+from .loss import auto_class_weights
+from .model import VANILLA_UNET, build_segmenter
+from .module import SegmentationModule
+from .spec import SegmentationSpec
+
+log = logging.getLogger("transferkit")
+
+ARGMAX_AGREEMENT = 0.999  # export parity: share of pixels whose class must agree between PyTorch and ONNX Runtime
+
+
+class SegmentationTask(VisionTask):
+    name = "segmentation"
+    spec_class = SegmentationSpec
+    monitor = "val/mIoU"
+    monitor_mode = "max"
+    output_names = ("logits",)
+    headline = "mIoU"
+    description = "semantic segmentation, UNet on any backbone (image + mask folders, or COCO polygons / RLE)"
+
+    @property
+    def extra_verbs(self):
+        return {"dataset_convert": self.dataset_convert}
+
+    # -- data and model ------------------------------------------------------------------------
+    def normalisation(self, spec: SegmentationSpec) -> tuple[tuple, tuple]:
+        if spec.model.backbone == VANILLA_UNET:
+            return IMAGENET_MEAN, IMAGENET_STD
+        entry = get_image_entry(spec.model.backbone)
+        return tuple(entry.mean), tuple(entry.std)
+
+    def build_data(self, spec: SegmentationSpec, meta: ModelMeta | None = None) -> SegmentationData:
+        if meta is None:
+            mean, std = self.normalisation(spec)
+            return SegmentationData(spec, mean, std)
+        return SegmentationData(spec, meta.image.mean, meta.image.std, list(meta.classes))
+
+    def build_training_module(self, spec: SegmentationSpec, data: SegmentationData):
+        d, m = spec.data, spec.model
+        if not data.train_items:
+            raise DataError("data.train_images / data.train_masks hold no usable images to train on")
+        if isinstance(m.pretrained, str):
+            require_path("model.pretrained", m.pretrained, "file")
+        meta = ModelMeta(task=self.name, classes=tuple(data.classes), backbone=m.backbone,
+                         inputs=(image_input(d.image_height, d.image_width, data.mean, data.std),),
+                         arch={"decoder_channels": list(m.decoder_channels), "ignore_index": d.ignore_index})
+        report = None
+        if m.pruned:
+            net, meta = self.load_pruned(m, meta)
+        else:
+            net, report = build_segmenter(m.backbone, len(data.classes), m.pretrained, list(m.decoder_channels),
+                                          m.freeze_blocks, m.freeze_bn)
+        return SegmentationModule(net, meta, spec.train, spec, self.class_weights(spec, data)), report
+
+    def class_weights(self, spec: SegmentationSpec, data: SegmentationData) -> torch.Tensor | None:
+        weights = spec.loss.class_weights
+        if weights == "none":
+            return None
+        if weights == "auto":
+            found = auto_class_weights(data.pixel_counts)
+            log.info("loss.class_weights=auto: %s", ", ".join(f"{c}={w:.2f}" for c, w in zip(data.classes, found.tolist())))
+            return found
+        if len(weights) != len(data.classes):
+            raise DataError(f"loss.class_weights has {len(weights)} values but there are {len(data.classes)} classes "
+                            f"({', '.join(data.classes)}): give one per class, or auto")
+        return torch.tensor(weights, dtype=torch.float32)
+
+    def build_net(self, meta: ModelMeta) -> nn.Module:
+        net, _ = build_segmenter(meta.backbone, len(meta.classes), False, list(meta.arch["decoder_channels"]))
+        if meta.pruned_shapes:
+            apply_layer_shapes(net, meta.pruned_shapes)
+        return net
+
+    def prune_ignored_layers(self, net: nn.Module) -> list[nn.Module]:
+        return [net.head]
+
+    def spec_for_model(self, spec: SegmentationSpec, meta: ModelMeta) -> SegmentationSpec:
+        size = {"image_width": meta.image.width, "image_height": meta.image.height}
+        if all(getattr(spec.data, k) == v for k, v in size.items()):
+            return spec
+        log.info("using the model's input size %dx%d", meta.image.width, meta.image.height)
+        return spec.model_copy(update={"data": spec.data.model_copy(update=size)})
+
+    # -- export --------------------------------------------------------------------------------
+    def check_export(self, spec, net: nn.Module, graph: ExportGraph, onnx_path: Path,
+                     probe: tuple[torch.Tensor, ...]) -> dict:
+        """Logits within tolerance (relative to their scale), and the predicted class of nearly every pixel equal."""
+        from ...errors import ModelError
+        from ...optimize import verify_export
+        from ...optimize.runtime import OnnxModel
+
+        result = verify_export(graph.module, onnx_path, probe, atol=spec.export.parity_tolerance, rtol=0)
+        with torch.inference_mode():
+            eager = graph.module.eval()(*probe).argmax(1).numpy()
+        exported = OnnxModel(onnx_path)(*(x.numpy() for x in probe))[0].argmax(1)
+        agreement = float((eager == exported).mean())
+        result["argmax_agreement"] = agreement
+        if agreement < ARGMAX_AGREEMENT:
+            raise ModelError(f"{onnx_path}: only {agreement:.2%} of pixels get the same class as in PyTorch "
+                             f"(at least {ARGMAX_AGREEMENT:.1%} needed)")
+        return result
+
+    # -- evaluate ------------------------------------------------------------------------------
+    def evaluate(self, spec: SegmentationSpec, predictor: Predictor, data: SegmentationData, out_dir: Path) -> dict:
+        classes = list(predictor.meta.classes)
+        confusion = ConfusionMatrix(len(classes), spec.data.ignore_index)
+        images_seen = 0
+        for images, masks in usable_batches(data.val_dataloader(), data.skipped):
+            confusion.update(predictor(images)[0].argmax(1), masks)
+            images_seen += len(images)
+        if not images_seen:
+            raise DataError("no usable validation images to evaluate; check data.val_images / data.val_masks")
+        return self._report(confusion, classes, out_dir, images_seen, data, predictor)
+
+    def _report(self, confusion: ConfusionMatrix, classes: list[str], out_dir: Path, images: int, data,
+                predictor: Predictor | None, source: str | None = None) -> dict[str, Any]:
+        metrics = confusion.result(classes)
+        metrics["num_images"] = images
+        atomic_write_json(out_dir / "confusion_matrix.json",
+                          {"classes": classes, "rows_true_cols_predicted": confusion.matrix.tolist()})
+        save_confusion_png(confusion.matrix, classes, out_dir / "confusion_matrix.png",
+                           f"mIoU {metrics['mIoU'] or 0:.3f} on {images} val images")
+        metrics[f"skipped_{self.item_kind}"] = skipped_report(data.skipped)
+        metrics["data_problems"] = data.problems
+        metrics["warnings"] = list(data.warnings)
+        metrics["model"] = ({"file": str(predictor.source), "runtime": predictor.kind} if predictor is not None
+                            else {"predictions": source})
+        log.info("mIoU %.4f, pixel accuracy %.4f; IoU per class: %s", metrics["mIoU"] or 0.0, metrics["pixel_accuracy"],
+                 ", ".join(f"{c}={v:.3f}" if v is not None else f"{c}=n/a" for c, v in metrics["IoU_per_class"].items()))
+        return metrics
+
+    # -- inference -----------------------------------------------------------------------------
+    def inference(self, spec: SegmentationSpec, predictor: Predictor, out_dir: Path) -> dict:
+        """masks/<stem>.png (class ids as a palette PNG, at the image's own size), optional overlays and polygons."""
+        from ...data.module import build_loader
+        from ...vision.images import collect_images, load_image
+        from .viz import overlay, write_mask_png
+
+        meta, inf = predictor.meta, spec.inference
+        paths = collect_images(inf.images)
+        dataset = ResizedImages(paths, meta.image, spec.data.max_image_pixels)
+        loader = build_loader(dataset, inf.batch_size, train=False, collate_fn=collate_skipping)
+        bad: dict[str, str] = {}
+        written, polygons = [], []
+        for images, indices, sizes in usable_batches(loader, bad):
+            predicted = predictor(images)[0].argmax(1, keepdim=True).float()
+            for n, ids, (width, height) in zip(indices.tolist(), predicted, sizes.tolist()):
+                path = paths[n]
+                # nearest: a class id must never be averaged with its neighbour's
+                full = torch.nn.functional.interpolate(ids[None], size=(height, width), mode="nearest")[0, 0]
+                mask = full.to(torch.uint8).numpy()
+                written.append(str(write_mask_png(mask, out_dir / "masks" / f"{path.stem}.png")))
+                if inf.overlay:
+                    import io as _io
+
+                    from ...io import atomic_write_bytes
+
+                    buf = _io.BytesIO()
+                    overlay(load_image(path, max_pixels=spec.data.max_image_pixels), mask).save(buf, format="PNG")
+                    atomic_write_bytes(out_dir / "overlays" / f"{path.stem}.png", buf.getvalue())
+                if inf.polygons:
+                    polygons.append((path, mask))
+        summary: dict[str, Any] = {"images": len(written), f"skipped_{self.item_kind}": skipped_report(bad),
+                                   "masks": str(out_dir / "masks"),
+                                   "model": {"file": str(predictor.source), "runtime": predictor.kind}}
+        if inf.polygons:
+            summary["polygons"] = str(write_polygons(polygons, list(meta.classes), out_dir / "polygons.json"))
+        return summary
+
+
+class ResizedImages(torch.utils.data.Dataset):
+    """(normalised image at the model's input size, index, (width, height) of the file) or (None, skipped entry)."""
+
+    def __init__(self, paths: list[Path], image, max_pixels: int):
+        from torchvision.transforms import v2 as T
+
+        from ...vision.datasets import normalise
+
+        self.paths, self.max_pixels = paths, max_pixels
+        self.size = (image.height, image.width)
+        self.resize = T.Resize(self.size, antialias=True)
+        self.to_tensor = normalise(image.mean, image.std)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from ...data.items import skipped_entry
+        from ...vision.images import ImageError, load_image
+
+        try:
+            image = load_image(self.paths[i], max_pixels=self.max_pixels)
+        except ImageError as e:
+            return None, skipped_entry(self.paths[i], e)
+        return self.to_tensor(self.resize(image)), i, torch.tensor(image.size)
+
+
+def write_polygons(predictions: list[tuple[Path, np.ndarray]], classes: list[str], path: Path) -> Path:
+    """Predicted regions as COCO results JSON: one RLE segmentation per image and class present."""
+    from pycocotools import mask as mask_utils
+
+    results = []
+    for image_id, (image_path, mask) in enumerate(predictions):
+        for class_id in np.unique(mask).tolist():
+            rle = mask_utils.encode(np.asfortranarray((mask == class_id).astype(np.uint8)))
+            rle["counts"] = rle["counts"].decode("ascii")
+            results.append({"image_id": image_id, "file_name": str(image_path), "category_id": int(class_id),
+                            "category": classes[class_id] if class_id < len(classes) else str(class_id),
+                            "segmentation": rle, "area": int(mask_utils.area(rle)), "score": 1.0})
+    return atomic_write_json(path, results)
+
+
+TASK = SegmentationTask()
