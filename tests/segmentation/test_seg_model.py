@@ -17,7 +17,8 @@ from transferkit.vision.backbones.weights import read_state_dict
 SMALL = [32, 16, 16, 16, 16]  # narrow decoder: the tests are about structure, not capacity
 
 
-@pytest.mark.parametrize("backbone", ["mobilenet_v2", "efficientnet_lite0", "resnet18", "timm:resnet18", "vanilla_unet"])
+@pytest.mark.parametrize("backbone",
+                         ["mobilenet_v2", "efficientnet_lite0", "resnet18", "timm:resnet18", "vanilla_unet"])
 @pytest.mark.parametrize("upsampling", ["bilinear", "transposed"])
 def test_logits_have_the_input_size_and_one_channel_per_class(backbone, upsampling):
     net, _ = build_segmenter(backbone, 4, pretrained=False, decoder_channels=SMALL, upsampling=upsampling)

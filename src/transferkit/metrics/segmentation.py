@@ -59,7 +59,8 @@ class ConfusionMatrix:
             self._check_range(pred_t, target_t)
             counts = torch.bincount(target_t * n + pred_t, minlength=n * n).cpu().numpy()
         else:
-            pred_a, target_a = np.asarray(pred).reshape(-1).astype(np.int64), np.asarray(target).reshape(-1).astype(np.int64)
+            pred_a = np.asarray(pred).reshape(-1).astype(np.int64)
+            target_a = np.asarray(target).reshape(-1).astype(np.int64)
             keep = target_a != self.ignore_index
             pred_a, target_a = pred_a[keep], target_a[keep]
             self._check_range(pred_a, target_a)

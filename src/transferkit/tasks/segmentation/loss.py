@@ -54,7 +54,8 @@ def resolve_class_weights(class_weights: Any, num_classes: int,
         return None
     if isinstance(class_weights, str):
         if class_weights.lower() != "auto":
-            raise SpecError(f"loss.class_weights must be auto, none or a list of {num_classes} numbers, got {class_weights!r}")
+            raise SpecError(f"loss.class_weights must be auto, none or a list of {num_classes} numbers, "
+                            f"got {class_weights!r}")
         if pixel_counts is None:
             raise SpecError("loss.class_weights=auto needs the training masks' pixel counts; set data.train_masks")
         weights = auto_class_weights(pixel_counts)

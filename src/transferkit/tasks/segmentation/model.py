@@ -82,7 +82,11 @@ class VanillaUNetEncoder(Backbone):
 
 
 class UNet(nn.Module):
-    """A UNet decoder on `backbone`'s feature maps; see the module docstring."""
+    """A UNet decoder on `backbone`'s feature maps; see the module docstring.
+
+    When pruning, protect `head` (prune_model's ignored_layers): with a short decoder the logits are
+    upsampled after it, so prune_model cannot see that its channels are the classes.
+    """
 
     def __init__(self, backbone: Backbone, num_classes: int, decoder_channels: Sequence[int] | None = None,
                  upsampling: str = "bilinear"):
@@ -90,7 +94,7 @@ class UNet(nn.Module):
         if num_classes < 1:
             raise ModelError(f"a segmenter needs at least one class, got {num_classes}")
         if upsampling not in UPSAMPLING:
-            raise SpecError(f"upsampling {upsampling!r} is not supported; use one of {', '.join(UPSAMPLING)}")
+            raise SpecError(f"model.upsampling {upsampling!r} is not supported; use one of {', '.join(UPSAMPLING)}")
         self.backbone = backbone
         self.num_classes = num_classes
         levels = _feature_levels(backbone)
@@ -198,7 +202,8 @@ def build_segmenter(
     for vanilla_unet the encoder mirrors them: [256, 128, 64, 32, 16] -> widths 16 ... 512).
     The report is None when nothing was loaded.
     """
-    ckpt = Path(pretrained) if isinstance(pretrained, (str, os.PathLike)) and str(pretrained).endswith(".ckpt") else None
+    is_ckpt = isinstance(pretrained, (str, os.PathLike)) and str(pretrained).endswith(".ckpt")
+    ckpt = Path(pretrained) if is_ckpt else None
     if ckpt is not None and not ckpt.is_file():
         raise ModelError(f"model.pretrained: checkpoint {ckpt} does not exist")
     if backbone == VANILLA_UNET:
@@ -236,6 +241,7 @@ def _vanilla_unet(num_classes: int, decoder_channels: Sequence[int] | None, upsa
     widths = [16, 32, 64, 128, 256] if decoder_channels is None else [int(c) for c in decoder_channels][::-1]
     if len(widths) != 5 or any(w < 1 for w in widths):
         raise SpecError(f"model.decoder_channels: {VANILLA_UNET} needs 5 positive widths, deepest first, one per "
-                        f"decoder stage (its encoder mirrors them), e.g. [256, 128, 64, 32, 16]; got {decoder_channels}")
+                        f"decoder stage (its encoder mirrors them), e.g. [256, 128, 64, 32, 16]; "
+                        f"got {decoder_channels}")
     encoder = VanillaUNetEncoder(widths + [2 * widths[-1]])
     return UNet(encoder, num_classes, widths[::-1], upsampling)
