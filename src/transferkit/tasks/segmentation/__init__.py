@@ -20,7 +20,7 @@ from ...vision.task import VisionTask
 from ...zoo import IMAGENET_MEAN, IMAGENET_STD, get_image_entry
 from ..base import ExportGraph, Predictor
 from .data import SegmentationData
-from .loss import auto_class_weights
+from .loss import resolve_class_weights
 from .model import VANILLA_UNET, build_segmenter
 from .module import SegmentationModule
 from .spec import SegmentationSpec
@@ -64,30 +64,26 @@ class SegmentationTask(VisionTask):
             require_path("model.pretrained", m.pretrained, "file")
         meta = ModelMeta(task=self.name, classes=tuple(data.classes), backbone=m.backbone,
                          inputs=(image_input(d.image_height, d.image_width, data.mean, data.std),),
-                         arch={"decoder_channels": list(m.decoder_channels), "ignore_index": d.ignore_index})
+                         arch={"decoder_channels": m.decoder_channels and list(m.decoder_channels),
+                               "upsampling": m.upsampling, "ignore_index": d.ignore_index})
         report = None
         if m.pruned:
             net, meta = self.load_pruned(m, meta)
         else:
-            net, report = build_segmenter(m.backbone, len(data.classes), m.pretrained, list(m.decoder_channels),
-                                          m.freeze_blocks, m.freeze_bn)
+            net, report = build_segmenter(m.backbone, len(data.classes), m.pretrained, m.decoder_channels,
+                                          m.freeze_blocks, m.freeze_bn, m.upsampling, classes=data.classes)
         return SegmentationModule(net, meta, spec.train, spec, self.class_weights(spec, data)), report
 
     def class_weights(self, spec: SegmentationSpec, data: SegmentationData) -> torch.Tensor | None:
-        weights = spec.loss.class_weights
-        if weights == "none":
-            return None
-        if weights == "auto":
-            found = auto_class_weights(data.pixel_counts)
-            log.info("loss.class_weights=auto: %s", ", ".join(f"{c}={w:.2f}" for c, w in zip(data.classes, found.tolist())))
-            return found
-        if len(weights) != len(data.classes):
-            raise DataError(f"loss.class_weights has {len(weights)} values but there are {len(data.classes)} classes "
-                            f"({', '.join(data.classes)}): give one per class, or auto")
-        return torch.tensor(weights, dtype=torch.float32)
+        auto = spec.loss.class_weights == "auto"
+        weights = resolve_class_weights(spec.loss.class_weights, len(data.classes), data.pixel_counts if auto else None)
+        if auto:
+            log.info("loss.class_weights=auto: %s", ", ".join(f"{c}={w:.2f}" for c, w in zip(data.classes, weights.tolist())))
+        return weights
 
     def build_net(self, meta: ModelMeta) -> nn.Module:
-        net, _ = build_segmenter(meta.backbone, len(meta.classes), False, list(meta.arch["decoder_channels"]))
+        net, _ = build_segmenter(meta.backbone, len(meta.classes), False, meta.arch["decoder_channels"],
+                                 upsampling=meta.arch["upsampling"])
         if meta.pruned_shapes:
             apply_layer_shapes(net, meta.pruned_shapes)
         return net
