@@ -688,6 +688,17 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def coco_decode(rle: Any) -> np.ndarray:
+    """pycocotools' mask.decode without its NumPy 2 DeprecationWarning about `copy` (noise, not a problem)."""
+    import warnings
+
+    from pycocotools import mask as coco_mask
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return coco_mask.decode(rle)
+
+
 def decode_segmentation(segmentation: Any, width: int, height: int) -> np.ndarray:
     """A COCO segmentation (polygons, RLE counts list, or compressed RLE) -> bool [H, W]; MaskError if bad."""
     from pycocotools import mask as coco_mask
@@ -700,7 +711,7 @@ def decode_segmentation(segmentation: Any, width: int, height: int) -> np.ndarra
         else:
             counts = segmentation["counts"]
             rle = {"size": [height, width], "counts": counts.encode() if isinstance(counts, str) else counts}
-        decoded = coco_mask.decode(rle)
+        decoded = coco_decode(rle)
     except (TypeError, ValueError, KeyError, IndexError, UnicodeError) as e:
         raise MaskError(f"COCO segmentation cannot be decoded ({first_line(e)})") from e
     if decoded.shape[:2] != (height, width):

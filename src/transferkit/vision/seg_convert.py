@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import DataError
 from ..io import atomic_write_json, atomic_write_text
 from .images import ImageError
-from .masks import (BACKGROUND, ClassTable, MaskProblems, SegItem, coco_class_table, load_coco, load_target,
+from .masks import (BACKGROUND, ClassTable, MaskProblems, coco_class_table, coco_decode, load_coco, load_target,
                     pair_masks, read_coco_masks, save_mask_png, scan_targets)
 
 PathLike = str | os.PathLike
@@ -57,13 +57,13 @@ def coco_to_masks(images_dir: PathLike, json_path: PathLike, out_dir: PathLike, 
 
 
 def masks_to_coco(images_dir: PathLike, masks_dir: PathLike, json_path: PathLike, table: ClassTable,
-                  encoding: Literal["polygons", "rle"] = "polygons") -> dict:
+                  encoding: Literal["polygons", "rle"] = "polygons", split: str = "train") -> dict:
     """Write the masks of `masks_dir` (read through `table`) as a COCO JSON (module docstring); returns a
     report with counts and problems."""
     if encoding not in ("polygons", "rle"):
         raise DataError(f"COCO encoding must be polygons or rle, not {encoding!r}")
     problems = MaskProblems()
-    items = pair_masks(images_dir, masks_dir, problems, "data.train_images", "data.train_masks")
+    items = pair_masks(images_dir, masks_dir, problems, f"data.{split}_images", f"data.{split}_masks")
     scan = scan_targets(items, table)
     problems.merge(scan.problems)
     skip = {BACKGROUND}
@@ -127,9 +127,9 @@ def _regions(binary: np.ndarray, encoding: str) -> list[tuple[dict, int]]:
         if encoding == "rle":
             found.append(({"rle": rle}, 0))
             continue
-        polygons = [p for p in outline_polygons(region)]
+        polygons = outline_polygons(region)
         exact = bool(polygons) and np.array_equal(
-            coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(polygons, height, width))).astype(bool), region)
+            coco_decode(coco_mask.merge(coco_mask.frPyObjects(polygons, height, width))).astype(bool), region)
         found.append(({"rle": rle, "polygons": polygons}, 0) if exact else ({"rle": rle}, 1))
     return found
 

@@ -308,3 +308,34 @@ class SegmentationData(VisionData):
 
     def collate_fn(self, train: bool) -> Callable[[list], tuple]:
         return partial(collate_segmentation, channels_last=self.stacking(train))
+
+
+# -- dataset_convert ------------------------------------------------------------------------------
+
+def convert_dataset(spec, out_dir: str | Path) -> dict:
+    """The dataset_convert verb's work: data.format=coco -> palette PNG masks (output_format=masks), or
+    masks -> COCO JSON (output_format=coco), for each configured split into out_dir/<split>. Both splits
+    use the training split's class table. Returns a report per split."""
+    from ...vision.seg_convert import coco_to_masks, masks_to_coco
+
+    d, c, out_dir = spec.data, spec.dataset_convert, Path(out_dir)
+    if d.format == c.output_format:
+        raise SpecError(f"data.format is already {d.format}; set dataset_convert.output_format="
+                        f"{'coco' if d.format == 'masks' else 'masks'}")
+    table = class_table(d)
+    reports = {}
+    for split in ("train", "val"):
+        images_value, masks_value = getattr(d, f"{split}_images"), getattr(d, f"{split}_masks")
+        if not images_value and not masks_value:
+            continue
+        images = require_path(f"data.{split}_images", images_value, "dir")
+        if d.format == "coco":
+            json_path = require_path(f"data.{split}_masks", masks_value, "file")
+            reports[split] = coco_to_masks(images, json_path, out_dir / split, table)
+        else:
+            masks = require_path(f"data.{split}_masks", masks_value, "dir")
+            reports[split] = masks_to_coco(images, masks, out_dir / split / "annotations.json", table,
+                                           c.coco_encoding, split)
+    if not reports:
+        raise SpecError("dataset_convert needs data.train_images and data.train_masks (and/or the val ones)")
+    return reports
