@@ -268,3 +268,17 @@ def test_items_are_plain_picklable_records():
 
     item = SegItem(Path("a.png"), Path("m.png"), (4, 3))
     assert pickle.loads(pickle.dumps(item)) == item
+
+
+def test_colourise_and_overlay_use_the_class_colours_and_leave_background_alone():
+    from transferkit.vision.masks import colourise, overlay
+
+    table = ClassTable.build(["background", {"name": "road", "colour": [200, 0, 0]}])
+    indices = np.array([[0, 1], [255, 7]])
+    np.testing.assert_array_equal(colourise(indices, table),
+                                  [[[0, 0, 0], [200, 0, 0]], [[224, 224, 192], [0, 0, 0]]])
+    image = np.full((2, 2, 3), 100, np.uint8)
+    blended = overlay(image, indices, table, alpha=0.5)
+    assert blended[0, 0].tolist() == [100, 100, 100] and blended[0, 1].tolist() == [150, 50, 50]
+    with pytest.raises(ValueError, match="differ in size"):
+        overlay(np.zeros((3, 2, 3), np.uint8), indices, table)

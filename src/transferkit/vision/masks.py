@@ -331,29 +331,29 @@ def read_mask(path: PathLike, table: ClassTable | None = None, max_pixels: int |
     return _colour_ids(rgb, alpha, table)
 
 
+def _pack(colour: Colour) -> int:
+    return (int(colour[0]) << 16) | (int(colour[1]) << 8) | int(colour[2])
+
+
+def _unpack(key: int) -> Colour:
+    return (key >> 16, (key >> 8) & 255, key & 255)
+
+
 def _colour_ids(rgb: np.ndarray, alpha: np.ndarray | None, table: ClassTable) -> SourceMask:
     keys = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
-    values, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    by_colour = {(c[0] << 16) | (c[1] << 8) | c[2]: e.ids[0] for e in table.entries for c in [e.colour]}
-    ignore_key = (lambda c: (c[0] << 16) | (c[1] << 8) | c[2])(table.ignore_colour())
-    by_colour.setdefault(ignore_key, table.ignore_index)
+    by_colour = {_pack(e.colour): e.ids[0] for e in table.entries}
+    by_colour.setdefault(_pack(table.ignore_colour()), table.ignore_index)
+    values, inverse = np.unique(keys, return_inverse=True)
     ids = np.array([by_colour.get(int(v), table.ignore_index) for v in values], np.int64)[inverse].reshape(keys.shape)
-    unknown = {(int(v) >> 16, (int(v) >> 8) & 255, int(v) & 255): int(n)
-               for v, n in zip(values, counts) if int(v) not in by_colour}
     transparent = 0
+    counted = keys
     if alpha is not None:
         clear = alpha == 0
         transparent = int(clear.sum())
-        if transparent:
-            ids[clear] = table.ignore_index
-            # transparent pixels are ignored whatever their colour: do not count them as unknown colours too
-            hidden = np.unique(keys[clear], return_counts=True)
-            for v, n in zip(*hidden):
-                colour = (int(v) >> 16, (int(v) >> 8) & 255, int(v) & 255)
-                if colour in unknown:
-                    unknown[colour] -= int(n)
-                    if unknown[colour] <= 0:
-                        del unknown[colour]
+        ids[clear] = table.ignore_index
+        counted = keys[~clear]  # transparent pixels are ignored whatever their colour: not "unknown" too
+    values, counts = np.unique(counted, return_counts=True)
+    unknown = {_unpack(int(v)): int(n) for v, n in zip(values, counts) if int(v) not in by_colour}
     return SourceMask(ids, True, unknown, transparent)
 
 
@@ -556,6 +556,7 @@ def read_coco_masks(images_dir: PathLike, json_path: PathLike, table: ClassTable
     json_path, images_dir = Path(json_path), Path(images_dir)
     data = load_coco(json_path) if data is None else data
     category_index = _category_classes(data, table)
+    category_names = dict(coco_categories(data))
     fill = table.background if table.background is not None else table.ignore_index
     if table.background is None:
         problems.add("uncovered_pixels_ignored", f"{json_path}: no class is named 'background', so pixels no "
@@ -611,7 +612,7 @@ def read_coco_masks(images_dir: PathLike, json_path: PathLike, table: ClassTable
         category = ann.get("category_id")
         value = category_index.get(category)
         if value is None:
-            name = next((n for c, n in coco_categories(data) if c == category), None)
+            name = category_names.get(category)
             if name is None and not crowd:
                 problems.add("bad_annotation", f"{where}: category_id {category!r} is not in categories; "
                                                "painted ignore")
@@ -756,3 +757,32 @@ def save_mask_png(path: PathLike, indices: np.ndarray, table: ClassTable) -> Pat
     from ..io import atomic_write_bytes
 
     return atomic_write_bytes(path, mask_png_bytes(indices, table))
+
+
+# ------------------------------------------------------------------------------------- drawing
+
+def colourise(indices: np.ndarray, table: ClassTable) -> np.ndarray:
+    """Training indices [H, W] -> uint8 RGB [H, W, 3] in the class colours (ignore_index in its colour,
+    any other value black)."""
+    indices = np.asarray(indices)
+    lut = np.zeros((max(table.num_classes, 1), 3), np.uint8)
+    lut[: table.num_classes] = table.colours
+    out = np.zeros(indices.shape + (3,), np.uint8)
+    known = (indices >= 0) & (indices < table.num_classes)
+    out[known] = lut[indices[known]]
+    out[indices == table.ignore_index] = table.ignore_colour()
+    return out
+
+
+def overlay(image: Image.Image | np.ndarray, indices: np.ndarray, table: ClassTable, alpha: float = 0.5) -> np.ndarray:
+    """The image (RGB, same size as the mask) with every pixel that is not background blended with its
+    class colour; uint8 [H, W, 3]."""
+    pixels = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.float32)
+    indices = np.asarray(indices)
+    if pixels.shape[:2] != indices.shape:
+        raise ValueError(f"image {pixels.shape[1]}x{pixels.shape[0]} and mask {indices.shape[1]}x{indices.shape[0]} "
+                         "differ in size")
+    shown = indices != table.background if table.background is not None else np.ones(indices.shape, bool)
+    out = pixels.copy()
+    out[shown] = (1 - alpha) * pixels[shown] + alpha * colourise(indices, table)[shown].astype(np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)

@@ -66,8 +66,7 @@ def masks_to_coco(images_dir: PathLike, masks_dir: PathLike, json_path: PathLike
     items = pair_masks(images_dir, masks_dir, problems, f"data.{split}_images", f"data.{split}_masks")
     scan = scan_targets(items, table)
     problems.merge(scan.problems)
-    skip = {BACKGROUND}
-    category_of = {k: k + 1 for k, name in enumerate(table.names) if name.lower() not in skip}
+    category_of = category_ids(table)
     categories = [{"id": cid, "name": table.names[k], "supercategory": "none"} for k, cid in category_of.items()]
     images, annotations, as_rle = [], [], 0
     for image_id, item in enumerate((it for it in items if str(it.image) not in scan.bad), 1):
@@ -79,20 +78,37 @@ def masks_to_coco(images_dir: PathLike, masks_dir: PathLike, json_path: PathLike
         height, width = indices.shape
         images.append({"id": image_id, "file_name": os.path.relpath(item.image, images_dir),
                        "width": width, "height": height})
-        for k, category_id in category_of.items():
-            for region, fallback in _regions(indices == k, encoding):
-                as_rle += fallback
-                annotations.append(_annotation(len(annotations) + 1, image_id, category_id, region, 0))
-        ignored = indices == table.ignore_index
-        if ignored.any():
-            annotations.append(_annotation(len(annotations) + 1, image_id, IGNORE_CATEGORY_ID,
-                                           {"rle": _rle(ignored)}, 1))
+        found, fallbacks = mask_annotations(indices, table, image_id, len(annotations) + 1, encoding)
+        annotations += found
+        as_rle += fallbacks
     if any(a["iscrowd"] for a in annotations):
         categories.insert(0, {"id": IGNORE_CATEGORY_ID, "name": "ignore", "supercategory": "ignore"})
     atomic_write_text(json_path, json.dumps({"images": images, "annotations": annotations,
                                              "categories": categories}) + "\n")
     return {"images": len(images), "annotations": len(annotations), "regions_as_rle": as_rle,
             "json": str(json_path), "classes": table.names, "problems": problems.as_dict()}
+
+
+def category_ids(table: ClassTable) -> dict[int, int]:
+    """Training index -> COCO category id (index + 1) of every class except "background"."""
+    return {k: k + 1 for k, name in enumerate(table.names) if name.lower() != BACKGROUND}
+
+
+def mask_annotations(indices: np.ndarray, table: ClassTable, image_id: int, first_id: int = 1,
+                     encoding: Literal["polygons", "rle"] = "polygons") -> tuple[list[dict], int]:
+    """COCO annotations of one mask of training indices (module docstring: a region per class, one
+    iscrowd annotation for the ignored pixels), numbered from `first_id`; also how many regions were
+    written as RLE although polygons were asked for. Inference's predicted polygons use it too."""
+    annotations, fallbacks = [], 0
+    for k, category_id in category_ids(table).items():
+        for region, fallback in _regions(indices == k, encoding):
+            fallbacks += fallback
+            annotations.append(_annotation(first_id + len(annotations), image_id, category_id, region, 0))
+    ignored = indices == table.ignore_index
+    if ignored.any():
+        annotations.append(_annotation(first_id + len(annotations), image_id, IGNORE_CATEGORY_ID,
+                                       {"rle": _rle(ignored)}, 1))
+    return annotations, fallbacks
 
 
 def _annotation(ann_id: int, image_id: int, category_id: int, region: dict, crowd: int) -> dict:
