@@ -262,3 +262,22 @@ def test_spec_holds_the_cli_contract_keys():
     entry = load_spec(SegmentationSpec, None, ["data.classes=[bg, {name: car, ids: [3, 4], colour: [1, 2, 3]}]"])
     assert entry.data.classes[1].ids == [3, 4] and entry.data.classes[1].colour == (1, 2, 3)
     assert json.loads(entry.model_dump_json())["data"]["classes"][0] == "bg"
+
+
+def test_every_spec_key_has_a_one_line_description():
+    from pydantic import BaseModel
+
+    from transferkit.tasks.segmentation.spec import SegClassConfig
+
+    def walk(model: type[BaseModel], prefix: str = ""):
+        for name, info in model.model_fields.items():
+            yield prefix + name, info.description
+            annotation = info.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                yield from walk(annotation, f"{prefix}{name}.")
+
+    keys = dict(walk(SegmentationSpec)) | dict(walk(SegClassConfig, "data.classes[]."))
+    missing = [key for key, text in keys.items() if not text or "\n" in text]
+    assert not missing
+    assert {"data.augmentation.scale", "loss.dice_weight", "inference.polygons", "dataset_convert.coco_encoding",
+            "data.classes[].colour", "model.decoder_channels"} <= set(keys)

@@ -476,39 +476,41 @@ class TargetScan:
 def scan_targets(items: Sequence[SegItem], table: ClassTable, max_pixels: int | None = MAX_PIXELS) -> TargetScan:
     """Decode every item's target once (a few threads), counting unknown ids/colours and class pixels."""
 
-    def check(item: SegItem):
+    def check(item: SegItem) -> tuple:
+        # Only small summaries leave the thread: whole masks would pile up while the loop below catches up.
         try:
             indices, source = _target(item, table, max_pixels)
         except ImageError as e:
             return first_line(e), None, None
-        return None, indices, source
+        kept = indices[indices != table.ignore_index]
+        counts = np.bincount(kept.reshape(-1), minlength=table.num_classes)[: table.num_classes]
+        return None, counts, None if source is None else (
+            {} if source.colour else table.unknown_ids(source.ids), source.unknown_colours, source.transparent)
 
     problems = MaskProblems()
-    counts = np.zeros(table.num_classes, np.int64)
+    total = np.zeros(table.num_classes, np.int64)
     bad: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for item, (error, indices, source) in zip(items, pool.map(check, items)):
+        for item, (error, counts, found) in zip(items, pool.map(check, items)):
             where = str(item.mask if item.mask is not None else item.image)
             if error is not None:
                 kind = "bad_annotation" if item.coco else "unreadable_mask"
                 problems.add(kind, f"{error}; its image is left out")
                 bad[str(item.image)] = error
                 continue
-            kept = indices[indices != table.ignore_index]
-            counts += np.bincount(kept.reshape(-1), minlength=table.num_classes)[: table.num_classes]
-            if kept.size == 0:
+            total += counts
+            if not counts.any():
                 problems.add("mask_all_ignored", f"{where}: every pixel is ignore_index or unknown; nothing to learn")
-            if source is None:
+            if found is None:
                 continue
-            if not source.colour:
-                for source_id, n in table.unknown_ids(source.ids).items():
-                    problems.count_unknown(problems.unknown_ids, source_id, n, where)
-            for colour, n in source.unknown_colours.items():
+            unknown_ids, unknown_colours, transparent = found
+            for source_id, n in unknown_ids.items():
+                problems.count_unknown(problems.unknown_ids, source_id, n, where)
+            for colour, n in unknown_colours.items():
                 problems.count_unknown(problems.unknown_colours, colour, n, where)
-            if source.transparent:
-                problems.add("transparent_pixels", f"{where}: {source.transparent} fully transparent pixels "
-                                                   "read as ignore")
-    return TargetScan(bad, problems, counts)
+            if transparent:
+                problems.add("transparent_pixels", f"{where}: {transparent} fully transparent pixels read as ignore")
+    return TargetScan(bad, problems, total)
 
 
 def read_prediction(path: PathLike, num_classes: int, size: tuple[int, int] | None = None,
@@ -519,8 +521,9 @@ def read_prediction(path: PathLike, num_classes: int, size: tuple[int, int] | No
     ids = source.ids
     if size is not None and ids.shape[::-1] != tuple(size):
         raise MaskError(f"{path}: prediction is {ids.shape[1]}x{ids.shape[0]}, its image is {size[0]}x{size[1]}")
-    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= num_classes):
-        raise MaskError(f"{path}: holds class index {int(ids.max())}, the model has classes 0..{num_classes - 1}")
+    outside = ids[(ids < 0) | (ids >= num_classes)]
+    if outside.size:
+        raise MaskError(f"{path}: holds class index {int(outside[0])}, the model has classes 0..{num_classes - 1}")
     return ids
 
 
