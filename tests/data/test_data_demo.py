@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferkit.data.demo import DEMO_DATASETS, build_demo, digit_scene
+from transferkit.data.demo import DEMO_DATASETS, SHAPE_CLASSES, build_demo, digit_scene, shape_scene
 from transferkit.vision.images import load_image
 from transferkit.errors import DataError
 
@@ -19,6 +19,7 @@ SMALL = {
     "digits": {"per_class": 3, "val_per_class": 2, "size": 32},
     "objects": {"per_class": 3, "val_per_class": 2, "size": 32},
     "kitti_digits": {"num_train": 4, "num_val": 2, "width": 96, "height": 64},
+    "shapes_seg": {"num_train": 4, "num_val": 2, "size": 48},
 }
 
 
@@ -34,9 +35,10 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_registry_lists_the_three_datasets_with_their_tasks():
+def test_registry_lists_the_datasets_with_their_tasks():
     assert {name: d.task for name, d in DEMO_DATASETS.items()} == {
-        "digits": "classification", "objects": "classification", "kitti_digits": "detection"}
+        "digits": "classification", "objects": "classification", "kitti_digits": "detection",
+        "shapes_seg": "segmentation"}
     assert all(d.description for d in DEMO_DATASETS.values())
 
 
@@ -159,8 +161,42 @@ def test_kitti_digits_class_subset_option(tmp_path):
         build_demo("kitti_digits", tmp_path / "bad", classes="1,x")
 
 
+def test_shapes_seg_palette_masks_hold_exactly_the_painted_shape_pixels(tmp_path):
+    out = tmp_path / "s"
+    summary = build_demo("shapes_seg", out, seed=2, num_train=5, num_val=2, size=64)
+    assert summary["classes"] == ["background", "circle", "square", "triangle"] == list(SHAPE_CLASSES)
+    assert summary["paths"]["train"] == {"images": "train/images", "masks": "train/masks"}
+    seen = set()
+    for split, count in (("train", 5), ("val", 2)):
+        pixels = np.zeros(4, np.int64)
+        for index in range(count):
+            image = Image.open(out / split / "images" / f"{index:06d}.png")
+            mask = Image.open(out / split / "masks" / f"{index:06d}.png")
+            assert image.size == mask.size == (64, 64) and image.mode == "RGB" and mask.mode == "P"
+            ids = np.asarray(mask)
+            scene = shape_scene(2, split, index, 64)
+            assert np.array_equal(np.asarray(image), scene.image) and np.array_equal(ids, scene.mask)
+            assert set(np.unique(ids)) <= {0, 1, 2, 3} and (ids > 0).any()
+            seen |= set(np.unique(ids).tolist())
+            pixels += np.bincount(ids.reshape(-1), minlength=4)
+        assert summary["counts"][split]["pixels"] == dict(zip(SHAPE_CLASSES, pixels.tolist()))
+    assert seen == {0, 1, 2, 3}
+    palette = np.array(Image.open(out / "train" / "masks" / "000000.png").getpalette()[:12]).reshape(4, 3)
+    assert palette.tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]  # VOC's colours
+
+
+def test_shapes_seg_builds_from_the_command_line(tmp_path, capsys):
+    from transferkit.cli import main
+
+    assert main(["data", "demo", "shapes_seg", str(tmp_path / "c"), "num_train=2", "num_val=1", "size=32"]) == 0
+    assert "built demo dataset 'shapes_seg'" in capsys.readouterr().out
+    assert len(list((tmp_path / "c" / "train" / "masks").glob("*.png"))) == 2
+    with pytest.raises(DataError, match="size=16 is too small"):
+        build_demo("shapes_seg", tmp_path / "d", size=16)
+
+
 def test_unknown_dataset_name_lists_the_valid_names(tmp_path):
-    with pytest.raises(DataError, match="unknown demo dataset 'mnist'.*digits, kitti_digits, objects"):
+    with pytest.raises(DataError, match="unknown demo dataset 'mnist'.*digits, kitti_digits, objects, shapes_seg"):
         build_demo("mnist", tmp_path / "x")
 
 

@@ -39,7 +39,7 @@ _KITTI_VAL_SAMPLES_PER_CLASS = 36
 @dataclass(frozen=True)
 class DemoDataset:
     name: str
-    task: str  # "classification" or "detection"
+    task: str  # "classification", "detection" or "segmentation"
     description: str
     builder: Callable[..., dict]  # builder(staging_dir, seed=..., **options) -> summary
     options: dict[str, Any] = field(default_factory=dict)  # option name -> default value
@@ -456,3 +456,75 @@ def _build_kitti_digits(out: Path, *, seed: int, num_train: int, num_val: int, w
         counts[split] = {"images": count, "objects": objects}
     paths = {split: {"images": f"{split}/images", "labels": f"{split}/labels"} for split in counts}
     return {"classes": names, "counts": counts, "paths": paths}
+
+
+# --- d) shapes_seg ------------------------------------------------------------------------------
+
+SHAPE_CLASSES = ("background", "circle", "square", "triangle")  # mask value = position
+
+
+@dataclass
+class ShapeScene:
+    image: np.ndarray  # HxWx3 uint8, what is written to disk
+    mask: np.ndarray  # HxW uint8 class ids (SHAPE_CLASSES), exactly the painted pixels
+
+
+def _shape_region(kind: int, cx: float, cy: float, radius: float, angle: float, size: int) -> np.ndarray:
+    """Pixels (bool HxW) of a circle, square or equilateral triangle with circumradius `radius`."""
+    from skimage.draw import disk, polygon
+
+    region = np.zeros((size, size), bool)
+    if kind == 1:
+        rows, cols = disk((cy, cx), radius * 0.8, shape=region.shape)  # a circle as large as the others' area
+    else:
+        corners = 4 if kind == 2 else 3
+        turns = angle + np.arange(corners) * (2 * np.pi / corners)
+        rows, cols = polygon(cy + radius * np.sin(turns), cx + radius * np.cos(turns), shape=region.shape)
+    region[rows, cols] = True
+    return region
+
+
+def shape_scene(seed: int, split: str, index: int, size: int = 128) -> ShapeScene:
+    """One `shapes_seg` image: 1-4 circles, squares and triangles (any rotation, may overlap; a later shape
+    covers an earlier one) in random colours on a skimage texture, and its mask of class ids."""
+    rng = _rng(seed, "shapes_seg", split, index)
+    image = _background(rng, size, size)
+    mask = np.zeros((size, size), np.uint8)
+    for _ in range(int(rng.integers(1, 5))):
+        kind = int(rng.integers(1, len(SHAPE_CLASSES)))
+        radius = rng.uniform(0.1, 0.25) * size
+        cx, cy = (rng.uniform(radius, size - radius) for _ in range(2))
+        region = _shape_region(kind, cx, cy, radius, rng.uniform(0, 2 * np.pi), size)
+        if not region.any():
+            continue
+        under = image[region].astype(np.float32).mean(axis=0)
+        for _attempt in range(20):  # a colour that stands out from the background under the shape
+            colour = rng.uniform(0, 255, size=3)
+            if np.abs(colour - under).sum() > 150:
+                break
+        shade = colour + rng.normal(0.0, 6.0, size=(int(region.sum()), 3))
+        image[region] = np.clip(np.rint(shade), 0, 255).astype(np.uint8)
+        mask[region] = kind
+    return ShapeScene(image, mask)
+
+
+@register_demo("shapes_seg", "segmentation",
+               "circles, squares and triangles in random colours on skimage textures, palette PNG masks "
+               "(0 background, 1 circle, 2 square, 3 triangle)", num_train=60, num_val=20, size=128)
+def _build_shapes_seg(out: Path, *, seed: int, num_train: int, num_val: int, size: int) -> dict:
+    from ..vision.masks import ClassTable, mask_png_bytes  # masks are written the way training reads them
+
+    if size < 32:
+        raise DataError(f"demo option size={size} is too small for shapes_seg; use 32 or more")
+    table = ClassTable.build(list(SHAPE_CLASSES))
+    counts: dict[str, dict] = {}
+    for split, count in (("train", num_train), ("val", num_val)):
+        pixels = np.zeros(len(SHAPE_CLASSES), np.int64)
+        for i in range(count):
+            scene = shape_scene(seed, split, i, size)
+            _write(out / split / "images" / f"{i:06d}.png", _png_bytes(scene.image))
+            _write(out / split / "masks" / f"{i:06d}.png", mask_png_bytes(scene.mask, table))
+            pixels += np.bincount(scene.mask.reshape(-1), minlength=len(SHAPE_CLASSES))
+        counts[split] = {"images": count, "pixels": dict(zip(SHAPE_CLASSES, pixels.tolist()))}
+    paths = {split: {"images": f"{split}/images", "masks": f"{split}/masks"} for split in counts}
+    return {"classes": list(SHAPE_CLASSES), "counts": counts, "paths": paths}
