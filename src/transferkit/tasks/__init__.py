@@ -16,8 +16,9 @@ def _tasks() -> dict[str, Task]:
     from .classification import TASK as classification
     from .detection.detectnet_v2 import TASK as detectnet_v2
     from .detection.yolo_v4_tiny import TASK as yolo_v4_tiny
+    from .segmentation import TASK as segmentation
 
-    return {**{t.name: t for t in (classification, detectnet_v2, yolo_v4_tiny)}, **_registered}
+    return {**{t.name: t for t in (classification, detectnet_v2, yolo_v4_tiny, segmentation)}, **_registered}
 
 
 def register_task(task: Task) -> Task:

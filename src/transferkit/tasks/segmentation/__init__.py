@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...data.items import collate_skipping, skipped_report, usable_batches
+from ...data.items import skipped_report, usable_batches
 from ...engine.meta import ModelMeta, image_input
-from ...errors import DataError
+from ...errors import DataError, SpecError
 from ...io import atomic_write_json
 from ...metrics.segmentation import ConfusionMatrix, save_confusion_png
 from ...optimize.prune import apply_layer_shapes
@@ -19,10 +19,12 @@ from ...spec import require_path
 from ...vision.task import VisionTask
 from ...zoo import IMAGENET_MEAN, IMAGENET_STD, get_image_entry
 from ..base import ExportGraph, Predictor
-from .data import SegmentationData
+from ...vision.masks import MaskError, load_target, overlay, read_prediction, save_mask_png
+from .data import (SegmentationData, SegmentationInferenceImages, collate_inference, convert_dataset,
+                   restore_size)
 from .loss import resolve_class_weights
 from .model import VANILLA_UNET, build_segmenter
-from .module import SegmentationModule
+from .module import SegmentationModule, output_table
 from .spec import SegmentationSpec
 
 log = logging.getLogger("transferkit")
@@ -65,7 +67,8 @@ class SegmentationTask(VisionTask):
         meta = ModelMeta(task=self.name, classes=tuple(data.classes), backbone=m.backbone,
                          inputs=(image_input(d.image_height, d.image_width, data.mean, data.std),),
                          arch={"decoder_channels": m.decoder_channels and list(m.decoder_channels),
-                               "upsampling": m.upsampling, "ignore_index": d.ignore_index})
+                               "upsampling": m.upsampling, "ignore_index": d.ignore_index,
+                               "colours": [list(c) for c in data.table.colours]})
         report = None
         if m.pruned:
             net, meta = self.load_pruned(m, meta)
@@ -146,85 +149,91 @@ class SegmentationTask(VisionTask):
                  ", ".join(f"{c}={v:.3f}" if v is not None else f"{c}=n/a" for c, v in metrics["IoU_per_class"].items()))
         return metrics
 
+    def evaluate_without_model(self, spec: SegmentationSpec, out_dir: Path) -> dict | None:
+        """`evaluation.predictions=DIR`: score mask PNGs of training indices (as `inference` writes them, named
+        like the images) against the validation masks, at the images' own size."""
+        if not spec.evaluation.predictions:
+            return None
+        folder = require_path("evaluation.predictions", spec.evaluation.predictions, "dir")
+        mean, std = self.normalisation(spec)
+        data = SegmentationData(spec, mean, std)
+        data.scan("val")
+        confusion = ConfusionMatrix(len(data.classes), spec.data.ignore_index)
+        missing: dict[str, str] = {}
+        for item in data.val_items:
+            truth = load_target(item, data.table, spec.data.max_image_pixels)
+            path = folder / f"{Path(item.image).stem}.png"
+            if not path.is_file():
+                missing[str(item.image)] = f"no prediction {path.name} in {folder}"
+                continue
+            try:
+                predicted = read_prediction(path, len(data.classes), (truth.shape[1], truth.shape[0]))
+            except MaskError as e:
+                missing[str(item.image)] = str(e)
+                continue
+            confusion.update(predicted, truth)
+        scored = len(data.val_items) - len(missing)
+        if not scored:
+            raise DataError(f"evaluation.predictions: none of the {len(data.val_items)} validation images has a "
+                            f"readable prediction PNG (named <image stem>.png) in {folder}")
+        metrics = self._report(confusion, data.classes, out_dir, scored, data, None, str(folder))
+        metrics["missing_predictions"] = {"count": len(missing), "files": missing}
+        return metrics
+
     # -- inference -----------------------------------------------------------------------------
     def inference(self, spec: SegmentationSpec, predictor: Predictor, out_dir: Path) -> dict:
-        """masks/<stem>.png (class ids as a palette PNG, at the image's own size), optional overlays and polygons."""
+        """masks/<stem>.png (training indices as a palette PNG, at the image's own size), overlays, polygons."""
+        import io
+
+        from PIL import Image
+
         from ...data.module import build_loader
+        from ...io import atomic_write_bytes
         from ...vision.images import collect_images, load_image
-        from .viz import overlay, write_mask_png
+        from ...vision.seg_convert import mask_annotations
 
         meta, inf = predictor.meta, spec.inference
+        table = output_table(meta)
         paths = collect_images(inf.images)
-        dataset = ResizedImages(paths, meta.image, spec.data.max_image_pixels)
-        loader = build_loader(dataset, inf.batch_size, train=False, collate_fn=collate_skipping)
+        dataset = SegmentationInferenceImages(paths, meta.image.width, meta.image.height, meta.image.mean,
+                                              meta.image.std, spec.data.max_image_pixels)
+        loader = build_loader(dataset, inf.batch_size, train=False, collate_fn=collate_inference)
         bad: dict[str, str] = {}
-        written, polygons = [], []
-        for images, indices, sizes in usable_batches(loader, bad):
-            predicted = predictor(images)[0].argmax(1, keepdim=True).float()
-            for n, ids, (width, height) in zip(indices.tolist(), predicted, sizes.tolist()):
-                path = paths[n]
-                # nearest: a class id must never be averaged with its neighbour's
-                full = torch.nn.functional.interpolate(ids[None], size=(height, width), mode="nearest")[0, 0]
-                mask = full.to(torch.uint8).numpy()
-                written.append(str(write_mask_png(mask, out_dir / "masks" / f"{path.stem}.png")))
+        written, annotations, images = [], [], []
+        for batch_images, infos in usable_batches(loader, bad):
+            for predicted, info in zip(predictor(batch_images)[0].argmax(1), infos):
+                mask = restore_size(predicted, info.size)
+                written.append(str(save_mask_png(out_dir / "masks" / f"{info.path.stem}.png", mask, table)))
                 if inf.overlay:
-                    import io as _io
-
-                    from ...io import atomic_write_bytes
-
-                    buf = _io.BytesIO()
-                    overlay(load_image(path, max_pixels=spec.data.max_image_pixels), mask).save(buf, format="PNG")
-                    atomic_write_bytes(out_dir / "overlays" / f"{path.stem}.png", buf.getvalue())
+                    picture = overlay(load_image(info.path, max_pixels=spec.data.max_image_pixels), mask, table)
+                    buf = io.BytesIO()
+                    Image.fromarray(picture).save(buf, format="PNG")
+                    atomic_write_bytes(out_dir / "overlays" / f"{info.path.stem}.png", buf.getvalue())
                 if inf.polygons:
-                    polygons.append((path, mask))
+                    image_id = len(images) + 1
+                    images.append({"id": image_id, "file_name": str(info.path), "width": info.size[0],
+                                   "height": info.size[1]})
+                    annotations.extend(mask_annotations(mask, table, image_id, "polygons"))
         summary: dict[str, Any] = {"images": len(written), f"skipped_{self.item_kind}": skipped_report(bad),
                                    "masks": str(out_dir / "masks"),
                                    "model": {"file": str(predictor.source), "runtime": predictor.kind}}
         if inf.polygons:
-            summary["polygons"] = str(write_polygons(polygons, list(meta.classes), out_dir / "polygons.json"))
+            for number, annotation in enumerate(annotations, start=1):
+                annotation["id"] = number
+            categories = [{"id": i, "name": name} for i, name in enumerate(table.names)]
+            summary["polygons"] = str(atomic_write_json(out_dir / "predictions.json", {
+                "images": images, "annotations": annotations, "categories": categories}))
         return summary
 
-
-class ResizedImages(torch.utils.data.Dataset):
-    """(normalised image at the model's input size, index, (width, height) of the file) or (None, skipped entry)."""
-
-    def __init__(self, paths: list[Path], image, max_pixels: int):
-        from torchvision.transforms import v2 as T
-
-        from ...vision.datasets import normalise
-
-        self.paths, self.max_pixels = paths, max_pixels
-        self.size = (image.height, image.width)
-        self.resize = T.Resize(self.size, antialias=True)
-        self.to_tensor = normalise(image.mean, image.std)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        from ...data.items import skipped_entry
-        from ...vision.images import ImageError, load_image
-
-        try:
-            image = load_image(self.paths[i], max_pixels=self.max_pixels)
-        except ImageError as e:
-            return None, skipped_entry(self.paths[i], e)
-        return self.to_tensor(self.resize(image)), i, torch.tensor(image.size)
-
-
-def write_polygons(predictions: list[tuple[Path, np.ndarray]], classes: list[str], path: Path) -> Path:
-    """Predicted regions as COCO results JSON: one RLE segmentation per image and class present."""
-    from pycocotools import mask as mask_utils
-
-    results = []
-    for image_id, (image_path, mask) in enumerate(predictions):
-        for class_id in np.unique(mask).tolist():
-            rle = mask_utils.encode(np.asfortranarray((mask == class_id).astype(np.uint8)))
-            rle["counts"] = rle["counts"].decode("ascii")
-            results.append({"image_id": image_id, "file_name": str(image_path), "category_id": int(class_id),
-                            "category": classes[class_id] if class_id < len(classes) else str(class_id),
-                            "segmentation": rle, "area": int(mask_utils.area(rle)), "score": 1.0})
-    return atomic_write_json(path, results)
+    # -- dataset_convert -----------------------------------------------------------------------
+    def dataset_convert(self, spec: SegmentationSpec, results: Path | None, model=None) -> dict:
+        out = spec.dataset_convert.output_dir or (results / "converted" if results else None)
+        if out is None:
+            raise SpecError("dataset_convert needs dataset_convert.output_dir=DIR (or -r DIR)")
+        report = convert_dataset(spec, out)
+        for split, row in report.items():
+            log.info("%s: %s", split, row)
+        return report
 
 
 TASK = SegmentationTask()

@@ -9,11 +9,11 @@ from ...engine.meta import ModelMeta
 from ...engine.module import write_image
 from ...metrics.segmentation import ConfusionMatrix
 from ...vision.draw import to_pil_images
+from ...vision.masks import ClassTable, overlay
 from ...vision.spec import VisionTrainConfig
 from ...vision.task import VisionModule
 from .loss import segmentation_loss
 from .spec import SegmentationSpec
-from .viz import colour_mask
 
 
 class SegmentationModule(VisionModule):
@@ -73,13 +73,21 @@ class SegmentationModule(VisionModule):
                         self.current_epoch)
 
 
+def output_table(meta: ModelMeta) -> ClassTable:
+    """The class table of a model's outputs: class i is index i, in the colours it was trained with."""
+    colours = meta.arch.get("colours") or [None] * len(meta.classes)
+    return ClassTable.build([{"name": name, "ids": [i], "colour": colour}
+                             for i, (name, colour) in enumerate(zip(meta.classes, colours))],
+                            meta.arch.get("ignore_index", 255), key="model classes")
+
+
 def overlay_grid(images: torch.Tensor, masks: torch.Tensor, predicted: torch.Tensor, meta: ModelMeta,
                  ignore_index: int) -> Image.Image:
     """Rows of image | ground truth overlay | prediction overlay, for TensorBoard."""
-    pictures = to_pil_images(images, meta.image.mean, meta.image.std)
+    table = output_table(meta)
     rows = []
-    for picture, mask, pred in zip(pictures, masks.numpy(), predicted.numpy()):
-        truth = Image.blend(picture, colour_mask(mask, ignore_index).convert("RGB"), 0.5)
-        guess = Image.blend(picture, colour_mask(pred, ignore_index).convert("RGB"), 0.5)
-        rows.append(np.concatenate([np.asarray(picture), np.asarray(truth), np.asarray(guess)], axis=1))
+    for picture, mask, pred in zip(to_pil_images(images, meta.image.mean, meta.image.std), masks.numpy(),
+                                   predicted.numpy()):
+        rows.append(np.concatenate([np.asarray(picture.convert("RGB")), overlay(picture, mask, table),
+                                    overlay(picture, pred, table)], axis=1))
     return Image.fromarray(np.concatenate(rows, axis=0))
