@@ -15,7 +15,8 @@ from transferkit.data.demo import build_demo
 from transferkit.engine.meta import ModelMeta
 
 FAST = ["data.image_width=64", "data.image_height=64", "train.batch_size=4", "train.num_workers=0",
-        "train.epochs=2", "train.histograms=false", "model.pretrained=false", "evaluation.batch_size=4"]
+        "train.epochs=2", "train.histograms=false", "model.pretrained=false", "evaluation.batch_size=4",
+        "data.classes=[background,circle,square,triangle]", "model.decoder_channels=[32,16,16,16,16]"]
 
 
 def tkit(*args) -> int:
