@@ -155,7 +155,7 @@ def _onnx_summary(entry) -> list[str]:
     head = meta.get("head")
     if head:
         lines.append(f"replaceable head: {head['op']} {head['node']} ({head['in_channels']} -> {head['out_channels']} "
-                     f"channels, kernel {head['kernel_shape']}, strides {head['strides']}); dropped after it: "
+                     f"channels, kernel {head['kernel_shape']}, strides {head['strides']}); left out after it: "
                      f"{', '.join(head['activations']) or 'nothing'}")
     return lines
 

@@ -12,7 +12,7 @@ recognisable head, the model's own output is taken as the features.
 
 Two more forms (for dense tasks such as segmentation):
 - several feature nodes (`features_node=[...]`): an encoder with one [N, C, H, W] map per node, ordered by
-  stride; entry.meta holds "features", "channels" and "strides" as lists (`feature_layout`).
+  stride; entry.meta holds "features", "channels" and "strides" as lists.
 - a whole dense-prediction network (`head_node="auto"` or the node name): its last Conv/ConvTranspose is the
   head a task replaces to match its class count; entry.meta["head"] describes it (`onnx_head`), the stored
   graph outputs both the head's input (the body's features) and the head's output.
@@ -37,6 +37,7 @@ from .registry import list_models, onnx_models_dir
 
 ATOL, RTOL = 1e-4, 1e-3
 _HEAD_PASSTHROUGH = {"Softmax", "LogSoftmax", "Sigmoid", "Identity", "Dropout"}
+_GLOBAL_POOLS = {"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}
 _FLATTENING = {"Flatten", "Reshape", "Squeeze", "Identity", "Dropout"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -167,41 +168,32 @@ def feature_candidates(model, probe_side: int = 224) -> list[dict[str, Any]]:
     return [found[k] for k in sorted(found)]
 
 
-def extract_outputs(model, outputs: Sequence[str]):
-    """`model` cut down to compute `outputs` (tensor names, in this order) from its one input."""
-    from onnx import TensorProto, helper, shape_inference
-    from onnx.utils import Extractor
-
-    if [o.name for o in model.graph.output] == list(outputs):
-        return model
-    inferred = shape_inference.infer_shapes(model)  # the Extractor needs a value_info for each new output
-    known = {v.name for v in inferred.graph.value_info} | {v.name for v in inferred.graph.output}
-    for name in outputs:
-        if name not in known:
-            inferred.graph.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    extracted = Extractor(inferred).extract_model([model.graph.input[0].name], list(outputs))
-    extracted.metadata_props.extend(model.metadata_props)
-    return extracted
-
-
-def _extract(model, input_name: str, output_name: str):
-    if output_name == model.graph.output[0].name and len(model.graph.output) == 1:
-        return model
-    return extract_outputs(model, [output_name])
-
-
-def split_chain(model, outputs: Sequence[str]) -> list[Any] | None:
-    """Graphs input -> outputs[0], outputs[0] -> outputs[1], ...; None when some output needs more than
-    the one before it (a skip connection across a cut, an FPN's top-down path)."""
+def _extractor(model, names: Sequence[str]):
+    """An onnx Extractor over `model` that knows a value_info for each of `names` (it needs one per cut)."""
     from onnx import TensorProto, helper, shape_inference
     from onnx.utils import Extractor
 
     inferred = shape_inference.infer_shapes(model)
     known = {v.name for v in inferred.graph.value_info} | {v.name for v in inferred.graph.output}
-    for name in outputs:
+    for name in names:
         if name not in known:
             inferred.graph.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    extractor = Extractor(inferred)
+    return Extractor(inferred)
+
+
+def extract_outputs(model, outputs: Sequence[str]):
+    """`model` cut down to compute `outputs` (tensor names, in this order) from its one input."""
+    if [o.name for o in model.graph.output] == list(outputs):
+        return model
+    extracted = _extractor(model, outputs).extract_model([model.graph.input[0].name], list(outputs))
+    extracted.metadata_props.extend(model.metadata_props)
+    return extracted
+
+
+def split_chain(model, outputs: Sequence[str]) -> list[Any] | None:
+    """Graphs input -> outputs[0], outputs[0] -> outputs[1], ...; None when some output needs more than
+    the one before it (a skip connection across a cut, an FPN's top-down path)."""
+    extractor = _extractor(model, outputs)
     previous = model.graph.input[0].name
     graphs = []
     for name in outputs:
@@ -540,13 +532,13 @@ def check_outputs_fidelity(
 # --------------------------------------------------------------------------------------------
 
 
-def _cut_single(model, input_name: str, probe_shape, features_node: str | None):
+def _cut_single(model, probe_shape: tuple[int, ...], features_node: str | None):
     """The one-feature import (the classic BYOM backbone): (stored graph, module, meta, report)."""
     if features_node is not None:
         features, how = _resolve_features_node(model, features_node), f"cut at features_node {features_node!r}"
     else:
         features, how = _find_features(model)
-    stored = _extract(model, input_name, features)
+    stored = extract_outputs(model, [features])
     module = convert_onnx(stored)
     diff, reference = check_fidelity(stored, module, probe_shape)
     if reference.ndim not in (2, 4):
@@ -565,7 +557,7 @@ def _cut_single(model, input_name: str, probe_shape, features_node: str | None):
     return stored, [module], meta, report
 
 
-def _cut_multi(model, input_name: str, probe_shape, nodes: list[str]):
+def _cut_multi(model, probe_shape: tuple[int, ...], nodes: list[str]):
     """Several feature maps, one per stride, ordered by stride: (stored graph, modules, meta, report)."""
     tensors = [_resolve_features_node(model, node, "features node") for node in nodes]
     for i, tensor in enumerate(tensors):
@@ -575,13 +567,16 @@ def _cut_multi(model, input_name: str, probe_shape, nodes: list[str]):
                 "name each map once"
             )
     references = _onnxruntime_outputs(extract_outputs(model, tensors), _probe(probe_shape))
-    for node, reference in zip(nodes, references):
+    produced_by = _producers(model)
+    for node, tensor, reference in zip(nodes, tensors, references):
         if reference.ndim != 4:
             raise ModelError(
                 f"features node {node!r} outputs shape {list(reference.shape)}, not a feature map [N, C, H, W]; "
                 "every features node must output one (cut before pooling or flattening)"
             )
-        if reference.shape[2] == reference.shape[3] == 1 and min(probe_shape[2:]) > 32:
+        producer = produced_by.get(tensor)
+        pooled = producer is not None and (producer.op_type in _GLOBAL_POOLS or _is_spatial_mean(model, producer))
+        if pooled or (reference.shape[2] == reference.shape[3] == 1 and min(probe_shape[2:]) > 32):
             raise ModelError(
                 f"features node {node!r} outputs a pooled {list(reference.shape)} tensor, not a feature map; "
                 "cut before the global pooling"
@@ -613,7 +608,7 @@ def _cut_multi(model, input_name: str, probe_shape, nodes: list[str]):
     return stored, modules, meta, report
 
 
-def _cut_head(model, input_name: str, probe_shape, head_node: str):
+def _cut_head(model, probe_shape: tuple[int, ...], head_node: str):
     """A whole dense-prediction network whose last layer a task replaces: (stored graph, module, meta, report).
 
     The stored graph outputs the head's input (the body's features) and the head's output (with its bias).
@@ -630,14 +625,14 @@ def _cut_head(model, input_name: str, probe_shape, head_node: str):
             "[N, C, H, W] -> [N, K, H', W'] (a dense-prediction network)"
         )
     stride = max(1, round(probe_shape[2] / body.shape[2]))
-    head = dict(head, output_scale=[round(probe_shape[2] / logits.shape[2], 4), round(probe_shape[3] / logits.shape[3], 4)])
     meta = {"output": "feature_map", "channels": int(body.shape[1]), "stride": stride, "features": head["input"],
             "head": head}
-    tail = ", then ".join(filter(None, [head["upsample"] and f"{head['upsample']['onnx_mode']} resize",
-                                        ", ".join(head["activations"])]))
+    after = [f"{head['upsample']['onnx_mode']} Resize (redone as an upsampling to the input size)"] if head["upsample"] else []
+    if head["activations"]:
+        after.append(f"{', '.join(head['activations'])} (left out: a task trains on logits)")
     how = (f"body cut before the {head['op']} head {head['node']!r} "
            f"({head['in_channels']} -> {head['out_channels']} channels, kernel {head['kernel_shape']}, "
-           f"strides {head['strides']}{'; dropped after it: ' + tail if tail else ''})")
+           f"strides {head['strides']}){'; after it: ' + ', '.join(after) if after else ''}")
     report = {"features": head["input"], "how": how, "head": head, "output_shape": list(body.shape),
               "head_output_shape": list(logits.shape), "max_abs_diffs": diffs, "max_abs_diff": max(diffs)}
     return stored, [module], meta, report
@@ -681,15 +676,15 @@ def import_onnx(
     metadata = _metadata(model)
 
     model, notes = normalise_onnx(model)
-    input_name, channels, (height, width), batch = _input_spec(model)
+    _, channels, (height, width), batch = _input_spec(model)
     side = int(metadata.get("input_size") or height or 224)
     probe_shape = (batch or 2, channels, height or side, width or side)
     if head_node is not None:
-        stored, modules, cut_meta, cut_report = _cut_head(model, input_name, probe_shape, head_node)
+        stored, modules, cut_meta, cut_report = _cut_head(model, probe_shape, head_node)
     elif nodes is not None and len(nodes) > 1:
-        stored, modules, cut_meta, cut_report = _cut_multi(model, input_name, probe_shape, nodes)
+        stored, modules, cut_meta, cut_report = _cut_multi(model, probe_shape, nodes)
     else:
-        stored, modules, cut_meta, cut_report = _cut_single(model, input_name, probe_shape, nodes and nodes[0])
+        stored, modules, cut_meta, cut_report = _cut_single(model, probe_shape, nodes and nodes[0])
     mean = _per_channel(metadata.get("mean", IMAGENET_MEAN))
     std = _per_channel(metadata.get("std", IMAGENET_STD))
     num_params = sum(p.numel() for module in modules for p in module.parameters())
