@@ -95,6 +95,9 @@ def run_model(argv: list[str]) -> int:
     onx.add_argument("--head", metavar="NODE|auto",
                      help="keep the whole segmentation network and mark its last layer (a Conv/ConvTranspose) "
                           "for replacement with the task's class count; 'auto' finds it")
+    onx.add_argument("--mean", metavar="M[,M,M]", help="input normalisation of 0-1 pixels (default: the file's metadata, "
+                                                       "else ImageNet's), e.g. 0.5")
+    onx.add_argument("--std", metavar="S[,S,S]", help="as --mean, e.g. 0.5 for inputs scaled to [-1, 1]")
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     from rich.console import Console
@@ -129,15 +132,27 @@ def run_model(argv: list[str]) -> int:
         if args.features is not None:
             features = [n.strip() for n in args.features.split(",")]
             if not all(features):
-                raise TransferkitError(f"--features {args.features!r} has an empty node name; give NODE or NODE,NODE,...")
+                raise TransferkitError(
+                    f"--features {args.features!r} has an empty node name; give NODE or NODE,NODE,..."
+                )
             features = features[0] if len(features) == 1 else features
-        entry, report = zoo.import_onnx(args.name, args.file, features_node=features, head_node=args.head)
+        stats = {key: _floats(f"--{key}", getattr(args, key)) for key in ("mean", "std")}
+        entry, report = zoo.import_onnx(args.name, args.file, features_node=features, head_node=args.head, **stats)
         console.print(f"imported {args.file} as backbone '{entry.name}': {report}")
         for line in _onnx_summary(entry):
             console.print(line, markup=False, highlight=False)
         task = "segmentation" if args.head or isinstance(features, list) else "classification"
         console.print(f"fine-tune it with: tkit {task} train ... model.backbone={entry.name}")
     return 0
+
+
+def _floats(option: str, text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise TransferkitError(f"{option} {text!r} must be one number or three separated by commas, e.g. 0.5") from None
 
 
 def _onnx_summary(entry) -> list[str]:

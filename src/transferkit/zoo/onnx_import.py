@@ -239,7 +239,8 @@ def _upsample_mode(node) -> dict[str, Any]:
     mode = decode(attrs.get("mode", "nearest"))
     default_ctm = "half_pixel" if node.op_type == "Resize" else "asymmetric"
     ctm = decode(attrs.get("coordinate_transformation_mode", default_ctm))
-    torch_mode = {"nearest": "nearest", "linear": "bilinear", "bilinear": "bilinear", "cubic": "bicubic"}.get(mode, "bilinear")
+    torch_modes = {"nearest": "nearest", "linear": "bilinear", "bilinear": "bilinear", "cubic": "bicubic"}
+    torch_mode = torch_modes.get(mode, "bilinear")
     return {"mode": torch_mode, "align_corners": ctm == "align_corners", "onnx_mode": mode,
             "coordinate_transformation_mode": ctm}
 
@@ -306,7 +307,9 @@ def _find_head(model, head_node: str) -> dict[str, Any]:
     auto_pad = attrs.get("auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     if auto_pad not in ("NOTSET", "VALID"):
-        raise ModelError(f"{where} uses auto_pad={auto_pad}; only explicit pads can be rebuilt. Re-export with explicit pads")
+        raise ModelError(
+            f"{where} uses auto_pad={auto_pad}; only explicit pads can be rebuilt. Re-export with explicit pads"
+        )
     if "output_shape" in attrs:
         raise ModelError(f"{where} sets output_shape; only pads/output_padding can be rebuilt. Re-export without it")
     biases = [head.input[2]] if len(head.input) > 2 and head.input[2] else []
@@ -627,7 +630,9 @@ def _cut_head(model, probe_shape: tuple[int, ...], head_node: str):
     stride = max(1, round(probe_shape[2] / body.shape[2]))
     meta = {"output": "feature_map", "channels": int(body.shape[1]), "stride": stride, "features": head["input"],
             "head": head}
-    after = [f"{head['upsample']['onnx_mode']} Resize (redone as an upsampling to the input size)"] if head["upsample"] else []
+    after = []
+    if head["upsample"]:
+        after.append(f"{head['upsample']['onnx_mode']} Resize (redone as an upsampling to the input size)")
     if head["activations"]:
         after.append(f"{', '.join(head['activations'])} (left out: a task trains on logits)")
     how = (f"body cut before the {head['op']} head {head['node']!r} "
@@ -644,12 +649,16 @@ def import_onnx(
     features_node: str | Sequence[str] | None = None,
     overwrite: bool = False,
     head_node: str | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> tuple[ModelEntry, dict[str, Any]]:
     """Convert and register a user's ONNX model as backbone `name`; returns (entry, report).
 
     features_node: where to cut (node or tensor name); a list of several makes a multi-stride encoder.
     head_node: "auto" or the node name of the last Conv/ConvTranspose of a dense-prediction network,
     recorded so a task can rebuild the network with its own class count (see onnx_head).
+    mean, std: the input normalisation of [0, 1] pixels (1 or 3 values), over the file's metadata;
+    without either, ImageNet's.
     """
     import onnx
 
@@ -657,9 +666,14 @@ def import_onnx(
         raise ModelError(f"model name {name!r} must be letters, digits, '_', '-' or '.', starting with a letter or digit")
     if any(e.name == name and e.family != "onnx" for e in list_models()):
         raise ModelError(f"model name {name!r} is a built-in zoo model; pick another name")
-    nodes = [features_node] if isinstance(features_node, str) else None if features_node is None else list(features_node)
+    nodes = [features_node] if isinstance(features_node, str) else None
+    if features_node is not None and nodes is None:
+        nodes = list(features_node)
     if nodes is not None and (not nodes or not all(isinstance(n, str) and n for n in nodes)):
         raise ModelError(f"features_node must name one or more nodes, got {features_node!r}")
+    for key, values in (("mean", mean), ("std", std)):
+        if values is not None and (len(values) not in (1, 3) or (key == "std" and min(values) <= 0)):
+            raise ModelError(f"{key} must be 1 or 3 numbers{' above 0' if key == 'std' else ''}, got {list(values)}")
     if nodes is not None and head_node is not None:
         raise ModelError("features_node (--features) and head_node (--head) do not go together: cut an encoder at "
                          "feature nodes, or keep the whole network and replace its last layer")
@@ -685,8 +699,8 @@ def import_onnx(
         stored, modules, cut_meta, cut_report = _cut_multi(model, probe_shape, nodes)
     else:
         stored, modules, cut_meta, cut_report = _cut_single(model, probe_shape, nodes and nodes[0])
-    mean = _per_channel(metadata.get("mean", IMAGENET_MEAN))
-    std = _per_channel(metadata.get("std", IMAGENET_STD))
+    mean = _per_channel(mean if mean is not None else metadata.get("mean", IMAGENET_MEAN))
+    std = _per_channel(std if std is not None else metadata.get("std", IMAGENET_STD))
     num_params = sum(p.numel() for module in modules for p in module.parameters())
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -132,7 +132,8 @@ class OnnxSegmenter(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.head(self.backbone.forward_features(images))
         if logits.shape[-2:] != images.shape[-2:]:
-            logits = F.interpolate(logits, size=images.shape[-2:], mode=self.upsample_mode, align_corners=self.align_corners)
+            logits = F.interpolate(logits, size=images.shape[-2:], mode=self.upsample_mode,
+                                   align_corners=self.align_corners)
         return logits
 
 
