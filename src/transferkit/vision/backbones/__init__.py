@@ -16,8 +16,9 @@ from ...zoo.registry import get_image_entry
 from ...zoo.sources import find_weights
 from . import classic, onnx_backbone, timm_backbone  # noqa: F401  (each registers its families)
 from .base import Backbone, PretrainedInfo
+from .onnx_backbone import OnnxSegmenter, build_onnx_segmenter
 
-__all__ = ["Backbone", "PretrainedInfo", "build_backbone"]
+__all__ = ["Backbone", "OnnxSegmenter", "PretrainedInfo", "build_backbone", "build_onnx_segmenter"]
 
 
 def build_backbone(name: str, pretrained: bool | str | os.PathLike = True, out_stride: int | None = None) -> Backbone:
