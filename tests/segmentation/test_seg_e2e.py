@@ -97,3 +97,24 @@ def test_prune_retrain_export_and_evaluate_the_onnx(trained, shapes, tmp_path):
     onnx = json.loads((tmp_path / "eval_onnx" / "metrics.json").read_text())
     assert onnx["model"]["runtime"] == "onnx"
     assert onnx["mIoU"] == pytest.approx(export["runtimes"]["pytorch"]["mIoU"], abs=0.01)
+
+
+def test_a_users_whole_segmentation_onnx_is_fine_tuned_with_a_new_last_layer(shapes, tmp_path):
+    """BYOM: export a tiny segmenter to ONNX as 'someone else's model', import it whole (--head auto), fine-tune it
+    on 4 classes through the CLI, and evaluate."""
+    from transferkit.engine.meta import image_input
+    from transferkit.optimize import export_onnx
+    from transferkit.tasks.segmentation.model import build_segmenter
+
+    theirs, _ = build_segmenter("vanilla_unet", 2, False, [16, 16, 16, 16, 16])
+    onnx_file = export_onnx(theirs.eval(), tmp_path / "theirs.onnx", image_input(64, 64, (0.5,) * 3, (0.5,) * 3),
+                            output_names=("logits",))
+    assert main(["model", "import-onnx", "theirseg", str(onnx_file), "--head", "auto"]) == 0
+    run = tmp_path / "byom"
+    assert tkit("segmentation", "train", "-r", run, *data_args(shapes), *FAST, "model.backbone=theirseg",
+                "model.pretrained=true", "train.epochs=1") == 0
+    report = json.loads((run / "load_report.json").read_text())
+    assert report["counts"]["loaded"] > 0
+    assert tkit("segmentation", "evaluate", "-r", tmp_path / "byom_eval", "-m", run / "best.ckpt",
+                *data_args(shapes), *FAST, "model.backbone=theirseg") == 0
+    assert "mIoU" in json.loads((tmp_path / "byom_eval" / "metrics.json").read_text())

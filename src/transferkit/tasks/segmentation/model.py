@@ -28,7 +28,7 @@ from torch import nn
 
 from ...engine.checkpoint import LoadReport, class_row_map, read_checkpoint, strip_prefix, transfer_weights
 from ...errors import ModelError, SpecError
-from ...vision.backbones import Backbone, build_backbone
+from ...vision.backbones import Backbone, build_backbone, build_onnx_segmenter
 
 log = logging.getLogger("transferkit")
 
@@ -213,6 +213,12 @@ def build_segmenter(
                              f"{pretrained}; use a best.ckpt/last.ckpt of an earlier run, or pretrained=false")
         if pretrained is True:
             log.info("%s has no pretrained weights: training from scratch", VANILLA_UNET)
+    elif _imported_segmenter(backbone):
+        # A whole segmentation network the user imported (`import-onnx --head`): its own decoder, a new last layer.
+        if isinstance(pretrained, (str, os.PathLike)) and ckpt is None:
+            raise ModelError(f"model.pretrained: {backbone!r} is an imported ONNX network with its own weights; use "
+                             "pretrained=true, false, or a transferkit .ckpt")
+        net = build_onnx_segmenter(backbone, num_classes, pretrained=ckpt is None and bool(pretrained))
     else:
         body = build_backbone(backbone, pretrained=False if ckpt is not None else pretrained)
         net = UNet(body, num_classes, decoder_channels, upsampling)
@@ -235,6 +241,14 @@ def build_segmenter(
                                     if not k.startswith("backbone.") and not k.endswith("num_batches_tracked")}
     net.backbone.freeze(list(freeze_blocks), freeze_bn)
     return net, report
+
+
+def _imported_segmenter(name: str) -> bool:
+    """Whether zoo model `name` is a whole segmentation network imported with its replaceable last layer."""
+    from ...zoo import get_entry
+    from ...zoo.onnx_import import onnx_head
+
+    return onnx_head(get_entry(name)) is not None
 
 
 def _vanilla_unet(num_classes: int, decoder_channels: Sequence[int] | None, upsampling: str) -> UNet:
