@@ -210,8 +210,37 @@ def build_yolo_v4_tiny(spec, picture: Path) -> None:
     kmeans_anchors(wh, k.num_clusters, seed=0, n_init=min(k.restarts, 2), max_iter=min(k.max_iter, 20))
 
 
+def build_segmentation(spec, picture: Path) -> None:
+    from transferkit.tasks.segmentation.data import SegmentationTransform
+    from transferkit.tasks.segmentation.loss import resolve_class_weights, segmentation_loss
+    from transferkit.tasks.segmentation.model import check_input_size
+    from transferkit.vision.masks import ClassTable
+
+    d = spec.data
+    classes = ["background", "thing"]
+    if d.ignore_index < len(classes):  # valid for the schema, but it would collide with a class index
+        with pytest.raises(SpecError, match="ignore") as refused:
+            ClassTable.build(classes, d.ignore_index)
+        assert "\n" not in str(refused.value)
+        return
+    ClassTable.build(classes, d.ignore_index)
+    check_input_size(d.image_width, d.image_height)
+    image = Image.open(picture).convert("RGB")
+    mask = np.zeros((image.height, image.width), np.int64)
+    mask[8:30, 10:40] = 1
+    torch.manual_seed(0)
+    x, m = SegmentationTransform(d.image_width, d.image_height, (0.5,) * 3, (0.25,) * 3, d.ignore_index,
+                                 d.augmentation)(image, mask)
+    assert x.shape == (3, d.image_height, d.image_width) and m.shape == (d.image_height, d.image_width)
+    assert set(torch.unique(m).tolist()) <= {0, 1, d.ignore_index}
+    weights = resolve_class_weights(spec.loss.class_weights, len(classes), np.array([900, 100]))
+    logits, masks = torch.randn(2, 2, 8, 8), torch.randint(0, 2, (2, 8, 8))
+    losses = segmentation_loss(logits, masks, spec.loss, weights, d.ignore_index)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
 BUILDERS = {"classification": build_classification, "detectnet_v2": build_detectnet_v2,
-            "yolo_v4_tiny": build_yolo_v4_tiny}
+            "yolo_v4_tiny": build_yolo_v4_tiny, "segmentation": build_segmentation}
 
 
 def test_every_task_has_a_runtime_builder():
