@@ -17,15 +17,14 @@ left out of mIoU, the mean of the others. Pixels whose truth is `ignore_index` a
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from . import plots
 from ..errors import DataError, ModelError
-from ..io import atomic_write_bytes
 
 
 class ConfusionMatrix:
@@ -112,40 +111,6 @@ class ConfusionMatrix:
 
 def save_confusion_png(matrix: np.ndarray, class_names: Sequence[str], path: str | Path,
                        title: str = "Pixel confusion matrix") -> Path:
-    """Row-normalised heat map (each true class's pixels spread over the predictions), written atomically.
-
-    Cells show percentages of the row's pixels: raw pixel counts run into millions and would not fit.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    matrix = np.asarray(matrix, dtype=np.int64)
-    names = list(class_names)
-    n = len(names)
-    if matrix.shape != (n, n):
-        raise ModelError(f"confusion matrix of shape {matrix.shape} for {n} class names")
-    rows = matrix.sum(axis=1, keepdims=True)
-    share = matrix / np.maximum(rows, 1)
-    size = max(4.0, 0.5 * n + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    try:
-        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(n), names, rotation=90)
-        ax.set_yticks(range(n), [f"{name} ({int(r)} px)" for name, r in zip(names, rows[:, 0])])
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(title)
-        if n <= 30:
-            for i in range(n):
-                for j in range(n):
-                    if matrix[i, j]:
-                        ax.text(j, i, f"{100 * share[i, j]:.1f}", ha="center", va="center", fontsize=7,
-                                color="white" if share[i, j] > 0.5 else "black")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
-    finally:
-        plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    """The pixel confusion matrix as a heat map; cells show percentages of the row's pixels (raw pixel
+    counts run into millions and would not fit)."""
+    return plots.save_confusion_png(matrix, class_names, path, title, cells="percent", unit="px")

@@ -27,7 +27,8 @@ from .metrics import classification_metrics
 from .model import ClassifierNet, build_classifier
 from .module import ClassificationModule
 from .spec import ClassificationSpec
-from .viz import draw_caption, save_confusion_png
+from ...metrics.plots import save_confusion_png
+from .viz import draw_caption
 
 log = logging.getLogger("transferkit")
 

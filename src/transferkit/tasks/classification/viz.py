@@ -1,13 +1,9 @@
-"""Pictures a person wants next to the weights: labelled prediction grids, confusion matrices."""
+"""Pictures a person wants next to the weights: labelled prediction grids (confusion matrices: metrics/plots.py)."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-
-from ...io import atomic_write_bytes
 
 
 def draw_caption(image: Image.Image, text: str, good: bool | None = None) -> Image.Image:
@@ -57,34 +53,3 @@ def _to_uint8_hwc(images: torch.Tensor, mean, std) -> np.ndarray:
     s = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
     x = np.clip(x * s + m, 0.0, 1.0) * np.float32(255)
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).astype(np.uint8)
-
-
-def save_confusion_png(matrix: np.ndarray, classes: list[str], path: Path, title: str = "Confusion matrix") -> None:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(classes)
-    size = max(4.0, 0.45 * n + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    row_sums = matrix.sum(axis=1, keepdims=True).clip(min=1)
-    ax.imshow(matrix / row_sums, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), classes, rotation=90)
-    ax.set_yticks(range(n), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    if n <= 30:
-        for i in range(n):
-            for j in range(n):
-                if matrix[i, j]:
-                    ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=7,
-                            color="white" if matrix[i, j] / row_sums[i, 0] > 0.5 else "black")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
