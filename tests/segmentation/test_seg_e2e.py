@@ -118,3 +118,20 @@ def test_a_users_whole_segmentation_onnx_is_fine_tuned_with_a_new_last_layer(sha
     assert tkit("segmentation", "evaluate", "-r", tmp_path / "byom_eval", "-m", run / "best.ckpt",
                 *data_args(shapes), *FAST, "model.backbone=theirseg") == 0
     assert "mIoU" in json.loads((tmp_path / "byom_eval" / "metrics.json").read_text())
+
+
+def test_dataset_convert_to_coco_then_the_coco_data_scores_the_same(trained, shapes, tmp_path):
+    """masks -> COCO JSON with the CLI verb; evaluating on the COCO form of the val set gives the same mIoU."""
+    assert tkit("segmentation", "dataset_convert", "-r", tmp_path / "conv", *data_args(shapes), *FAST,
+                "dataset_convert.output_format=coco") == 0
+    val_json = tmp_path / "conv" / "converted" / "val" / "annotations.json"
+    assert json.loads(val_json.read_text())["annotations"]
+    assert tkit("segmentation", "evaluate", "-r", tmp_path / "masks_eval", "-m", trained / "best.ckpt",
+                *data_args(shapes), *FAST) == 0
+    coco = [f"data.val_images={shapes / 'val/images'}", f"data.val_masks={val_json}", "data.format=coco"]
+    assert tkit("segmentation", "evaluate", "-r", tmp_path / "coco_eval", "-m", trained / "best.ckpt", *FAST,
+                *coco) == 0
+    by_masks = json.loads((tmp_path / "masks_eval" / "metrics.json").read_text())
+    by_coco = json.loads((tmp_path / "coco_eval" / "metrics.json").read_text())
+    assert by_coco["num_images"] == by_masks["num_images"] == 4
+    assert by_coco["mIoU"] == pytest.approx(by_masks["mIoU"], abs=1e-9)
