@@ -3,6 +3,8 @@ ImageNet model in eager PyTorch vs ONNX Runtime FP32 vs INT8.
 
     python benchmarks/segmentation.py --quick   # ~4 min: 100 train / 40 val images, 45 s of training per model
     python benchmarks/segmentation.py           # full: 320 train / 80 val images at 128 px, 120 s per model
+    python benchmarks/segmentation.py --byom    # also: PP-OCRv4's text detector (rapidocr-onnxruntime wheel)
+                                                # imported whole (import-onnx --head auto), imported vs random weights
 
 Data: the offline `shapes_seg` demo set (coloured circles, squares and triangles on scikit-image textures and
 photos, masks with class ids), 128x128; the other settings are examples/segmentation.yaml's (UNet widths
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -66,10 +69,27 @@ def train_for(key: str, overrides: list[str], root: Path, budget_s: float, num_t
             "val_mIoU_per_epoch": [r.get("val/mIoU") for r in done]}
 
 
+def byom_models() -> list[tuple[str, str, list[str]]]:
+    """PP-OCRv4's DBNet text detector, imported whole with its last layer replaced for our 4 classes."""
+    from transferkit.zoo import import_onnx
+    from transferkit.zoo.entry import PackagedFile
+    from transferkit.zoo.sources import packaged_file
+
+    found = packaged_file(PackagedFile("rapidocr-onnxruntime", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx"))
+    if found is None:
+        raise SystemExit("--byom needs rapidocr-onnxruntime: pip install --no-deps rapidocr-onnxruntime==1.4.4")
+    entry, report = import_onnx("ppocr_det_seg", found, head_node="auto", overwrite=True, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    print(f"imported {found.name}: {report}", flush=True)
+    return [("ppocr_imported", "PP-OCRv4 detector, imported weights", ["model.backbone=ppocr_det_seg"]),
+            ("ppocr_random", "PP-OCRv4 detector, random init", ["model.backbone=ppocr_det_seg", "model.pretrained=false"])]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller set, shorter budget")
+    parser.add_argument("--byom", action="store_true", help="add the imported PP-OCRv4 detector (imported vs random)")
     args = parser.parse_args()
+    models = list(MODELS)
     mode_name = "quick" if args.quick else "full"
     mode = MODES[mode_name]
     before = cpu_snapshot()
@@ -78,7 +98,10 @@ def main() -> None:
         root = Path(tmp)
         build_demo("shapes_seg", root / "data", seed=0, num_train=mode["num_train"], num_val=mode["num_val"], size=SIZE)
         overrides = COMMON + data_overrides(root / "data")
-        for key, label, extra in MODELS:
+        if args.byom:
+            os.environ["TRANSFERKIT_HOME"] = str(root / "home")  # the import lands here, not in the user's cache
+            models += byom_models()
+        for key, label, extra in models:
             print(f"training {label} for {mode['budget_s']} s", flush=True)
             row = train_for(key, overrides + extra, root, mode["budget_s"], mode["num_train"])
             metrics = api.evaluate("segmentation", SPEC, root / f"{key}_eval", overrides + extra,
@@ -101,7 +124,7 @@ def main() -> None:
             result["runtimes"][key] = {"mIoU": metrics["mIoU"], "file_bytes": path.stat().st_size, **latency}
     share = others_cpu_share(before, cpu_snapshot())
     result["others_cpu_share"] = share
-    path = write_results(f"segmentation{'_quick' if args.quick else ''}", result)
+    path = write_results(f"segmentation{'_quick' if args.quick else ''}{'_byom' if args.byom else ''}", result)
     print(f"\nshapes_seg at {SIZE} px, {mode['num_train']} train / {mode['num_val']} val images, "
           f"{mode['budget_s']} s of training per model {busy_note(share)}")
     print(f"{'model':<40} {'epochs':>6} {'img/s':>7} {'mIoU':>6} {'pix acc':>8}")
