@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/scaling.py $(if $(QUICK),--quick)
 	$(PY) benchmarks/inference.py $(if $(QUICK),--quick)
 	$(PY) benchmarks/detection.py $(if $(QUICK),--quick)
+	$(PY) benchmarks/segmentation.py --byom $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
