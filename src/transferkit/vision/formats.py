@@ -32,7 +32,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import yaml
@@ -122,21 +122,7 @@ def read_coco(images_dir: PathLike, annotation_json: PathLike, classes: list[str
     categories = {c["id"]: str(c["name"]) for c in data["categories"]}
     by_id: dict[object, _RawImage] = {}
     left_out: set[object] = set()  # images already counted as missing/unreadable: skip their annotations
-    for i, entry in enumerate(data["images"]):
-        where, file = f"{path}: images[{i}]", images_dir / str(entry["file_name"])
-        if entry["id"] in by_id or entry["id"] in left_out:
-            problems.add("bad_annotation", f"{where}: image id {entry['id']} is listed twice; the first is used")
-            continue
-        if not file.is_file():
-            problems.add("image_missing", f"{where}: {file} is not on disk")
-            left_out.add(entry["id"])
-            continue
-        try:
-            width, height = image_size(file)
-        except ImageError as e:
-            problems.add("unreadable_image", f"{where}: {first_line(e)}")
-            left_out.add(entry["id"])
-            continue
+    for where, entry, file, (width, height) in coco_image_files(data, images_dir, path, problems, image_size, left_out):
         if "width" in entry and (entry.get("width"), entry.get("height")) != (width, height):
             problems.add("size_mismatch", f"{where}: JSON says {entry.get('width')}x{entry.get('height')}, "
                                           f"the image header {width}x{height}; the header is used")
@@ -173,6 +159,33 @@ def read_coco(images_dir: PathLike, annotation_json: PathLike, classes: list[str
     ids = sorted(categories) if all(isinstance(k, int) for k in categories) else sorted(categories, key=str)
     declared = [categories[k] for k in ids]
     return _assemble(list(by_id.values()), classes, class_mapping, problems, str(path), declared)
+
+
+def coco_image_files(data: dict, images_dir: Path, json_path: Path, problems: DataProblems,
+                     measure: Callable[[Path], Any], left_out: set, unreadable_note: str = "") -> Iterator[tuple]:
+    """(where, entry, file, measure(file)) for each COCO `images` entry that can be used, in order.
+
+    An id listed twice (the first is used), a file not on disk and one that does not read (ImageError from
+    `measure`) are counted in `problems`; the ids of the last two go into `left_out`, so their annotations are
+    skipped quietly. A caller that refuses an image for its own reasons adds its id to `left_out` too."""
+    seen: set = set()
+    for i, entry in enumerate(data["images"]):
+        where, file = f"{json_path}: images[{i}]", images_dir / str(entry["file_name"])
+        if entry["id"] in seen:
+            problems.add("bad_annotation", f"{where}: image id {entry['id']} is listed twice; the first is used")
+            continue
+        seen.add(entry["id"])
+        if not file.is_file():
+            problems.add("image_missing", f"{where}: {file} is not on disk")
+            left_out.add(entry["id"])
+            continue
+        try:
+            measured = measure(file)
+        except ImageError as e:
+            problems.add("unreadable_image", f"{where}: {first_line(e)}{unreadable_note}")
+            left_out.add(entry["id"])
+            continue
+        yield where, entry, file, measured
 
 
 def read_names(names: list[str] | PathLike) -> list[str]:

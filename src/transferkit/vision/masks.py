@@ -554,7 +554,7 @@ def read_coco_masks(images_dir: PathLike, json_path: PathLike, table: ClassTable
                     data: dict | None = None) -> list[SegItem]:
     """COCO images with their annotations as SegItems (module docstring); problems are counted, the
     images that cannot be used left out. `data` is the loaded JSON (read from `json_path` if None)."""
-    from .formats import _is_id
+    from .formats import _is_id, coco_image_files
 
     json_path, images_dir = Path(json_path), Path(images_dir)
     data = load_coco(json_path) if data is None else data
@@ -567,23 +567,9 @@ def read_coco_masks(images_dir: PathLike, json_path: PathLike, table: ClassTable
     listed: dict[Any, tuple[Path, tuple[int, int]]] = {}
     left_out: set[Any] = set()
     stems: dict[str, Path] = {}
-    referenced: set[Path] = set()
-    for i, entry in enumerate(data["images"]):
-        where, file = f"{json_path}: images[{i}]", images_dir / str(entry["file_name"])
-        referenced.add(file.resolve())
-        if entry["id"] in listed or entry["id"] in left_out:
-            problems.add("bad_annotation", f"{where}: image id {entry['id']} is listed twice; the first is used")
-            continue
-        if not file.is_file():
-            problems.add("image_missing", f"{where}: {file} is not on disk")
-            left_out.add(entry["id"])
-            continue
-        try:
-            geometry = image_geometry(file)
-        except ImageError as e:
-            problems.add("unreadable_image", f"{where}: {first_line(e)}; left out")
-            left_out.add(entry["id"])
-            continue
+    referenced = {(images_dir / str(entry["file_name"])).resolve() for entry in data["images"]}
+    for where, entry, file, geometry in coco_image_files(data, images_dir, json_path, problems, image_geometry,
+                                                         left_out, "; left out"):
         if "width" in entry and (entry.get("width"), entry.get("height")) != geometry[0]:
             problems.add("size_mismatch", f"{where}: " + _size_message(
                 file, "JSON size", (entry.get("width"), entry.get("height")), geometry))
