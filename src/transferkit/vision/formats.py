@@ -118,7 +118,7 @@ def read_coco(images_dir: PathLike, annotation_json: PathLike, classes: list[str
               class_mapping: dict[str, str] | None = None) -> DetectionDataset:
     """COCO detection JSON; `file_name` is relative to `images_dir`; an optional `score` per annotation."""
     path, images_dir, problems = Path(annotation_json), Path(images_dir), DataProblems()
-    data = _load_coco_json(path)
+    data = load_coco_json(path)
     categories = {c["id"]: str(c["name"]) for c in data["categories"]}
     by_id: dict[object, _RawImage] = {}
     left_out: set[object] = set()  # images already counted as missing/unreadable: skip their annotations
@@ -129,7 +129,7 @@ def read_coco(images_dir: PathLike, annotation_json: PathLike, classes: list[str
         by_id[entry["id"]] = _RawImage(file, width, height)
     for i, ann in enumerate(data["annotations"]):
         where = f"{path}: annotations[{i}] (id {ann.get('id')})"
-        bad_ids = [k for k in ("image_id", "category_id") if k in ann and not _is_id(ann[k])]
+        bad_ids = [k for k in ("image_id", "category_id") if k in ann and not is_coco_id(ann[k])]
         if bad_ids or ann.get("iscrowd") not in (None, 0, 1):
             what = f"{bad_ids[0]} must be a number or a string, got {ann[bad_ids[0]]!r}" if bad_ids else \
                 f"iscrowd must be 0 or 1, got {ann.get('iscrowd')!r}"
@@ -341,7 +341,8 @@ def _read_lines(path: Path, problems: DataProblems) -> list[tuple[int, str]] | N
     return [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
-def _load_coco_json(path: Path) -> dict:
+def load_coco_json(path: Path) -> dict:
+    """A COCO JSON file checked for its images / annotations / categories lists; DataError naming the file."""
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
@@ -357,7 +358,7 @@ def _load_coco_json(path: Path) -> dict:
         for i, entry in enumerate(data[key]):
             if not isinstance(entry, dict) or any(k not in entry for k in needed):
                 raise DataError(f"{path}: {key}[{i}] must be an object with keys {', '.join(needed) or '...'}")
-            if "id" in needed and not _is_id(entry["id"]):
+            if "id" in needed and not is_coco_id(entry["id"]):
                 raise DataError(f"{path}: {key}[{i}].id must be a number or a string, got {entry['id']!r}")
     for i, entry in enumerate(data["categories"]):
         if not isinstance(entry["name"], str) or not entry["name"].strip():
@@ -365,7 +366,7 @@ def _load_coco_json(path: Path) -> dict:
     return data
 
 
-def _is_id(value: object) -> bool:
+def is_coco_id(value: object) -> bool:
     """COCO ids are numbers or strings (JSON scalars that can key a dict); never lists, objects or booleans."""
     return isinstance(value, (int, float, str)) and not isinstance(value, bool)
 

@@ -52,7 +52,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS,
             f"{path}: PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True, so truncated files would load "
             "silently padded with grey; set it back to False before loading images"
         )
-    with _open(path, max_pixels, limit_key) as im:
+    with open_checked(path, max_pixels, limit_key) as im:
         try:
             im.load()
         except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
@@ -60,7 +60,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS,
                 f"{path}: the file is truncated or corrupt ({first_line(e)}); "
                 "re-copy or re-export it, or remove it from the dataset"
             ) from e
-        orientation = _orientation(im, path)
+        orientation = exif_orientation(im, path)
         rgb = _to_rgb(im, path)
     if orientation in _UPRIGHT:
         rgb = rgb.transpose(_UPRIGHT[orientation])
@@ -71,9 +71,9 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS,
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) of the upright image, read from the header without decoding the pixels."""
     path = Path(path)
-    with _open(path, max_pixels=None) as im:
+    with open_checked(path, max_pixels=None) as im:
         width, height = im.size
-        orientation = _orientation(im, path)
+        orientation = exif_orientation(im, path)
     # Orientations 5-8 rotate by 90 degrees, swapping width and height.
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
@@ -116,7 +116,7 @@ def collect_images(value: str | None, key: str = "inference.images") -> list[Pat
     return [path]
 
 
-def _open(path: Path, max_pixels: int | None, limit_key: str = "data.max_image_pixels") -> Image.Image:
+def open_checked(path: Path, max_pixels: int | None, limit_key: str = "data.max_image_pixels") -> Image.Image:
     """Image.open with every failure turned into an ImageError; refuses huge images from the header."""
     try:
         size_bytes = path.stat().st_size
@@ -157,7 +157,7 @@ def _open(path: Path, max_pixels: int | None, limit_key: str = "data.max_image_p
     return im
 
 
-def _orientation(im: Image.Image, path: Path) -> int:
+def exif_orientation(im: Image.Image, path: Path) -> int:
     """The EXIF orientation (1..8) of an opened image, read the same way for load and size."""
     try:
         if im.format == "PNG" and "exif" not in im.info and not _png_metadata_after_pixels(im):

@@ -47,7 +47,7 @@ from PIL import Image
 
 from ..errors import DataError, SpecError, first_line
 from .boxes import DataProblems
-from .images import MAX_PIXELS, ImageError, _open, _orientation, list_images
+from .images import MAX_PIXELS, ImageError, exif_orientation, list_images, open_checked
 
 BACKGROUND = "background"
 IGNORE_CATEGORIES = frozenset({"ignore", "dontcare"})  # COCO category names painted ignore_index
@@ -303,7 +303,7 @@ def read_mask(path: PathLike, table: ClassTable | None = None, max_pixels: int |
     RGB(A) masks are colour masks when the table gives colours or the channels differ (an RGB file
     whose three channels are equal is read as grey ids); their colours map to the class's first id."""
     path = Path(path)
-    with _open(path, max_pixels) as im:
+    with open_checked(path, max_pixels) as im:
         try:
             im.load()
         except (OSError, SyntaxError, ValueError, EOFError) as e:
@@ -374,9 +374,9 @@ class SegItem:
 def image_geometry(path: PathLike) -> tuple[tuple[int, int], tuple[int, int], int]:
     """(upright (w, h), stored (w, h), EXIF orientation) of an image, from its header."""
     path = Path(path)
-    with _open(path, None) as im:
+    with open_checked(path, None) as im:
         stored = im.size
-        orientation = _orientation(im, path)
+        orientation = exif_orientation(im, path)
     upright = (stored[1], stored[0]) if orientation in (5, 6, 7, 8) else stored
     return upright, stored, orientation
 
@@ -422,7 +422,7 @@ def pair_masks(images_dir: PathLike, masks_dir: PathLike, problems: MaskProblems
             problems.add("unreadable_image", f"{first_line(e)}; left out")
             continue
         try:
-            with _open(mask, None) as im:
+            with open_checked(mask, None) as im:
                 mask_size = im.size
         except ImageError as e:
             problems.add("unreadable_mask", f"{first_line(e)}; its image is left out")
@@ -531,9 +531,9 @@ def read_prediction(path: PathLike, num_classes: int, size: tuple[int, int] | No
 
 def load_coco(path: PathLike) -> dict:
     """A COCO JSON (images, annotations, categories) checked for shape; DataError names the problem."""
-    from .formats import _load_coco_json
+    from .formats import load_coco_json
 
-    return _load_coco_json(Path(path))
+    return load_coco_json(Path(path))
 
 
 def coco_categories(data: dict) -> list[tuple[Any, str]]:
@@ -554,7 +554,7 @@ def read_coco_masks(images_dir: PathLike, json_path: PathLike, table: ClassTable
                     data: dict | None = None) -> list[SegItem]:
     """COCO images with their annotations as SegItems (module docstring); problems are counted, the
     images that cannot be used left out. `data` is the loaded JSON (read from `json_path` if None)."""
-    from .formats import _is_id, coco_image_files
+    from .formats import is_coco_id, coco_image_files
 
     json_path, images_dir = Path(json_path), Path(images_dir)
     data = load_coco(json_path) if data is None else data
@@ -585,7 +585,7 @@ def read_coco_masks(images_dir: PathLike, json_path: PathLike, table: ClassTable
     shapes: dict[Any, list] = {image_id: [] for image_id in listed}
     for i, ann in enumerate(data["annotations"]):
         where = f"{json_path}: annotations[{i}] (id {ann.get('id')})"
-        bad_ids = [k for k in ("image_id", "category_id") if k in ann and not _is_id(ann[k])]
+        bad_ids = [k for k in ("image_id", "category_id") if k in ann and not is_coco_id(ann[k])]
         if bad_ids or ann.get("iscrowd") not in (None, 0, 1):
             what = f"{bad_ids[0]} must be a number or a string, got {ann[bad_ids[0]]!r}" if bad_ids else \
                 f"iscrowd must be 0 or 1, got {ann.get('iscrowd')!r}"
