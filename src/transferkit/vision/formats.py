@@ -129,10 +129,8 @@ def read_coco(images_dir: PathLike, annotation_json: PathLike, classes: list[str
         by_id[entry["id"]] = _RawImage(file, width, height)
     for i, ann in enumerate(data["annotations"]):
         where = f"{path}: annotations[{i}] (id {ann.get('id')})"
-        bad_ids = [k for k in ("image_id", "category_id") if k in ann and not is_coco_id(ann[k])]
-        if bad_ids or ann.get("iscrowd") not in (None, 0, 1):
-            what = f"{bad_ids[0]} must be a number or a string, got {ann[bad_ids[0]]!r}" if bad_ids else \
-                f"iscrowd must be 0 or 1, got {ann.get('iscrowd')!r}"
+        what = coco_annotation_problem(ann)
+        if what is not None:
             problems.add("bad_annotation", f"{where}: {what}")
             continue
         image = by_id.get(ann.get("image_id"))
@@ -364,6 +362,16 @@ def load_coco_json(path: Path) -> dict:
         if not isinstance(entry["name"], str) or not entry["name"].strip():
             raise DataError(f"{path}: categories[{i}].name must be a non-empty string, got {entry['name']!r}")
     return data
+
+
+def coco_annotation_problem(ann: dict) -> str | None:
+    """What is wrong with a COCO annotation's ids or iscrowd flag (None when they are fine)."""
+    bad_ids = [k for k in ("image_id", "category_id") if k in ann and not is_coco_id(ann[k])]
+    if bad_ids:
+        return f"{bad_ids[0]} must be a number or a string, got {ann[bad_ids[0]]!r}"
+    if ann.get("iscrowd") not in (None, 0, 1):
+        return f"iscrowd must be 0 or 1, got {ann.get('iscrowd')!r}"
+    return None
 
 
 def is_coco_id(value: object) -> bool:

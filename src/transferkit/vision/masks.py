@@ -554,7 +554,7 @@ def read_coco_masks(images_dir: PathLike, json_path: PathLike, table: ClassTable
                     data: dict | None = None) -> list[SegItem]:
     """COCO images with their annotations as SegItems (module docstring); problems are counted, the
     images that cannot be used left out. `data` is the loaded JSON (read from `json_path` if None)."""
-    from .formats import is_coco_id, coco_image_files
+    from .formats import coco_annotation_problem, coco_image_files
 
     json_path, images_dir = Path(json_path), Path(images_dir)
     data = load_coco(json_path) if data is None else data
@@ -585,10 +585,8 @@ def read_coco_masks(images_dir: PathLike, json_path: PathLike, table: ClassTable
     shapes: dict[Any, list] = {image_id: [] for image_id in listed}
     for i, ann in enumerate(data["annotations"]):
         where = f"{json_path}: annotations[{i}] (id {ann.get('id')})"
-        bad_ids = [k for k in ("image_id", "category_id") if k in ann and not is_coco_id(ann[k])]
-        if bad_ids or ann.get("iscrowd") not in (None, 0, 1):
-            what = f"{bad_ids[0]} must be a number or a string, got {ann[bad_ids[0]]!r}" if bad_ids else \
-                f"iscrowd must be 0 or 1, got {ann.get('iscrowd')!r}"
+        what = coco_annotation_problem(ann)
+        if what is not None:
             problems.add("bad_annotation", f"{where}: {what}")
             continue
         image_id = ann.get("image_id")
