@@ -1,6 +1,7 @@
 """What every image task adds to the core Task and TaskModule: channels_last layouts and image metadata."""
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 import torch
@@ -10,6 +11,8 @@ from ..engine.meta import ModelMeta
 from ..engine.module import TaskModule
 from ..tasks.base import Task
 from .spec import VisionTrainConfig
+
+log = logging.getLogger("transferkit")
 
 
 class VisionTask(Task):
@@ -21,6 +24,15 @@ class VisionTask(Task):
         # NHWC is much faster for convolutions on the CPU; batches arrive NCHW from the loaders.
         net.to(memory_format=torch.channels_last)
         return lambda images: net(images.to(device).contiguous(memory_format=torch.channels_last))
+
+    def spec_for_model(self, spec, meta: ModelMeta):
+        """data.image_width / data.image_height set to the model's input size (tasks with a square
+        data.image_size override this)."""
+        size = {"image_width": meta.image.width, "image_height": meta.image.height}
+        if all(getattr(spec.data, k) == v for k, v in size.items()):
+            return spec
+        log.info("using the model's input size %dx%d", meta.image.width, meta.image.height)
+        return spec.model_copy(update={"data": spec.data.model_copy(update=size)})
 
     def onnx_metadata(self, meta: ModelMeta) -> dict[str, Any]:
         image = meta.image

@@ -156,13 +156,6 @@ class DetectionTask(VisionTask):
             apply_layer_shapes(net, meta.pruned_shapes)
         return net
 
-    def spec_for_model(self, spec, meta: ModelMeta):
-        size = {"image_width": meta.image.width, "image_height": meta.image.height}
-        if all(getattr(spec.data, k) == v for k, v in size.items()):
-            return spec
-        log.info("using the model's input size %dx%d", meta.image.width, meta.image.height)
-        return spec.model_copy(update={"data": spec.data.model_copy(update=size)})
-
     # -- evaluate ------------------------------------------------------------------------------
     def evaluate(self, spec, predictor: Predictor, data, out_dir: Path) -> dict:
         gts, preds = [], []

@@ -94,13 +94,6 @@ class SegmentationTask(VisionTask):
     def prune_ignored_layers(self, net: nn.Module) -> list[nn.Module]:
         return [net.head]
 
-    def spec_for_model(self, spec: SegmentationSpec, meta: ModelMeta) -> SegmentationSpec:
-        size = {"image_width": meta.image.width, "image_height": meta.image.height}
-        if all(getattr(spec.data, k) == v for k, v in size.items()):
-            return spec
-        log.info("using the model's input size %dx%d", meta.image.width, meta.image.height)
-        return spec.model_copy(update={"data": spec.data.model_copy(update=size)})
-
     # -- export --------------------------------------------------------------------------------
     def check_export(self, spec, net: nn.Module, graph: ExportGraph, onnx_path: Path,
                      probe: tuple[torch.Tensor, ...]) -> dict:
