@@ -39,9 +39,11 @@ def _spec(task, spec_path, overrides):
     return t, load_spec(t.spec_class, spec_path, overrides or [])
 
 
-def _write_spec(spec, results: Path) -> None:
+def _write_spec(spec, run: RunFolder) -> None:
+    """The verb's first write: the folder now holds its results (RunFolder.claim), starting with spec.yaml."""
     if is_rank_zero():
-        atomic_write_text(results / "spec.yaml", to_yaml(spec))
+        run.claim()
+        atomic_write_text(run.path / "spec.yaml", to_yaml(spec))
 
 
 # -- train --------------------------------------------------------------------------------------
@@ -54,7 +56,7 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
 
     t, spec = _spec(task, spec_path, overrides)
     results = Path(results)
-    with RunFolder(results, log_file=log_file):
+    with RunFolder(results, log_file=log_file, task=t.name, verb="train", overwrite=overwrite) as run:
         resume = spec.train.resume
         last = results / "last.ckpt"
         replace = False
@@ -76,7 +78,7 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
             for name in TRAIN_ARTIFACTS:
                 p = results / name
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        _write_spec(spec, results)
+        _write_spec(spec, run)
         if report is not None:
             log.info(report.summary())
             if is_rank_zero() and not resume:
@@ -135,14 +137,14 @@ def _final_train_metrics(trainer, module, data, started: float, kind: str) -> di
 
 
 def run_extra_verb(task: str, verb: str, spec_path, results, overrides: Sequence[str] = (), *, model=None,
-                   log_file=None) -> Any:
+                   log_file=None, overwrite: bool = False) -> Any:
     """A verb only some tasks have (dataset_convert, kmeans): the task's own function does the work."""
     t, spec = _spec(task, spec_path, overrides)
     if results is None:
         return t.extra_verbs[verb](spec, None, model)
     results = Path(results)
-    with RunFolder(results, log_file=log_file):
-        _write_spec(spec, results)
+    with RunFolder(results, log_file=log_file, task=t.name, verb=verb, overwrite=overwrite) as run:
+        _write_spec(spec, run)
         return t.extra_verbs[verb](spec, results, model)
 
 
@@ -197,19 +199,22 @@ def _model_verb_setup(task, spec_path, overrides, model):
 
 # -- evaluate / inference -----------------------------------------------------------------------
 
-def evaluate(task: str, spec_path, results, overrides: Sequence[str] = (), *, model=None, log_file=None) -> dict:
+def evaluate(task: str, spec_path, results, overrides: Sequence[str] = (), *, model=None, log_file=None,
+             overwrite: bool = False) -> dict:
+    """Score a model (or predictions on disk) on the validation data; `overwrite` lets it write into a
+    folder that holds another verb's results (RunFolder)."""
     results = Path(results)
-    with RunFolder(results, log_file=log_file):
+    with RunFolder(results, log_file=log_file, task=get_task(task).name, verb="evaluate", overwrite=overwrite) as run:
         if model is None:  # e.g. detection predictions already on disk
             t, spec = _spec(task, spec_path, overrides)
             metrics = t.evaluate_without_model(spec, results)
             if metrics is None:
                 raise SpecError("evaluate needs a model: -m PATH (a best.ckpt, pruned.ckpt or exported .onnx)")
-            _write_spec(spec, results)
+            _write_spec(spec, run)
             atomic_write_json(results / "metrics.json", metrics)
             return metrics
         t, spec, predictor = _model_verb_setup(task, spec_path, overrides, model)
-        _write_spec(spec, results)
+        _write_spec(spec, run)
         data = t.build_data(spec, meta=predictor.meta)
         metrics = t.evaluate(spec, predictor, data, results)
         atomic_write_json(results / "metrics.json", metrics)
@@ -219,11 +224,13 @@ def evaluate(task: str, spec_path, results, overrides: Sequence[str] = (), *, mo
         return metrics
 
 
-def inference(task: str, spec_path, results, overrides: Sequence[str] = (), *, model=None, log_file=None) -> dict:
+def inference(task: str, spec_path, results, overrides: Sequence[str] = (), *, model=None, log_file=None,
+              overwrite: bool = False) -> dict:
+    """Predict on `inference.images`; `overwrite` as for evaluate."""
     results = Path(results)
-    with RunFolder(results, log_file=log_file):
+    with RunFolder(results, log_file=log_file, task=get_task(task).name, verb="inference", overwrite=overwrite) as run:
         t, spec, predictor = _model_verb_setup(task, spec_path, overrides, model)
-        _write_spec(spec, results)
+        _write_spec(spec, run)
         summary = t.inference(spec, predictor, results)
         atomic_write_json(results / "inference.json", summary)
         log.info("wrote predictions for %d %s to %s (%d skipped)", summary[t.item_kind], t.item_kind, results,
@@ -240,16 +247,17 @@ def _latency(fn, inputs: tuple[torch.Tensor, ...]) -> float:
     return round(measure_latency_ms(fn, inputs, warmup=3, runs=10), 3)
 
 
-def prune(task: str, spec_path, results, overrides: Sequence[str] = (), *, model=None, log_file=None) -> dict:
+def prune(task: str, spec_path, results, overrides: Sequence[str] = (), *, model=None, log_file=None,
+          overwrite: bool = False) -> dict:
     """TAO's prune: remove low-norm channel groups, write pruned.ckpt and prune_report.json."""
     from .optimize import PruneConfig, count_macs, count_params, layer_shapes, prune_model
 
     results = Path(results)
     if model is None:
         raise SpecError("prune needs the trained checkpoint: -m runs/cls/best.ckpt")
-    with RunFolder(results, log_file=log_file):
+    with RunFolder(results, log_file=log_file, task=get_task(task).name, verb="prune", overwrite=overwrite) as run:
         t, spec = _spec(task, spec_path, overrides)
-        _write_spec(spec, results)
+        _write_spec(spec, run)
         meta, state = read_checkpoint(model, task=t.name)
         net = t.load_net(meta, state, Path(model)).eval()
         p = spec.prune
@@ -310,20 +318,21 @@ def _print_prune_table(report: dict) -> None:
 
 # -- export ---------------------------------------------------------------------------------------
 
-def export(task: str, spec_path, results, overrides: Sequence[str] = (), *, model=None, log_file=None) -> dict:
+def export(task: str, spec_path, results, overrides: Sequence[str] = (), *, model=None, log_file=None,
+           overwrite: bool = False) -> dict:
     """ONNX (FP32, optionally INT8) with parity checked against PyTorch; safetensors weights."""
     from safetensors.torch import save_file
 
     from .optimize import export_onnx, export_tensorrt, quantize_int8
 
     results = Path(results)
-    with RunFolder(results, log_file=log_file):
+    with RunFolder(results, log_file=log_file, task=get_task(task).name, verb="export", overwrite=overwrite) as run:
         t, spec = _spec(task, spec_path, overrides)
         predictor = load_predictor(t, model)
         if predictor.kind != "pytorch":
             raise SpecError("export needs a PyTorch checkpoint (-m best.ckpt), not an .onnx file")
         spec = t.spec_for_model(spec, predictor.meta)
-        _write_spec(spec, results)
+        _write_spec(spec, run)
         meta = predictor.meta
         net = predictor.net.eval().to(memory_format=torch.contiguous_format)
         graph = t.export_graph(net, meta, spec)

@@ -28,7 +28,8 @@ def _task_parser(task: str, verbs: tuple[str, ...]) -> argparse.ArgumentParser:
     p.add_argument("--num_nodes", type=int, help="machines for multi-node DDP (train.num_nodes)")
     p.add_argument("--use_amp", action="store_true", help="mixed precision (train.precision=bf16-mixed, 16-mixed on GPU)")
     p.add_argument("--log_file", help="also write the log here (default RESULTS/log.txt)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier training run in the results folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a results folder that holds an earlier training run or another verb's results")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted spec overrides, e.g. train.epochs=3")
     return p
@@ -62,9 +63,9 @@ def run_task(task: str, argv: list[str]) -> int:
     if args.verb in MODEL_VERBS and not args.model:
         raise TransferkitError(f"tkit {task} {args.verb} needs a model: -m PATH (best.ckpt, pruned.ckpt or .onnx)")
     overrides = list(args.overrides) + _tao_overrides(args)
-    common = dict(log_file=args.log_file)
+    common = dict(log_file=args.log_file, overwrite=args.overwrite)
     if args.verb == "train":
-        api.train(task, args.spec, args.results, overrides, overwrite=args.overwrite, **common)
+        api.train(task, args.spec, args.results, overrides, **common)
     elif args.verb in extra:
         api.run_extra_verb(task, args.verb, args.spec, args.results, overrides, model=args.model, **common)
     else:
@@ -89,6 +90,7 @@ def run_model(argv: list[str]) -> int:
     onx = sub.add_parser("import-onnx", help="bring your own ONNX classifier or backbone")
     onx.add_argument("name")
     onx.add_argument("file")
+    onx.add_argument("--overwrite", action="store_true", help="replace an imported ONNX model of the same name")
     onx.add_argument("--features", metavar="NODE[,NODE...]",
                      help="node whose output is the feature map (default: before the classifier); several nodes "
                           "(one per stride) make a multi-stride encoder, e.g. for a UNet")
@@ -137,7 +139,8 @@ def run_model(argv: list[str]) -> int:
                 )
             features = features[0] if len(features) == 1 else features
         stats = {key: _floats(f"--{key}", getattr(args, key)) for key in ("mean", "std")}
-        entry, report = zoo.import_onnx(args.name, args.file, features_node=features, head_node=args.head, **stats)
+        entry, report = zoo.import_onnx(args.name, args.file, features_node=features, head_node=args.head,
+                                        overwrite=args.overwrite, **stats)
         console.print(f"imported {args.file} as backbone '{entry.name}': {report}")
         for line in _onnx_summary(entry):
             console.print(line, markup=False, highlight=False)

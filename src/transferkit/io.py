@@ -132,24 +132,66 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return _atomic(path, lambda p: torch.save(obj, p))
 
 
+def describe_missing(path: str | os.PathLike) -> str:
+    """What `path` is when a regular file was wanted: "does not exist", "is a folder", "is a device" ..."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except NotADirectoryError:
+        return "does not exist (a folder on its path is a file)"
+    except OSError as e:
+        return f"cannot be read ({e.strerror or type(e).__name__})"
+    for test, what in ((stat.S_ISDIR, "is a folder, not a file"), (stat.S_ISCHR, "is a character device, not a file"),
+                       (stat.S_ISBLK, "is a block device, not a file"), (stat.S_ISFIFO, "is a named pipe, not a file"),
+                       (stat.S_ISSOCK, "is a socket, not a file")):
+        if test(mode):
+            return what
+    return "is not a regular file" if not stat.S_ISREG(mode) else "is a file"
+
+
+# What torch says when weights-only unpickling meets something other than tensors and plain containers.
+_UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_UNSAFE_OPCODE = re.compile(r"Unsupported operand (\d+)")
+
+
 def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
-    """torch.load with weights_only=True; every failure becomes a one-line ModelError."""
+    """torch.load with weights_only=True; every failure becomes a one-line ModelError.
+
+    The only torch.load in transferkit: Lightning's resume goes through it too (AtomicCheckpointIO)."""
+    import warnings
+
     import torch
 
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"{what} {path} does not exist: pass an existing file with -m")
+        raise ModelError(f"{what} {path} {describe_missing(path)}: pass an existing file with -m")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", _ANSI.sub("", str(e)))
-        if found is None:
-            raise ModelError(f"{what} {path} is not a PyTorch file, or is corrupt "
-                             f"({_ANSI.sub('', first_line(e))[:160]})") from None
-        raise ModelError(
-            f"{what} {path} was refused: it holds the Python object {found.group(1)}, and loading it could run "
-            "code. Only tensors and plain containers are loaded; re-save the weights as a state dict."
-        ) from None
+        with warnings.catch_warnings():  # "Detected pickle protocol 4 ...": the refusal below says what matters
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for damaged archives
-        raise ModelError(f"{what} {path} is not a PyTorch file, or is truncated or corrupt "
-                         f"({type(e).__name__}: {_ANSI.sub('', first_line(e))[:160]})") from None
+        raise torch_load_error(path, what, e) from None
+
+
+def torch_load_error(path: str | os.PathLike, what: str, error: Exception) -> ModelError:
+    """The one-line ModelError for a failed weights-only torch.load of `path`.
+
+    A refusal by the weights-only unpickler is reported as such (never quoting torch's advice to turn
+    weights_only off); anything else as a damaged or foreign file, with torch's first line."""
+    text = _ANSI.sub("", str(error))
+    if "weights_only" in text or "WeightsUnpickler" in text:
+        found = _UNSAFE_GLOBAL.search(text)
+        opcode = _UNSAFE_OPCODE.search(text)
+        holds = (f"the Python object {found.group(1)}" if found else
+                 f"pickle instruction {opcode.group(1)}" if opcode else "objects other than tensors")
+        return ModelError(
+            f"{what} {path} was refused for safety: it holds objects that are not plain tensors ({holds}), and "
+            "loading them could run code. Only tensors and plain containers are loaded; if you trust the file, "
+            "re-save its weights as a state dict (or .safetensors) and pass that.")
+    if isinstance(error, pickle.UnpicklingError):
+        return ModelError(f"{what} {path} is not a PyTorch file, or is corrupt ({_ANSI.sub('', first_line(error))[:160]})")
+    return ModelError(f"{what} {path} is not a PyTorch file, or is truncated or corrupt "
+                      f"({type(error).__name__}: {_ANSI.sub('', first_line(error))[:160]})")

@@ -15,6 +15,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import SpecError
+from .io import describe_missing
 
 
 class SpecModel(BaseModel):
@@ -144,7 +145,7 @@ class ExportConfig(SpecModel):
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise SpecError(f"spec file {path} does not exist (-e); `tkit <task> default_spec > spec.yaml` writes one")
+        raise SpecError(f"spec file {path} {describe_missing(path)} (-e); `tkit <task> default_spec > spec.yaml` writes one")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -283,7 +284,7 @@ def require_path(key: str, value: str | Path | None, kind: str = "path") -> Path
     if kind == "dir" and not path.is_dir():
         raise SpecError(f"{key}: folder {path} does not exist" + (" (it is a file)" if path.is_file() else ""))
     if kind == "file" and not path.is_file():
-        raise SpecError(f"{key}: file {path} does not exist")
+        raise SpecError(f"{key}: file {path} {describe_missing(path)}")
     if kind == "path" and not path.exists():
         raise SpecError(f"{key}: {path} does not exist")
     return path

@@ -31,6 +31,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any = None) -> None:
         atomic_torch_save(checkpoint, path)
 
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        """Resuming reads last.ckpt weights-only, with transferkit's one-line refusal of anything else."""
+        return safe_torch_load(path)
+
 
 def read_checkpoint(path: str | Path, task: str | None = None) -> tuple[ModelMeta, dict[str, torch.Tensor]]:
     """-> (metadata, state_dict) of a transferkit checkpoint (any metadata version); refuses other files clearly."""

@@ -1,18 +1,37 @@
-"""The results folder of one run: rank-zero guard, lock file, log.txt."""
+"""The results folder of one run: rank-zero guard, lock file, log.txt, and which verb's results it holds.
+
+A verb writes its results into its own folder (`-r`). `RUN_RECORD` names the task and verb whose results
+the folder holds; a verb refuses a folder holding another verb's (or another task's) results unless told
+to overwrite them, so `evaluate -r` on a training folder cannot silently replace its metrics.json and
+spec.yaml. The same verb may write into its folder again (re-evaluating; training has its own rules:
+resume or --overwrite). Folders written before the record existed are recognised by the files that
+only one verb writes (`VERB_FILES`).
+"""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 from pathlib import Path
 
 from ..errors import SpecError
-from ..io import remove_stale_temp_files
+from ..io import atomic_write_json, remove_stale_temp_files
 from .memory import tune_allocator
 
 log = logging.getLogger("transferkit")
 
 LOCK_NAME = ".tkit.lock"
+RUN_RECORD = ".tkit-run.json"
+# Files that only this verb writes, in the order a folder is recognised by (a training folder also holds
+# metrics.json, so train comes before evaluate).
+VERB_FILES = {
+    "train": ("best.ckpt", "last.ckpt", "status.json"),
+    "prune": ("pruned.ckpt", "prune_report.json"),
+    "export": ("export_report.json", "model.onnx"),
+    "inference": ("inference.json",),
+    "evaluate": ("metrics.json",),
+}
 
 
 def global_rank() -> int:
@@ -47,10 +66,13 @@ class RunFolder:
     Only rank zero takes the lock and writes files; the other DDP ranks share the folder read-only.
     """
 
-    def __init__(self, path: str | Path, *, log_file: str | Path | None = None, lock: bool = True):
+    def __init__(self, path: str | Path, *, log_file: str | Path | None = None, lock: bool = True,
+                 task: str | None = None, verb: str | None = None, overwrite: bool = False):
+        """`task` and `verb` (both or neither) make the folder refuse another verb's results unless `overwrite`."""
         self.path = Path(path)
         self.log_file = Path(log_file) if log_file else self.path / "log.txt"
         self.lock = lock and is_rank_zero()
+        self.task, self.verb, self.overwrite = task, verb, overwrite
         self._handler: logging.Handler | None = None
 
     def __enter__(self) -> "RunFolder":
@@ -65,6 +87,12 @@ class RunFolder:
                 raise SpecError(f"results folder {self.path} cannot be written ({e.strerror}); pass a writable -r DIR") from e
             if self.lock:
                 self._take_lock()
+            if self.verb is not None:
+                try:
+                    self._check_owner()
+                except BaseException:
+                    self._release_lock()
+                    raise
             self._handler = logging.FileHandler(self.log_file, encoding="utf-8")
             self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             for name in ("transferkit", "lightning.pytorch", "lightning.fabric"):
@@ -79,8 +107,45 @@ class RunFolder:
             for name in ("transferkit", "lightning.pytorch", "lightning.fabric"):
                 logging.getLogger(name).removeHandler(self._handler)
             self._handler.close()
+        self._release_lock()
+
+    def _release_lock(self) -> None:
         if self.lock:
             (self.path / LOCK_NAME).unlink(missing_ok=True)
+
+    # -- whose results the folder holds ----------------------------------------------------------
+    def owner(self) -> tuple[str | None, str | None, list[str]]:
+        """(task, verb, evidence files) of the results in the folder; (None, None, []) when it holds none."""
+        record = self.path / RUN_RECORD
+        if record.is_file():
+            try:
+                found = json.loads(record.read_text(encoding="utf-8"))
+                task, verb = found.get("task"), found.get("verb")
+            except (OSError, ValueError, AttributeError):
+                task = verb = None
+            verb = verb if isinstance(verb, str) else None
+            files = [n for n in VERB_FILES.get(verb, ()) + ("spec.yaml",) if (self.path / n).exists()]
+            if verb is not None and files:
+                return (task if isinstance(task, str) else None), verb, files
+        for verb, names in VERB_FILES.items():
+            files = [n for n in names if (self.path / n).exists()]
+            if files:
+                return None, verb, files
+        return None, None, []
+
+    def _check_owner(self) -> None:
+        task, verb, files = self.owner()
+        if verb is None or self.overwrite or (verb == self.verb and task in (None, self.task)):
+            return
+        raise SpecError(
+            f"results folder {self.path} holds the results of `tkit {task or self.task} {verb}` "
+            f"({', '.join(files[:3])}), which `tkit {self.task} {self.verb}` would overwrite: pass another -r DIR, "
+            "or --overwrite (overwrite=True in Python) to write there anyway")
+
+    def claim(self) -> None:
+        """Record that this verb's results are in the folder: called just before the verb's first write."""
+        if self.verb is not None and is_rank_zero():
+            atomic_write_json(self.path / RUN_RECORD, {"task": self.task, "verb": self.verb})
 
     def _take_lock(self) -> None:
         lock = self.path / LOCK_NAME

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..vision.boxes import ImageBoxes
 from ..io import atomic_write_bytes
+from .fonts import matplotlib_text
 
 AP_MODES = ("sample", "integrate", "coco")
 DEFAULT_IOU_THRESHOLD = 0.5
@@ -274,25 +275,26 @@ def save_pr_curves(result: dict, out_dir: str | Path) -> list[Path]:
     for name in result["classes"]:
         recall, precision = result["recall"][name], result["precision"][name]
         ap = result["AP_per_class"][name]
-        fig, ax = plt.subplots(figsize=(5, 5))
-        if ap is None:
-            ax.text(0.5, 0.5, "no ground truth", ha="center", va="center")
-            ax.set_title(f"{name}: no ground truth")
-        else:
-            envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
-            ax.plot(recall, precision, color="tab:blue", linewidth=1, alpha=0.6, label="precision")
-            ax.plot(recall, envelope, color="tab:orange", linewidth=1.5, label="envelope")
-            ax.legend(loc="lower left")
-            ax.set_title(f"{name}: AP {ap:.3f} ({result['mode']}, IoU {result['iou_thresholds'][name]:.2f})")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("recall")
-        ax.set_ylabel("precision")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
-        plt.close(fig)
+        with matplotlib_text([name]):  # a class name in any script (CJK ...), not empty boxes
+            fig, ax = plt.subplots(figsize=(5, 5))
+            if ap is None:
+                ax.text(0.5, 0.5, "no ground truth", ha="center", va="center")
+                ax.set_title(f"{name}: no ground truth")
+            else:
+                envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
+                ax.plot(recall, precision, color="tab:blue", linewidth=1, alpha=0.6, label="precision")
+                ax.plot(recall, envelope, color="tab:orange", linewidth=1.5, label="envelope")
+                ax.legend(loc="lower left")
+                ax.set_title(f"{name}: AP {ap:.3f} ({result['mode']}, IoU {result['iou_thresholds'][name]:.2f})")
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1.02)
+            ax.set_xlabel("recall")
+            ax.set_ylabel("precision")
+            ax.grid(alpha=0.3)
+            fig.tight_layout()
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=100)
+            plt.close(fig)
         path = out_dir / f"pr_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name).strip('._') or 'class'}.png"
         if path in written:  # two names that differ only in punctuation
             path = path.with_name(f"{path.stem}_{len(written)}.png")

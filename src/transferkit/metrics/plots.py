@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import ModelError
 from ..io import atomic_write_bytes
+from .fonts import matplotlib_text
 
 
 def save_confusion_png(matrix: np.ndarray, class_names: Sequence[str], path: str | Path,
@@ -31,24 +32,26 @@ def save_confusion_png(matrix: np.ndarray, class_names: Sequence[str], path: str
     rows = matrix.sum(axis=1, keepdims=True)
     share = matrix / np.maximum(rows, 1)
     size = max(4.0, 0.5 * n + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    try:
-        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(n), names, rotation=90)
-        ax.set_yticks(range(n), [f"{name} ({int(r)} {unit})" for name, r in zip(names, rows[:, 0])] if unit else names)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(title)
-        if n <= 30:
-            for i in range(n):
-                for j in range(n):
-                    if matrix[i, j]:
-                        text = f"{100 * share[i, j]:.1f}" if cells == "percent" else str(int(matrix[i, j]))
-                        ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                                color="white" if share[i, j] > 0.5 else "black")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
-    finally:
-        plt.close(fig)
+    with matplotlib_text([*names, title]):  # class names in any script (CJK ...), not empty boxes
+        fig, ax = plt.subplots(figsize=(size, size))
+        try:
+            ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+            ax.set_xticks(range(n), names, rotation=90)
+            ax.set_yticks(range(n), [f"{name} ({int(r)} {unit})" for name, r in zip(names, rows[:, 0])] if unit
+                          else names)
+            ax.set_xlabel("predicted")
+            ax.set_ylabel("true")
+            ax.set_title(title)
+            if n <= 30:
+                for i in range(n):
+                    for j in range(n):
+                        if matrix[i, j]:
+                            text = f"{100 * share[i, j]:.1f}" if cells == "percent" else str(int(matrix[i, j]))
+                            ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                                    color="white" if share[i, j] > 0.5 else "black")
+            fig.tight_layout()
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=100)
+        finally:
+            plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())

@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import ModelError, first_line
+from ..io import describe_missing
 
 # ONNX Runtime's messages for operators it has no kernel for, e.g.
 #   "No Op registered for FooBar with domain_version of 17"
@@ -42,7 +43,7 @@ class OnnxModel:
     def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None, threads: int | None = None):
         self.path = Path(path)
         if not self.path.is_file():
-            raise ModelError(f"ONNX model {self.path} does not exist: pass an existing .onnx file with -m")
+            raise ModelError(f"ONNX model {self.path} {describe_missing(self.path)}: pass an existing .onnx file with -m")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads

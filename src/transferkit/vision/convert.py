@@ -25,20 +25,39 @@ BOX_SIZE_LABELS = ("<16", "16-32", "32-64", "64-128", "128-256", ">=256")
 
 
 def write_kitti(dataset: DetectionDataset, labels_dir: PathLike) -> dict:
-    """One `<image stem>.txt` per image (empty when it has no objects); ignore regions as DontCare rows."""
-    for name in dataset.classes:
-        if not name or name.split() != [name]:
-            raise DataError(f"class '{name}' contains a space, which KITTI's space-separated rows cannot hold: "
-                            f"rename it with class_mapping, e.g. {{'{name}': '{'_'.join(name.split())}'}}")
+    """One `<image stem>.txt` per image (empty when it has no objects); ignore regions as DontCare rows.
+
+    KITTI rows are space-separated, so a class name's spaces are written as '_' (`traffic light` ->
+    `traffic_light`, KITTI's own `Person_sitting` style); read_kitti given the class list maps them back.
+    The report's `kitti_names` lists each class written under another name."""
+    names = kitti_names(dataset.classes)
     labels_dir = Path(labels_dir)
     for item in _unique_names(dataset, by_stem=True):
         rows = []
         for k, (box, label) in enumerate(zip(item.boxes, item.labels)):
-            row = f"{dataset.classes[label]} 0.00 0 0.00 {_fmt_box(box)} 0.00 0.00 0.00 0.00 0.00 0.00 0.00"
+            row = f"{names[label]} 0.00 0 0.00 {_fmt_box(box)} 0.00 0.00 0.00 0.00 0.00 0.00 0.00"
             rows.append(row if item.scores is None else f"{row} {_fmt(item.scores[k], 6)}")
         rows += [f"DontCare -1 -1 -10 {_fmt_box(box)} -1 -1 -1 -1000 -1000 -1000 -10" for box in item.ignore]
         atomic_write_text(labels_dir / f"{item.image.stem}.txt", "".join(r + "\n" for r in rows))
-    return {"label_files": len(dataset.items)}
+    renamed = {c: n for c, n in zip(dataset.classes, names) if c != n}
+    return {"label_files": len(dataset.items), **({"kitti_names": renamed} if renamed else {})}
+
+
+def kitti_names(classes: list[str]) -> list[str]:
+    """The name each class has in KITTI rows: whitespace runs become '_'. Refuses an empty name and two
+    classes that would share a KITTI name (readers match names ignoring case)."""
+    names, seen = [], {}
+    for name in classes:
+        written = "_".join(str(name).split())
+        if not written:
+            raise DataError(f"class {name!r} is empty or only spaces; KITTI rows need a name")
+        other = seen.get(written.lower())
+        if other is not None:
+            raise DataError(f"classes {other!r} and {name!r} would both be written as '{written}' in KITTI labels "
+                            "(spaces become '_', case is ignored); rename one of them (data.target_class_mapping)")
+        seen[written.lower()] = name
+        names.append(written)
+    return names
 
 
 def write_coco(dataset: DetectionDataset, json_path: PathLike) -> dict:

@@ -6,12 +6,12 @@ Boxes are continuous x1, y1, x2, y2 pixels (data/boxes.py): x1=10, x2=20 covers 
 from __future__ import annotations
 
 import colorsys
-from functools import lru_cache
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from ..metrics.fonts import pil_font
 from .boxes import ImageBoxes
 
 # Twenty well-separated colours (the Ultralytics palette) for the first classes; golden-ratio hues after.
@@ -31,14 +31,6 @@ def class_colour(index: int) -> tuple[int, int, int]:
     return round(r * 255), round(g * 255), round(b * 255)
 
 
-@lru_cache(maxsize=16)
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)  # scalable when Pillow has FreeType (>= 10.1)
-    except (TypeError, OSError, ImportError):
-        return ImageFont.load_default()
-
-
 def _pixel_rect(box, width: int, height: int) -> tuple[int, int, int, int] | None:
     """Inclusive pixel rectangle of a continuous box, clipped to the image; None when outside it."""
     x1, y1 = max(round(float(box[0])), 0), max(round(float(box[1])), 0)
@@ -56,9 +48,10 @@ def _dashed_rect(draw: ImageDraw.ImageDraw, rect: tuple[int, int, int, int], col
             draw.line((start, fixed, end, fixed) if horizontal else (fixed, start, fixed, end), fill=colour)
 
 
-def _draw_label(draw: ImageDraw.ImageDraw, text: str, rect, colour, font, image_size: tuple[int, int]) -> None:
+def _draw_label(draw: ImageDraw.ImageDraw, text: str, rect, colour, size: int, image_size: tuple[int, int]) -> None:
     """Filled tag above the box; inside its top edge when there is no room above; kept in the image."""
     width, height = image_size
+    font = pil_font(size, text)  # a font that has the class name's characters (CJK ...)
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     pad = 2
     tag_w, tag_h = right - left + 2 * pad, bottom - top + 2 * pad
@@ -80,7 +73,7 @@ def draw_boxes(image: Image.Image, boxes, labels, classes: list[str], scores=Non
     width, height = out.size
     draw = ImageDraw.Draw(out)
     line = max(1, round(min(width, height) / 250))
-    font = _font(max(9, min(24, round(min(width, height) / 40))))
+    font_size = max(9, min(24, round(min(width, height) / 40)))
 
     if ground_truth is not None:
         for regions, colour in ((ground_truth.ignore, IGNORE_COLOUR), (ground_truth.boxes, GROUND_TRUTH_COLOUR)):
@@ -103,7 +96,7 @@ def draw_boxes(image: Image.Image, boxes, labels, classes: list[str], scores=Non
         name = classes[label] if 0 <= label < len(classes) else str(label)
         tags.append((f"{name} {float(scores[i]):.2f}" if scores is not None else name, rect, colour))
     for text, rect, colour in tags:  # after every outline, so no outline crosses a tag
-        _draw_label(draw, text, rect, colour, font, (width, height))
+        _draw_label(draw, text, rect, colour, font_size, (width, height))
     return out
 
 

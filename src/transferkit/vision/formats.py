@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import yaml
 
+from ..data.names import class_name_problem
 from ..errors import DataError, first_line
 from .boxes import DataProblems, DetectionDataset, ImageBoxes
 from .images import ImageError, image_size, list_images
@@ -85,7 +86,11 @@ def read_dataset(fmt: str, images: PathLike, labels: PathLike, classes: list[str
 
 def read_kitti(images_dir: PathLike, labels_dir: PathLike, classes: list[str] | None = None,
                class_mapping: dict[str, str] | None = None) -> DetectionDataset:
-    """KITTI: one `<image stem>.txt` per image, 15 fields per object, a 16th is a score (predictions)."""
+    """KITTI: one `<image stem>.txt` per image, 15 fields per object, a 16th is a score (predictions).
+
+    A class with spaces is written `traffic_light` in KITTI rows (convert.write_kitti); given `classes`,
+    such a name is read as its class unless class_mapping or another class claims it."""
+    class_mapping = _kitti_spaced_names(classes, class_mapping)
     problems = DataProblems()
     raw = []
     for image, width, height, label in _paired_images(images_dir, labels_dir, problems):
@@ -95,6 +100,20 @@ def read_kitti(images_dir: PathLike, labels_dir: PathLike, classes: list[str] | 
         found = (_kitti_row(line, f"{label}:{n}", width, height, problems) for n, line in rows)
         raw.append(_RawImage(image, width, height, [o for o in found if o is not None]))
     return _assemble(raw, classes, class_mapping, problems, str(labels_dir))
+
+
+def _kitti_spaced_names(classes: list[str] | None, class_mapping: dict[str, str] | None) -> dict[str, str] | None:
+    """class_mapping plus {'traffic_light': 'traffic light'} for each class with whitespace in `classes`."""
+    if not classes or not any(len(str(c).split()) > 1 for c in classes):
+        return class_mapping
+    mapping = dict(class_mapping or {})
+    taken = {str(k).lower() for k in mapping} | {str(c).lower() for c in classes}
+    for name in classes:
+        written = "_".join(str(name).split())
+        if written != name and written.lower() not in taken:
+            mapping[written] = str(name)
+            taken.add(written.lower())
+    return mapping
 
 
 def read_yolo(images_dir: PathLike, labels_dir: PathLike, names: list[str] | PathLike,
@@ -189,7 +208,7 @@ def coco_image_files(data: dict, images_dir: Path, json_path: Path, problems: Da
 def read_names(names: list[str] | PathLike) -> list[str]:
     """YOLO class names from a list, a names .txt (one per line) or a data.yaml with `names:`."""
     if isinstance(names, (list, tuple)):
-        return [str(n) for n in names]
+        return _checked_names([str(n) for n in names], "YOLO names")
     path = Path(names)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -211,14 +230,27 @@ def read_names(names: list[str] | PathLike) -> list[str]:
         for i, name in enumerate(found):
             if not isinstance(name, (str, int, float)) or isinstance(name, bool) or not str(name).strip():
                 raise DataError(f"{path}: names[{i}] is {name!r}; each class name must be a plain word")
-        return [str(n) for n in found]
-    lines = text.rstrip().splitlines()
+        return _checked_names([str(n) for n in found], f"{path}: names")
+    # Lines end at "\n" only, as YOLO tools read them (str.splitlines would also break at \f, \x1c, U+2028 ...).
+    lines = text.replace("\r\n", "\n").rstrip().split("\n") if text.strip() else []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             raise DataError(f"{path}:{number}: empty line inside the names list would shift every later class id")
+        problem = class_name_problem(line.strip())
+        if problem:
+            raise DataError(f"{path}:{number}: class name {line.strip()!r} {problem}")
     if not lines:
         raise DataError(f"YOLO names file {path} is empty: write one class name per line")
     return [line.strip() for line in lines]
+
+
+def _checked_names(names: list[str], where: str) -> list[str]:
+    """`names` when every one can be a class name; DataError naming `where`[i] otherwise."""
+    for i, name in enumerate(names):
+        problem = class_name_problem(name)
+        if problem:
+            raise DataError(f"{where}[{i}] is {name!r}, which {problem}")
+    return names
 
 
 def _kitti_row(line: str, where: str, width: int, height: int, problems: DataProblems) -> _RawObject | None:
@@ -361,6 +393,10 @@ def load_coco_json(path: Path) -> dict:
     for i, entry in enumerate(data["categories"]):
         if not isinstance(entry["name"], str) or not entry["name"].strip():
             raise DataError(f"{path}: categories[{i}].name must be a non-empty string, got {entry['name']!r}")
+        problem = class_name_problem(entry["name"])
+        if problem:
+            raise DataError(f"{path}: categories[{i}] (id {entry['id']!r}) is named {entry['name']!r}, which {problem}; "
+                            "fix the name in the file")
     return data
 
 
@@ -389,6 +425,17 @@ def _assemble(raw: list[_RawImage], classes: list[str] | None, class_mapping: di
               problems: DataProblems, source: str, declared: list[str] | None = None) -> DetectionDataset:
     """Resolve label names to class indices (see the module docstring) and build the dataset."""
     explicit = classes is not None
+    if classes is not None:
+        _checked_names([str(c) for c in classes], "classes")
+    for key, value in (class_mapping or {}).items():
+        problem = class_name_problem(str(key)) or class_name_problem(str(value))
+        if problem:
+            raise DataError(f"class_mapping {{{key!r}: {value!r}}}: a name {problem}")
+    for name in sorted({o.name for image in raw for o in image.objects}):  # label rows: KITTI names, COCO, YOLO
+        problem = class_name_problem(name)
+        if problem:
+            where = next(o.where for image in raw for o in image.objects if o.name == name)
+            raise DataError(f"{where}: label name {name!r} {problem}; fix the label file")
     mapping: dict[str, tuple[str, str]] = {}  # lower-case source name -> (key as written, trained name)
     for key, value in (class_mapping or {}).items():
         if key.lower() in mapping and mapping[key.lower()][1].lower() != str(value).lower():

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
+from collections import Counter
 import warnings
 from pathlib import Path
 
@@ -42,7 +44,7 @@ class ImageError(DataError):
 
 def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS,
                limit_key: str = "data.max_image_pixels") -> Image.Image:
-    """Decode `path` into an upright 8-bit RGB image; `max_pixels=None` lifts our size limit.
+    """Decode `path` into an upright 8-bit RGB image; `max_pixels=None` lifts the size limit (ours and Pillow's).
 
     `limit_key` is the setting the too-large message tells the user to raise."""
     path = Path(path)
@@ -55,6 +57,9 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS,
     with open_checked(path, max_pixels, limit_key) as im:
         try:
             im.load()
+        except Image.DecompressionBombError as e:  # a GIF/TIFF frame larger than its header said
+            raise ImageError(f"{path}: holds a frame too large to decode safely ({first_line(e)}); "
+                             "re-save it as a single-frame PNG or JPEG, or remove it from the dataset") from e
         except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
             raise ImageError(
                 f"{path}: the file is truncated or corrupt ({first_line(e)}); "
@@ -116,8 +121,42 @@ def collect_images(value: str | None, key: str = "inference.images") -> list[Pat
     return [path]
 
 
+def output_names(paths: list[Path], suffix: str = ".png") -> list[Path]:
+    """A distinct relative output path per image, for files written per input image (annotated copies):
+    the image's path below the folder all of them share, with `suffix` for its extension. Images in one
+    folder that differ only in extension keep it (`x.jpg` -> `x.jpg.png`, `x.png` -> `x.png.png`)."""
+    if not paths:
+        return []
+    root = Path(os.path.commonpath([str(Path(p).parent.absolute()) for p in paths]))
+    relative = [Path(p).absolute().relative_to(root) for p in paths]
+    plain = [r.with_suffix(suffix) for r in relative]
+    shared = {n for n, count in Counter(plain).items() if count > 1}
+    names = [r.with_name(r.name + suffix) if n in shared else n for r, n in zip(relative, plain)]
+    seen: dict[Path, Path] = {}
+    for path, name in zip(paths, names):
+        if name in seen:  # only when one image is literally named like another's output, e.g. x.jpg.png
+            raise DataError(f"images {seen[name]} and {path} would both be written as {name}; rename one of them")
+        seen[name] = path
+    return names
+
+
+def check_unique_stems(paths: list[Path], output: str) -> None:
+    """Refuse, before anything is written, two images whose outputs are named by file stem alone
+    (`output` is e.g. "labels/{stem}.txt")."""
+    seen: dict[str, Path] = {}
+    for path in paths:
+        other = seen.setdefault(Path(path).stem, path)
+        if other is not path:
+            raise DataError(f"images {other} and {path} would both write {output.format(stem=Path(path).stem)} "
+                            "(their names differ only in folder or extension); rename one, or run each folder "
+                            "separately")
+
+
 def open_checked(path: Path, max_pixels: int | None, limit_key: str = "data.max_image_pixels") -> Image.Image:
-    """Image.open with every failure turned into an ImageError; refuses huge images from the header."""
+    """Image.open with every failure turned into an ImageError; refuses huge images from the header.
+
+    `max_pixels` is the only size limit (Pillow's own DecompressionBombError limit gives way to it);
+    None reads headers of any size, for callers that only need the size."""
     try:
         size_bytes = path.stat().st_size
     except FileNotFoundError:
@@ -129,15 +168,14 @@ def open_checked(path: Path, max_pixels: int | None, limit_key: str = "data.max_
     if size_bytes == 0:
         raise ImageError(f"{path}: the file is empty (0 bytes); re-copy it or remove it from the dataset")
     try:
-        # Our own max_pixels limit below replaces PIL's warning; its hard error is still caught.
+        # Our own max_pixels limit below replaces Pillow's warning and, when Pillow refuses a header
+        # that our limit allows, Pillow's error: the size limit is the user's setting alone.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
-    except Image.DecompressionBombError as e:
-        raise ImageError(
-            f"{path}: the header claims an image too large to decode safely ({first_line(e)}); "
-            "resize the image or remove it from the dataset"
-        ) from e
+            try:
+                im = Image.open(path)
+            except Image.DecompressionBombError:
+                im = _open_beyond_pillow_limit(path)
     except UnidentifiedImageError as e:
         raise ImageError(
             f"{path}: not an image that Pillow can read ({size_bytes} bytes); "
@@ -155,6 +193,21 @@ def open_checked(path: Path, max_pixels: int | None, limit_key: str = "data.max_
             f"{max_pixels:,}; downscale it, or raise {limit_key} if you trust the file"
         )
     return im
+
+
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+def _open_beyond_pillow_limit(path: Path) -> Image.Image:
+    """Image.open with Pillow's own pixel limit lifted for this call (it reads only the header; the
+    caller applies max_pixels). Pillow keeps that limit in a module global, so the change is serialised."""
+    with _PILLOW_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def exif_orientation(im: Image.Image, path: Path) -> int:

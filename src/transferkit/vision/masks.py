@@ -45,6 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from ..data.names import class_name_problem
 from ..errors import DataError, SpecError, first_line
 from .boxes import DataProblems
 from .images import MAX_PIXELS, ImageError, exif_orientation, list_images, open_checked
@@ -129,6 +130,9 @@ class ClassTable:
         for entry in self.entries:
             if not entry.name.strip():
                 raise SpecError(f"{key}: a class has an empty name")
+            problem = class_name_problem(entry.name)
+            if problem:
+                raise SpecError(f"{key}: class {entry.name!r} {problem}")
             if entry.name.lower() in seen_names:
                 raise SpecError(f"{key}: classes '{seen_names[entry.name.lower()]}' and '{entry.name}' have the same "
                                 "name (names are matched ignoring case)")
@@ -306,7 +310,7 @@ def read_mask(path: PathLike, table: ClassTable | None = None, max_pixels: int |
     with open_checked(path, max_pixels) as im:
         try:
             im.load()
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
             raise MaskError(f"{path}: the mask file is truncated or corrupt ({first_line(e)}); re-export it") from e
         mode = im.mode
         if mode in ("L", "P", "1"):

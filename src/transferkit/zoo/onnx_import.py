@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import ModelError
-from ..io import atomic_write_bytes, atomic_write_json
+from ..io import atomic_write_bytes, atomic_write_json, describe_missing
 from .checksums import file_sha256
 from .entry import IMAGENET_MEAN, IMAGENET_STD, ModelEntry, entry_to_dict
 from .onnx_normalise import default_opset, normalise_onnx, unsupported_nodes
@@ -39,7 +39,7 @@ ATOL, RTOL = 1e-4, 1e-3
 _HEAD_PASSTHROUGH = {"Softmax", "LogSoftmax", "Sigmoid", "Identity", "Dropout"}
 _GLOBAL_POOLS = {"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}
 _FLATTENING = {"Flatten", "Reshape", "Squeeze", "Identity", "Dropout"}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # whole name (fullmatch): `$` would let a final newline by
 
 
 # --------------------------------------------------------------------------------------------
@@ -662,8 +662,9 @@ def import_onnx(
     """
     import onnx
 
-    if not _NAME.match(name):
-        raise ModelError(f"model name {name!r} must be letters, digits, '_', '-' or '.', starting with a letter or digit")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ModelError(f"model name {name!r} must be letters, digits, '_', '-' or '.', starting with a letter or digit "
+                         "(no spaces, control characters or path separators)")
     if any(e.name == name and e.family != "onnx" for e in list_models()):
         raise ModelError(f"model name {name!r} is a built-in zoo model; pick another name")
     nodes = [features_node] if isinstance(features_node, str) else None
@@ -679,10 +680,11 @@ def import_onnx(
                          "feature nodes, or keep the whole network and replace its last layer")
     folder = onnx_models_dir() / name
     if (folder / "entry.json").exists() and not overwrite:
-        raise ModelError(f"an ONNX model named {name!r} is already imported ({folder}); pass overwrite=True to replace it")
+        raise ModelError(f"an ONNX model named {name!r} is already imported ({folder}); pass --overwrite "
+                         "(overwrite=True in Python) to replace it, or pick another name")
     source = Path(onnx_file).expanduser()
     if not source.is_file():
-        raise ModelError(f"ONNX file {source} does not exist")
+        raise ModelError(f"ONNX file {source} {describe_missing(source)}")
     try:
         model = onnx.load(str(source))
     except Exception as e:  # protobuf DecodeError and friends

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import ModelError
-from ..io import _atomic, atomic_write_json
+from ..io import _atomic, atomic_write_json, describe_missing
 from .checksums import check_digest, transferkit_home
 from .entry import ModelEntry, PackagedFile
 from .registry import get_entry, onnx_models_dir
@@ -281,7 +281,8 @@ def import_weights(name: str, file: str | os.PathLike) -> Path:
         raise ModelError(f"{name!r} is an imported ONNX model; import a new .onnx file with import_onnx instead")
     source = Path(file).expanduser()
     if not source.is_file():
-        raise ModelError(f"weight file {source} does not exist: pass the path of the downloaded {_download_name(entry)}")
+        raise ModelError(f"weight file {source} {describe_missing(source)}: pass the path of the downloaded "
+                         f"{_download_name(entry)}")
     digest = check_digest(source, entry)
     if entry.expected_digest is None:
         _check_loadable(source)  # nothing to compare against: at least refuse junk

@@ -19,7 +19,7 @@ from ...spec import require_path
 from ...zoo import get_image_entry
 from ...engine.meta import ModelMeta, image_input
 from ...vision.datasets import ImageDataset, collate_labelled
-from ...vision.images import collect_images, load_image
+from ...vision.images import collect_images, load_image, output_names
 from ...vision.task import VisionTask
 from ..base import Predictor
 from .data import ClassificationData, build_transforms
@@ -109,6 +109,8 @@ class ClassificationTask(VisionTask):
     def inference(self, spec: ClassificationSpec, predictor: Predictor, out_dir: Path) -> dict:
         meta = predictor.meta
         paths = collect_images(spec.inference.images)
+        # annotated/ keeps each image's path below their shared folder: a/x.png and b/x.png are two pictures.
+        pictures = output_names(paths) if spec.inference.annotate else []
         transform = build_transforms(spec, meta.image.mean, meta.image.std, train=False)
         # The label slot carries each image's index in `paths`: a batch still names its images
         # after the bad ones have dropped out.
@@ -128,7 +130,7 @@ class ClassificationTask(VisionTask):
                     buf = io.BytesIO()
                     image = load_image(path, max_pixels=spec.data.max_image_pixels)
                     draw_caption(image, f"{classes[i[0]]} {s[0]:.2f}").save(buf, format="PNG")
-                    atomic_write_bytes(annotated / f"{path.stem}.png", buf.getvalue())
+                    atomic_write_bytes(annotated / pictures[n], buf.getvalue())
         header = ["path"] + [f"{name}{r}" for r in range(1, k + 1) for name in ("label", "score")]
         out = io.StringIO()
         writer = csv.writer(out)

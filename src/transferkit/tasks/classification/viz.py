@@ -5,14 +5,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ...metrics.fonts import pil_font
+
 
 def draw_caption(image: Image.Image, text: str, good: bool | None = None) -> Image.Image:
     image = image.convert("RGB")
     draw = ImageDraw.Draw(image)
     colour = (40, 200, 40) if good or good is None else (230, 40, 40)
-    box = draw.textbbox((0, 0), text)
+    font = pil_font(10, text)  # Pillow's default size; another font when the class name needs one (CJK ...)
+    box = draw.textbbox((0, 0), text, font=font)
     draw.rectangle((0, 0, box[2] + 4, box[3] + 4), fill=(0, 0, 0))
-    draw.text((2, 2), text, fill=colour)
+    draw.text((2, 2), text, fill=colour, font=font)
     return image
 
 

@@ -24,7 +24,7 @@ from ...data.module import build_loader
 from ...vision.datasets import DetectionImages, collate_detection
 from ...vision.draw import boxes_grid, draw_boxes, to_pil_images
 from ...engine.checkpoint import LoadReport, read_checkpoint, strip_prefix, transfer_weights
-from ...vision.images import collect_images, load_image
+from ...vision.images import check_unique_stems, collect_images, load_image
 from ...errors import DataError, SpecError
 from ...io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ...metrics import evaluate_detections, format_ap_table, save_pr_curves
@@ -208,11 +208,17 @@ class DetectionTask(VisionTask):
 
     # -- inference -----------------------------------------------------------------------------
     def inference(self, spec, predictor: Predictor, out_dir: Path) -> dict:
-        from ...vision.convert import write_kitti
+        from ...vision.convert import kitti_names, write_kitti
 
         meta = predictor.meta
-        items = [ImageBoxes(image=p, boxes=np.zeros((0, 4)), labels=np.zeros(0))
-                 for p in collect_images(spec.inference.images)]
+        paths = collect_images(spec.inference.images)
+        # Refused before any work or write: labels/ and annotated/ name each file by its image's stem alone.
+        check_unique_stems(paths, "labels/{stem}.txt")
+        for name, written in zip(meta.classes, kitti_names(list(meta.classes))):
+            if name != written:
+                log.info("class '%s' is written as '%s' in the KITTI labels (their rows are space-separated)",
+                         name, written)
+        items = [ImageBoxes(image=p, boxes=np.zeros((0, 4)), labels=np.zeros(0)) for p in paths]
         image = meta.image
         dataset = DetectionImages(items, image.width, image.height, list(image.mean), list(image.std), None,
                                   spec.data.max_image_pixels)
@@ -232,11 +238,12 @@ class DetectionTask(VisionTask):
                     buf = io.BytesIO()
                     picture.save(buf, format="PNG")
                     atomic_write_bytes(out_dir / "annotated" / f"{Path(target.image).stem}.png", buf.getvalue())
-        write_kitti(DetectionDataset(classes=classes, items=results), out_dir / "labels")
+        written = write_kitti(DetectionDataset(classes=classes, items=results), out_dir / "labels")
         atomic_write_json(out_dir / "detections.json", records)
         return {"images": len(results), "detections": sum(len(r.boxes) for r in results),
-                f"skipped_{self.item_kind}": skipped_report(bad),
-                "labels": str(out_dir / "labels"), "model": {"file": str(predictor.source), "runtime": predictor.kind}}
+                f"skipped_{self.item_kind}": skipped_report(bad), "labels": str(out_dir / "labels"),
+                **({"kitti_names": written["kitti_names"]} if "kitti_names" in written else {}),
+                "model": {"file": str(predictor.source), "runtime": predictor.kind}}
 
     @staticmethod
     def _to_original(target: ImageBoxes, pred: ImageBoxes, score_threshold: float) -> ImageBoxes:

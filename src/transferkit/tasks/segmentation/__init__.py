@@ -182,12 +182,13 @@ class SegmentationTask(VisionTask):
 
         from ...data.module import build_loader
         from ...io import atomic_write_bytes
-        from ...vision.images import collect_images, load_image
+        from ...vision.images import check_unique_stems, collect_images, load_image
         from ...vision.seg_convert import mask_annotations
 
         meta, inf = predictor.meta, spec.inference
         table = output_table(meta)
         paths = collect_images(inf.images)
+        check_unique_stems(paths, "masks/{stem}.png")  # before any work: masks/ and overlays/ are named by stem
         dataset = SegmentationInferenceImages(paths, meta.image.width, meta.image.height, meta.image.mean,
                                               meta.image.std, spec.data.max_image_pixels)
         loader = build_loader(dataset, inf.batch_size, train=False, collate_fn=collate_inference)
