@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import pickletools
 import re
 import tempfile
 import time
@@ -155,6 +156,7 @@ def describe_missing(path: str | os.PathLike) -> str:
 # What torch says when weights-only unpickling meets something other than tensors and plain containers.
 _UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _UNSAFE_OPCODE = re.compile(r"Unsupported operand (\d+)")
+_PICKLE_OPCODES = {op.code: op.name for op in pickletools.opcodes}
 
 
 def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
@@ -185,8 +187,12 @@ def torch_load_error(path: str | os.PathLike, what: str, error: Exception) -> Mo
     if "weights_only" in text or "WeightsUnpickler" in text:
         found = _UNSAFE_GLOBAL.search(text)
         opcode = _UNSAFE_OPCODE.search(text)
+        instruction = _PICKLE_OPCODES.get(chr(int(opcode.group(1)))) if opcode else None
+        if opcode and not found and (instruction is None or not _looks_like_pickle(path)):  # junk, not a hostile file
+            return ModelError(f"{what} {path} is not a PyTorch file, or is corrupt (byte value {opcode.group(1)} is "
+                              "not an instruction its loader reads)")
         holds = (f"the Python object {found.group(1)}" if found else
-                 f"pickle instruction {opcode.group(1)}" if opcode else "objects other than tensors")
+                 f"the pickle instruction {instruction}" if instruction else "objects other than tensors")
         return ModelError(
             f"{what} {path} was refused for safety: it holds objects that are not plain tensors ({holds}), and "
             "loading them could run code. Only tensors and plain containers are loaded; if you trust the file, "
@@ -195,3 +201,13 @@ def torch_load_error(path: str | os.PathLike, what: str, error: Exception) -> Mo
         return ModelError(f"{what} {path} is not a PyTorch file, or is corrupt ({_ANSI.sub('', first_line(error))[:160]})")
     return ModelError(f"{what} {path} is not a PyTorch file, or is truncated or corrupt "
                       f"({type(error).__name__}: {_ANSI.sub('', first_line(error))[:160]})")
+
+
+def _looks_like_pickle(path: str | os.PathLike) -> bool:
+    """A zip archive (torch.save's format) or a file that opens with a pickle protocol 2-5 header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return head == b"PK" or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
