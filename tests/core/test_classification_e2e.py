@@ -120,7 +120,9 @@ def test_evaluate_and_inference_from_checkpoint(trained, digits, tmp_path):
     assert len(rows) == 20
     assert {r["label1"] for r in rows} <= {str(i) for i in range(10)}
     assert all(float(r["score1"]) >= float(r["score2"]) for r in rows)
-    assert len(list((out / "annotated").iterdir())) == 20
+    # annotated/ mirrors inference.images: val/<class>/<image> -> annotated/<class>/<image stem>.png
+    assert len(list((out / "annotated").rglob("*.png"))) == 20
+    assert sorted(p.name for p in (out / "annotated").iterdir()) == sorted(p.name for p in (digits / "val").iterdir())
 
 
 def test_resume_continues_the_step_count_and_may_add_epochs(digits, tmp_path):
@@ -190,5 +192,5 @@ def test_ddp_with_two_cpu_processes_only_rank_zero_writes(digits, tmp_path):
     # 40 training images, batch 8 per rank, 2 ranks -> 40 / 16 = 2 full steps (last partial batch dropped)
     assert metrics["global_step"] in (2, 3)
     files = sorted(p.name for p in run.iterdir())
-    assert files == sorted(["best.ckpt", "last.ckpt", "log.txt", "metrics.json", "spec.yaml", "status.json",
-                            "tensorboard"]), files
+    assert files == sorted([".tkit-run.json", "best.ckpt", "last.ckpt", "log.txt", "metrics.json", "spec.yaml",
+                            "status.json", "tensorboard"]), files

@@ -291,5 +291,8 @@ def format_report(report: dict) -> str:
                          f"{conversion['dst_format']} in {conversion['dst_dir']} "
                          f"({split['images_linked']} images hard-linked, {split['images_copied']} copied)"
                          + (f"; {split['ignore_regions_dropped']} ignore regions dropped (YOLO has none)"
-                            if split.get("ignore_regions_dropped") else ""))
+                            if split.get("ignore_regions_dropped") else "")
+                         + ("; class names written as " + ", ".join(f"'{a}' -> '{b}'" for a, b in
+                                                                    split["kitti_names"].items())
+                            + " (KITTI rows are space-separated)" if split.get("kitti_names") else ""))
     return "\n".join(lines)
