@@ -194,10 +194,12 @@ def test_labels_named_unlike_any_image_are_an_error(tmp_path):
         read_kitti(*dirs, classes=["car"])
 
 
-def test_kitti_writer_refuses_a_class_name_with_a_space(tmp_path):
+def test_kitti_writer_writes_a_class_name_with_a_space_as_underscores(tmp_path):
+    """KITTI rows are space-separated: `traffic light` is written `traffic_light` (read_kitti maps it back)."""
     dataset = DetectionDataset(["traffic light"], [ImageBoxes(tmp_path / "a.png", [[1, 1, 5, 5]], [0])])
-    with pytest.raises(DataError, match="traffic_light"):
-        write_kitti(dataset, tmp_path / "labels")
+    report = write_kitti(dataset, tmp_path / "labels")
+    assert report["kitti_names"] == {"traffic light": "traffic_light"}
+    assert (tmp_path / "labels" / "a.txt").read_text().split()[0] == "traffic_light"
 
 
 # ------------------------------------------------------------------------------------------- COCO

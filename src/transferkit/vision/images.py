@@ -44,7 +44,7 @@ class ImageError(DataError):
 
 def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS,
                limit_key: str = "data.max_image_pixels") -> Image.Image:
-    """Decode `path` into an upright 8-bit RGB image; `max_pixels=None` lifts the size limit (ours and Pillow's).
+    """Decode `path` into an upright 8-bit RGB image; `max_pixels=None` lifts our size limit (Pillow's stays).
 
     `limit_key` is the setting the too-large message tells the user to raise."""
     path = Path(path)
@@ -76,7 +76,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS,
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) of the upright image, read from the header without decoding the pixels."""
     path = Path(path)
-    with open_checked(path, max_pixels=None) as im:
+    with open_checked(path, max_pixels=None, header_only=True) as im:
         width, height = im.size
         orientation = exif_orientation(im, path)
     # Orientations 5-8 rotate by 90 degrees, swapping width and height.
@@ -152,11 +152,13 @@ def check_unique_stems(paths: list[Path], output: str) -> None:
                             "separately")
 
 
-def open_checked(path: Path, max_pixels: int | None, limit_key: str = "data.max_image_pixels") -> Image.Image:
+def open_checked(path: Path, max_pixels: int | None, limit_key: str = "data.max_image_pixels",
+                 header_only: bool = False) -> Image.Image:
     """Image.open with every failure turned into an ImageError; refuses huge images from the header.
 
-    `max_pixels` is the only size limit (Pillow's own DecompressionBombError limit gives way to it);
-    None reads headers of any size, for callers that only need the size."""
+    With `max_pixels` set, it is the only size limit: Pillow's own (DecompressionBombError, 179 million
+    pixels) gives way to it, so the setting can be raised past Pillow's. With None, Pillow's limit stays,
+    unless `header_only` (the caller reads the size and never decodes)."""
     try:
         size_bytes = path.stat().st_size
     except FileNotFoundError:
@@ -175,7 +177,14 @@ def open_checked(path: Path, max_pixels: int | None, limit_key: str = "data.max_
             try:
                 im = Image.open(path)
             except Image.DecompressionBombError:
+                if max_pixels is None and not header_only:
+                    raise
                 im = _open_beyond_pillow_limit(path)
+    except Image.DecompressionBombError as e:
+        raise ImageError(
+            f"{path}: the header claims an image too large to decode safely ({first_line(e)}); "
+            f"resize the image or remove it from the dataset, or set {limit_key} above its pixel count if you trust it"
+        ) from e
     except UnidentifiedImageError as e:
         raise ImageError(
             f"{path}: not an image that Pillow can read ({size_bytes} bytes); "

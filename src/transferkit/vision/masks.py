@@ -378,7 +378,7 @@ class SegItem:
 def image_geometry(path: PathLike) -> tuple[tuple[int, int], tuple[int, int], int]:
     """(upright (w, h), stored (w, h), EXIF orientation) of an image, from its header."""
     path = Path(path)
-    with open_checked(path, None) as im:
+    with open_checked(path, None, header_only=True) as im:
         stored = im.size
         orientation = exif_orientation(im, path)
     upright = (stored[1], stored[0]) if orientation in (5, 6, 7, 8) else stored
@@ -426,7 +426,7 @@ def pair_masks(images_dir: PathLike, masks_dir: PathLike, problems: MaskProblems
             problems.add("unreadable_image", f"{first_line(e)}; left out")
             continue
         try:
-            with open_checked(mask, None) as im:
+            with open_checked(mask, None, header_only=True) as im:
                 mask_size = im.size
         except ImageError as e:
             problems.add("unreadable_mask", f"{first_line(e)}; its image is left out")
