@@ -242,7 +242,7 @@ def _latency(fn, inputs: tuple[torch.Tensor, ...]) -> float:
 
 def prune(task: str, spec_path, results, overrides: Sequence[str] = (), *, model=None, log_file=None) -> dict:
     """TAO's prune: remove low-norm channel groups, write pruned.ckpt and prune_report.json."""
-    from .optimize import PruneConfig, count_macs, count_params, layer_shapes, prune_model
+    from .optimize import PruneConfig, count_macs, count_params
 
     results = Path(results)
     if model is None:
@@ -260,11 +260,11 @@ def prune(task: str, spec_path, results, overrides: Sequence[str] = (), *, model
         with torch.inference_mode():
             before = {"params": count_params(net), "macs": count_macs(net, example),
                       "latency_ms": _latency(net, example)}
-        result = prune_model(net, example, cfg, ignored_layers=t.prune_ignored_layers(net))
+        result = t.prune_net(net, example, cfg, spec)
         with torch.inference_mode():
             after = {"params": count_params(net), "macs": count_macs(net, example),
                      "latency_ms": _latency(net, example)}
-        new_meta = meta.with_updates(pruned_shapes=layer_shapes(net),
+        new_meta = meta.with_updates(pruned_shapes=t.pruned_shapes(net),
                                      history={**meta.history, "pruned_from": str(model), "prune": p.model_dump(mode="json")})
         out = results / "pruned.ckpt"
         atomic_torch_save({META_KEY: new_meta.to_dict(),
@@ -347,8 +347,8 @@ def export(task: str, spec_path, results, overrides: Sequence[str] = (), *, mode
                                   "safetensors": str(results / "model.safetensors"), "runtimes": {}}
         runtimes = {"pytorch": (predictor, None), "onnx_fp32": (load_predictor(t, fp32), fp32)}
         if spec.export.int8:
-            calib = [tuple(x.numpy() for x in as_inputs(b))
-                     for b in data.calibration_batches(spec.export.calibration_images)]
+            calib = [] if spec.export.int8_target == "dynamic" else [
+                tuple(x.numpy() for x in as_inputs(b)) for b in data.calibration_batches(spec.export.calibration_images)]
             int8 = quantize_int8(fp32, results / "model_int8.onnx", calib, op_types=graph.int8_op_types,
                                  target=spec.export.int8_target)
             runtimes["onnx_int8"] = (load_predictor(t, int8), int8)

@@ -54,10 +54,13 @@ class TrainConfig(SpecModel):
     backbone_lr_scale: float = Field(
         1.0, gt=0, description="the pretrained backbone's learning rate is learning_rate x this (e.g. 0.1)"
     )
-    lr_scheduler: Literal["cosine", "step", "constant"] = Field(
-        "cosine", description="cosine | step (x0.1 at 1/2 and 3/4 of training) | constant"
+    lr_scheduler: Literal["cosine", "step", "constant", "linear"] = Field(
+        "cosine", description="cosine | step (x0.1 at 1/2 and 3/4 of training) | constant | linear (decay to 0)"
     )
     warmup_epochs: int = Field(0, ge=0, description="linear learning-rate warm-up epochs")
+    warmup_fraction: float = Field(
+        0.0, ge=0, lt=1, description="warm-up over this fraction of all steps instead (e.g. 0.1; 0 = use warmup_epochs)"
+    )
     precision: Literal["32", "bf16-mixed", "16-mixed"] = Field(
         "32", description="32 | bf16-mixed | 16-mixed (AMP); --use_amp picks a mixed one"
     )
@@ -128,8 +131,9 @@ class ExportConfig(SpecModel):
     opset: int = Field(17, ge=13, description="ONNX opset version")
     int8: bool = Field(False, description="also write an INT8 (QDQ) model calibrated on training images")
     calibration_images: int = Field(64, gt=0, description="training images used for INT8 calibration")
-    int8_target: Literal["cpu", "tensorrt"] = Field(
-        "cpu", description="cpu: uint8 activations, fastest in ONNX Runtime on x86 | tensorrt: symmetric int8 QDQ"
+    int8_target: Literal["cpu", "tensorrt", "dynamic"] = Field(
+        "cpu", description="cpu: uint8 activations, fastest in ONNX Runtime on x86 | tensorrt: symmetric int8 QDQ | "
+                           "dynamic: int8 weights, activations scaled per batch at run time (transformers; no calibration)"
     )
     parity_tolerance: float = Field(
         1e-3, gt=0, description="max |PyTorch - ONNX Runtime| output difference accepted"

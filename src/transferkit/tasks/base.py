@@ -126,6 +126,19 @@ class Task:
         logging.getLogger("transferkit").info("retraining the pruned model %s", path)
         return net, meta
 
+    def prune_net(self, net: nn.Module, example: tuple[torch.Tensor, ...], cfg, spec):
+        """Prune `net` in place (optimize.PruneConfig `cfg`) and return the optimize.PruneResult. Default: channel
+        groups by norm (torch-pruning); layer sizes end up in ModelMeta.pruned_shapes, which build_net applies."""
+        from ..optimize import prune_model
+
+        return prune_model(net, example, cfg, ignored_layers=self.prune_ignored_layers(net))
+
+    def pruned_shapes(self, net: nn.Module) -> dict:
+        """What ModelMeta.pruned_shapes records of a pruned network, for build_net to rebuild it (layer sizes)."""
+        from ..optimize import layer_shapes
+
+        return layer_shapes(net)
+
     def prune_ignored_layers(self, net: nn.Module) -> list[nn.Module]:
         """Layers whose outputs are the network's outputs (their channel counts are fixed)."""
         return []
