@@ -242,7 +242,7 @@ def _latency(fn, inputs: tuple[torch.Tensor, ...]) -> float:
 
 def prune(task: str, spec_path, results, overrides: Sequence[str] = (), *, model=None, log_file=None) -> dict:
     """TAO's prune: remove low-norm channel groups, write pruned.ckpt and prune_report.json."""
-    from .optimize import PruneConfig, count_macs, count_params
+    from .optimize import count_macs, count_params
 
     results = Path(results)
     if model is None:
@@ -253,14 +253,11 @@ def prune(task: str, spec_path, results, overrides: Sequence[str] = (), *, model
         meta, state = read_checkpoint(model, task=t.name)
         net = t.load_net(meta, state, Path(model)).eval()
         p = spec.prune
-        cfg = PruneConfig(threshold=None if p.ratio is not None else p.threshold, ratio=p.ratio, norm=p.norm,
-                          granularity=p.granularity, min_num_filters=p.min_num_filters,
-                          equalization=p.equalization, excluded_layers=list(p.excluded_layers))
         example = t.example_inputs(meta)
         with torch.inference_mode():
             before = {"params": count_params(net), "macs": count_macs(net, example),
                       "latency_ms": _latency(net, example)}
-        result = t.prune_net(net, example, cfg, spec)
+        result = t.prune_net(net, example, spec)
         with torch.inference_mode():
             after = {"params": count_params(net), "macs": count_macs(net, example),
                      "latency_ms": _latency(net, example)}
