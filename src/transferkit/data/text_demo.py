@@ -200,17 +200,18 @@ _TYPO_RATE = 0.03  # per word of 4+ letters
 
 
 @dataclass(frozen=True)
-class _Core:
+class Phrasing:
+    """A core phrasing of one class, with its slots ("{when}") still open."""
     text: str
     heldout: bool  # only in val and test
     near_miss: bool
 
 
-def _cores(label: str) -> list[_Core]:
-    out = []
+def _cores(label: str) -> list[Phrasing]:
+    out: list[Phrasing] = []
     for text in _CORES[label]:
         heldout, near = text.startswith("*"), text.startswith("~")
-        out.append(_Core(text.lstrip("*~"), heldout, near))
+        out.append(Phrasing(text.lstrip("*~"), heldout, near))
     return out
 
 
@@ -237,12 +238,13 @@ def _typo(rng: np.random.Generator, word: str) -> str:
 
 
 def _clause_end(clause: str, rng: np.random.Generator) -> str:
-    if clause.split()[0].lower() in _QUESTION_STARTS:
+    """The clause with end punctuation: a question mark (or none) for questions, else mostly a full stop."""
+    if clause.split(", but ")[-1].split()[0].lower() in _QUESTION_STARTS:
         return clause + _pick(rng, ("?", "?", "??", ""))
     return clause + _pick(rng, (".", ".", ".", "!", ""))
 
 
-def ticket_sentence(seed: int, split: str, label: str, index: int, attempt: int = 0) -> tuple[str, _Core]:
+def ticket_sentence(seed: int, split: str, label: str, index: int, attempt: int = 0) -> tuple[str, Phrasing]:
     """One `sentences` message of class `label` and the core phrasing it was built around."""
     rng = _rng(seed, "sentences", split, label, index, attempt)
     cores = [c for c in _cores(label) if split != "train" or not c.heldout]
@@ -271,7 +273,7 @@ def ticket_sentence(seed: int, split: str, label: str, index: int, attempt: int 
     return " ".join(words), core
 
 
-def _ticket_split(seed: int, split: str, per_class: int, taken: set[str]) -> list[tuple[str, str, _Core]]:
+def _ticket_split(seed: int, split: str, per_class: int, taken: set[str]) -> list[tuple[str, str, Phrasing]]:
     """per_class messages of each class, class after class in turn; adds their keys to `taken`."""
     rows = []
     for index in range(per_class):
