@@ -146,8 +146,8 @@ def test_spans_keep_the_offsets_of_the_original_text_with_unicode_and_odd_spacin
     assert words == ["Zażółć", "gęślą", "jaźń", "🙂", "met", "Jan", "Kowalski", "in", "São", "Paulo."]
     tags = ["B-MISC", "I-MISC", "I-MISC", "O", "O", "B-PER", "I-PER", "O", "B-LOC", "I-LOC"]
     spans = entity_spans(words, tags, text=text, offsets=offsets)
-    assert [(s["type"], s["text"]) for s in spans] == [("MISC", "Zażółć\tgęślą  jaźń"), ("PER", "Jan\u3000Kowalski"),
-                                                       ("LOC", "São\u2009Paulo.")]
+    assert [(s["type"], s["text"]) for s in spans] == [
+        ("MISC", "Zażółć\tgęślą  jaźń"), ("PER", "Jan\u3000Kowalski"), ("LOC", "São\u2009Paulo.")]
     for s in spans:
         assert text[s["start"]:s["end"]] == s["text"] and s["score"] is None
     assert spans[1]["start"] == text.index("Jan") and spans[1]["word_start"] == 5 and spans[1]["word_end"] == 7
