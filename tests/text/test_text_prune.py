@@ -101,14 +101,16 @@ def kill(net: Net, how: str) -> list[torch.Tensor]:
     return alive
 
 
-@pytest.mark.parametrize("head", ["sequence", "token"])
-@pytest.mark.parametrize("how", ["output_columns", "value_rows"])
-def test_pruning_zero_score_heads_and_neurons_keeps_outputs(head, how):
+@pytest.mark.parametrize("head, how, importance", [
+    ("sequence", "output_columns", "l2"), ("token", "output_columns", "l2"),
+    ("sequence", "value_rows", "l2"), ("token", "value_rows", "l2"),
+    ("sequence", "output_columns", "activation"), ("token", "output_columns", "activation")])
+def test_pruning_zero_score_heads_and_neurons_keeps_outputs(head, how, importance):
     net = tiny(head)
     alive = kill(net, how)
     original = [(l.attention.self.query.weight.clone(), l.intermediate.dense.weight.clone()) for l in layers(net)]
     before = run(net)
-    result = prune_transformer(net, inputs(), cfg(head_ratio=0.5, ffn_ratio=0.5))
+    result = prune_transformer(net, inputs(), cfg(head_ratio=0.5, ffn_ratio=0.5, importance=importance))
     torch.testing.assert_close(run(net), before, rtol=1e-4, atol=1e-5)
     assert kept(net) == [(2, 32)] * LAYERS
     for layer, dead, neurons, (q, w_in) in zip(layers(net), DEAD_HEADS, alive, original):
@@ -120,6 +122,26 @@ def test_pruning_zero_score_heads_and_neurons_keeps_outputs(head, how):
     assert {r.name: (r.kept, r.total) for r in result.pruned_layers} == {
         **{f"model.bert.encoder.layer.{i}.attention (heads)": (2, HEADS) for i in range(LAYERS)},
         **{f"model.bert.encoder.layer.{i}.intermediate (FFN neurons)": (32, FFN) for i in range(LAYERS)}}
+
+
+def test_activation_importance_removes_neurons_that_never_fire_whatever_their_weights():
+    net = tiny()
+    silent = torch.arange(0, FFN, 2)
+    with torch.no_grad():
+        for layer in layers(net):
+            layer.intermediate.dense.bias[silent] = -1e4  # GELU(-1e4) = 0: big weights, no output
+    before = run(net)
+    prune_transformer(net, inputs(), cfg(ffn_ratio=0.5, importance="activation"))
+    torch.testing.assert_close(run(net), before, rtol=1e-4, atol=1e-5)
+    for layer in layers(net):
+        assert (layer.intermediate.dense.bias > -1e3).all()
+    net = tiny()
+    with torch.no_grad():
+        for layer in layers(net):
+            layer.intermediate.dense.bias[silent] = -1e4
+    prune_transformer(net, inputs(), cfg(ffn_ratio=0.5, importance="l2"))  # weight norms keep exactly those
+    for layer in layers(net):
+        assert (layer.intermediate.dense.bias == -1e4).all()
 
 
 def test_parameter_count_falls_by_the_removed_slices():
