@@ -144,6 +144,16 @@ def test_activation_importance_removes_neurons_that_never_fire_whatever_their_we
         assert (layer.intermediate.dense.bias == -1e4).all()
 
 
+def test_eager_and_sdpa_attention_agree_after_pruning():
+    outs = []
+    for implementation in ("eager", "sdpa"):  # neither may read the config's (unpruned) head count
+        net = tiny()
+        net.model.config._attn_implementation = implementation
+        prune_transformer(net, inputs(), cfg(head_ratio=0.5, scope="global"))
+        outs.append(run(net))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+
+
 def test_parameter_count_falls_by_the_removed_slices():
     net = tiny()
     example = inputs()
