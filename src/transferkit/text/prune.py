@@ -16,6 +16,11 @@ ELECTRA, XLM-R, MiniLM):
   it keeps the pruned encoder much closer to the original than weight norms when the example holds real sentences,
   and is no better than them on random token ids, so it is only worth choosing when the caller passes real text.
 
+How many go: with `scope: layer` every layer loses floor(ratio x its count) heads (never below `min_heads`) and
+neurons; with `scope: global` floor(ratio x the network's count) of the lowest scores go, each score divided by the
+largest in its layer so layers compare. Kept FFN widths are then rounded up to a multiple of `granularity`, so
+slightly fewer neurons than the ratio may go.
+
 The hidden size (residual stream, embeddings, LayerNorms, classifier) is never changed, so the pruned net's inputs
 and outputs are those of the original.
 
@@ -308,6 +313,7 @@ def _keep_heads(layer: _Layer, heads: torch.Tensor, fold_bias: bool) -> None:
     if fold_bias and attn.value.bias is not None and layer.attn_out.bias is not None:
         gone = torch.ones(attn.value.out_features, dtype=torch.bool)
         gone[rows] = False
+        gone = gone.to(attn.value.bias.device)
         w = layer.attn_out.weight[:, gone]
         layer.attn_out.bias += w @ attn.value.bias[gone].to(w.dtype)
     for proj in (attn.query, attn.key, attn.value):
