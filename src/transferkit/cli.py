@@ -7,10 +7,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from .errors import TrainingInterrupted, TransferkitError
+from .errors import Terminated, TrainingInterrupted, TransferkitError
 
 log = logging.getLogger("transferkit")
 
@@ -221,6 +223,15 @@ def setup_console_logging(debug: bool) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _terminate(signum: int, frame) -> None:
+    """SIGTERM outside training: unwind as Ctrl-C does (lock released, temp files removed), then exit 143.
+
+    During training Lightning's handler owns SIGTERM and calls this one after its own: the run then
+    ends at the next batch with a resumable checkpoint instead (engine.trainer.InterruptCheckpoint)."""
+    if signal.getsignal(signal.SIGTERM) is _terminate:
+        raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -232,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE % ", ".join(task_names()))
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    # only where nobody else (an application embedding tkit) has a SIGTERM handler
+    own_sigterm = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+        signal.SIG_DFL, None)
+    if own_sigterm:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         if command == "model":
             return run_model(rest)
@@ -240,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_task(command, rest)
     except TrainingInterrupted as e:
         print(f"tkit: {e}", file=sys.stderr)
-        return 130
+        return e.exit_code
     except TransferkitError as e:
         if debug:
             raise
@@ -249,6 +265,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tkit: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("tkit: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except Exception as e:  # a full disk outside the atomic writers (which raise DiskFullError themselves)
+        from .io import disk_full_error, is_disk_full
+
+        if debug or not is_disk_full(e):
+            raise
+        print(f"tkit: error: {disk_full_error(getattr(e, 'filename', None), e)}", file=sys.stderr)
+        return 2
+    finally:
+        if own_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 if __name__ == "__main__":
