@@ -126,23 +126,27 @@ def is_disk_full(error: BaseException, folder: str | os.PathLike | None = None, 
     return False
 
 
-def disk_full_error(path: str | os.PathLike | None, error: BaseException, needed: int | None = None,
+def disk_full_error(path: str | os.PathLike | None, error: BaseException | None, needed: int | None = None,
                     written: int | None = None) -> DiskFullError:
-    """The one-line DiskFullError for a write of `path` that ran out of space (`needed`/`written`: bytes, if known)."""
-    quota = isinstance(error, OSError) and error.errno == errno.EDQUOT or "quota" in str(error).lower()
-    what = "disk quota exceeded" if quota else "no space left on device"
-    where = f" writing {path}" if path else ""
+    """The one-line DiskFullError for a write of `path` (a file, or the folder it went into, when only that is
+    known) that ran out of space; `needed`/`written`: bytes, if known."""
+    what = "disk quota exceeded" if error is not None and _over_quota(error) else "no space left on device"
+    folder = path is not None and Path(path).is_dir()
+    where = f" writing {'into ' if folder else ''}{path}" if path else ""
     facts = []
     if needed:
         facts.append(f"about {_mb(needed)} needed")
     elif written:
         facts.append(f"{_mb(written)} written before it filled")
-    folder = Path(path).parent if path else None
-    free = _free_bytes(folder) if folder is not None else None
+    free = _free_bytes(path if folder else Path(path).parent) if path else None
     if free is not None:
         facts.append(f"{_mb(free)} free there")
     detail = f" ({', '.join(facts)})" if facts else ""
     return DiskFullError(f"{what}{where}{detail}; free some space, or write the results to another disk with -r DIR")
+
+
+def _over_quota(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno == errno.EDQUOT or "quota" in str(error).lower()
 
 
 def _free_bytes(folder: str | os.PathLike) -> int | None:
@@ -153,7 +157,7 @@ def _free_bytes(folder: str | os.PathLike) -> int | None:
 
 
 def _mb(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
 
 
 def _file_size(path: Path) -> int:
@@ -179,6 +183,7 @@ def _atomic(path: str | os.PathLike, write: Callable[[Path], None], needed: int 
         raise
     os.close(fd)
     tmp_path = Path(tmp)
+    full: BaseException | None = None
     try:
         write(tmp_path)
         with open(tmp_path, "rb+") as f:
@@ -188,11 +193,15 @@ def _atomic(path: str | os.PathLike, write: Callable[[Path], None], needed: int 
     except BaseException as e:
         written = _file_size(tmp_path)
         tmp_path.unlink(missing_ok=True)
-        # the space the failed write took is free again: a full disk has less than the file needs
+        # a disk that filled has less free than the whole file needs (a known size, else what got written)
         limit = needed if needed is not None else written + 2**20
-        if isinstance(e, Exception) and not isinstance(e, DiskFullError) and is_disk_full(e, path.parent, limit):
-            raise disk_full_error(path, e, needed, written) from e
-        raise
+        if not (isinstance(e, Exception) and not isinstance(e, DiskFullError) and is_disk_full(e, path.parent, limit)):
+            raise
+        full = OSError(errno.EDQUOT if _over_quota(e) else errno.ENOSPC, "")
+    if full is not None:
+        # Raised here, once the failed write's exception is gone: torch's zip writer lives on in its traceback
+        # with the deleted temp file still open, and its space counts as used until that file is closed.
+        raise disk_full_error(path, full, needed, written)
     return path
 
 
