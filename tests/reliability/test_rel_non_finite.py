@@ -119,3 +119,19 @@ def test_a_run_whose_validation_loss_is_nan_writes_strict_metrics_and_status(dig
     assert metrics["final"]["val/loss"] is None
     for line in (results / "status.json").read_text().splitlines():
         assert strict_loads(line)["val/loss"] is None
+
+
+def test_on_a_gpu_the_losses_are_checked_together_and_the_first_bad_step_is_named():
+    """The deferred check a GPU run uses (no wait for the GPU every step), driven with CPU tensors."""
+    import torch
+
+    from transferkit.engine.trainer import StopOnNonFinite
+    from transferkit.errors import TrainingDiverged
+
+    guard = StopOnNonFinite(learning_rate=0.5, every=10)
+    guard.pending = [(0, 7, torch.tensor(1.0)), (0, 8, torch.tensor(float("inf"))), (1, 9, torch.tensor(float("nan")))]
+    with pytest.raises(TrainingDiverged, match=r"became inf at epoch 1, step 8;.*train\.learning_rate \(now 0\.5; try"):
+        guard.check(trainer=None)
+    assert guard.pending == []
+    guard.pending = [(0, 1, torch.tensor(2.0))]
+    guard.check(trainer=None)  # finite: nothing happens
