@@ -12,6 +12,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,27 @@ def test_slurm_usr1_requeue_then_sigterm_and_the_requeued_job_resumes_on_its_own
     assert "requeued" in out and "last.ckpt" in out, out[-3000:]
     assert not list(results.glob("hpc_ckpt_*.ckpt"))  # served their purpose once the run finished
     assert_same_run(results, reference(), split_epoch=1)
+
+
+# -- SIGTERM before training starts ----------------------------------------------------------------------
+
+TERM_DURING_SCAN = r"""
+import os, signal, sys
+from transferkit.data import module
+scan = module.TaskData.scan
+def scan_then_terminate(self, split):
+    os.kill(os.getpid(), signal.SIGTERM)  # while the data is checked, before Lightning handles the signal
+    return scan(self, split)
+module.TaskData.scan = scan_then_terminate
+from transferkit.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_before_training_exits_143_and_releases_the_results_folder(digits, tmp_path):
+    results = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-c", TERM_DURING_SCAN, *train_argv(digits, results)], capture_output=True,
+                          text=True, env=child_env(), timeout=120)
+    assert done.returncode == 143, done.stderr[-3000:]
+    assert "tkit: terminated (SIGTERM)" in done.stderr and "Traceback" not in done.stderr
+    assert not (results / LOCK_NAME).exists()  # a later run in this folder starts without a stale lock
