@@ -397,9 +397,10 @@ def build_trainer(
     # Listed after `checkpoint`, so it holds that callback's updated state and stays trainer.checkpoint_callback.
     last = ModelCheckpoint(dirpath=results, filename="last", save_top_k=1, enable_version_counter=False)
     # StopOnNonFinite comes first, so that a diverged loss stops the epoch before any callback saves or records it
-    all_callbacks: list[Callback] = [StopOnNonFinite(train.learning_rate, train.log_every_n_steps), checkpoint, last,
-                                     StatusCallback(results / "status.json"), InterruptCheckpoint(results / "last.ckpt"),
-                                     TrainedBatches(), RngState(), FrozenGarbageCollector(), *callbacks]
+    all_callbacks: list[Callback] = [
+        StopOnNonFinite(train.learning_rate, train.log_every_n_steps), checkpoint, last,
+        StatusCallback(results / "status.json"), InterruptCheckpoint(results / "last.ckpt"), TrainedBatches(),
+        RngState(), FrozenGarbageCollector(), *callbacks]
     if stopper is not None:
         all_callbacks.append(stopper)
     interactive = sys.stderr.isatty()
