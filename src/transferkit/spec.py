@@ -18,9 +18,10 @@ from .errors import SpecError
 
 
 class SpecModel(BaseModel):
-    """Base of every spec section: unknown keys are errors, values are immutable once validated."""
+    """Base of every spec section: unknown keys are errors, values are immutable once validated, and every
+    float (also inside lists and tuples) must be finite: inf, -inf, 1e309 and nan are refused, naming the key."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True, allow_inf_nan=False)
 
 
 def _min_le_max(pair: tuple) -> tuple:
