@@ -2,7 +2,10 @@
 
 A spec is a tree of `SpecModel`s. Every field carries a one-line `description`, which becomes
 the comment next to the key in `tkit <task> default_spec`. Unknown keys are refused with the
-nearest valid key as a suggestion; wrong types name the dotted key path.
+nearest valid key as a suggestion; wrong types name the dotted key path. The YAML of a spec file or
+an override is refused, naming the file and line, when a key is given twice, when it nests deeper
+than MAX_SPEC_DEPTH or expands (through aliases) past MAX_SPEC_VALUES values; integers stop at
+MAX_SPEC_INT unless a key has a tighter bound.
 """
 from __future__ import annotations
 
@@ -12,15 +15,16 @@ import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
+import annotated_types
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from .errors import SpecError
 
 # Integers past this mean nothing to the code that reads a spec (counts, sizes, iterations, ids), and past
-# 2**63 they no longer fit the C integers of itertools, numpy and torch: every integer key refuses them;
-# keys with a natural bound (image sizes, workers, devices, seeds) say so with their own `le=`.
+# 2**63 they no longer fit the C integers of itertools, numpy and torch: an integer key refuses them unless
+# it has an upper bound of its own (`le=`: image sizes, workers, devices, seeds).
 MAX_SPEC_INT = 2**31 - 1
 
 
@@ -28,7 +32,8 @@ def _ints_within_reach(value: Any) -> None:
     """Refuse an integer beyond +-MAX_SPEC_INT anywhere in a field's value (nested sections check their own)."""
     if isinstance(value, int) and not isinstance(value, bool):
         if value > MAX_SPEC_INT:
-            raise PydanticCustomError("less_than_equal", "Input should be less than or equal to {le}", {"le": MAX_SPEC_INT})
+            raise PydanticCustomError("less_than_equal", "Input should be less than or equal to {le}",
+                                      {"le": MAX_SPEC_INT})
         if value < -MAX_SPEC_INT:
             raise PydanticCustomError("greater_than_equal", "Input should be greater than or equal to {ge}",
                                       {"ge": -MAX_SPEC_INT})
@@ -48,8 +53,10 @@ class SpecModel(BaseModel):
 
     @field_validator("*")
     @classmethod
-    def _no_huge_ints(cls, value: Any) -> Any:
-        _ints_within_reach(value)
+    def _no_huge_ints(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name)
+        if field is None or not any(isinstance(m, (annotated_types.Le, annotated_types.Lt)) for m in field.metadata):
+            _ints_within_reach(value)
         return value
 
 
@@ -190,19 +197,21 @@ class _Refused(Exception):
 
 class _SpecLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses duplicate keys, nesting deeper than MAX_SPEC_DEPTH, aliases that refer to
-    the node holding them, and integers longer than Python will convert, while composing; `load_text`
+    the node holding them, and integers longer than Python will convert, while composing; `_load_text`
     then refuses a document that expands past MAX_SPEC_VALUES values before anything is constructed."""
 
     def __init__(self, stream: str):
         super().__init__(stream)
         self._path: list[str] = []  # key path of the node being composed, for messages
         self._open: set[str] = set()  # anchors of the nodes being composed
+        self.aliases = 0
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
             if event.anchor in self._open:
                 raise _Refused(f"alias *{event.anchor} refers to the node that contains it", event.start_mark)
+            self.aliases += 1
             return super().compose_node(parent, index)
         if len(self._path) >= MAX_SPEC_DEPTH:
             raise _Refused(f"nested more than {MAX_SPEC_DEPTH} levels deep", event.start_mark)
@@ -259,8 +268,7 @@ def _expanded_size(node: yaml.Node, level: int, memo: dict[int, tuple[int, int]]
             count, depth = _expanded_size(child, level + 1, memo)
             values, levels = values + count, max(levels, depth + 1)
             if values > MAX_SPEC_VALUES:
-                raise _Refused(f"expands to more than {MAX_SPEC_VALUES:,} values through YAML aliases (*name); "
-                               "refused as an alias bomb")
+                raise _Refused(f"more than {MAX_SPEC_VALUES:,} values")
         known = memo[id(node)] = (values, levels)
     if level + known[1] - 1 > MAX_SPEC_DEPTH:
         raise _Refused(f"nested more than {MAX_SPEC_DEPTH} levels deep once aliases are expanded", node.start_mark)
@@ -274,7 +282,15 @@ def _load_text(text: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        _expanded_size(node, 1, {})
+        try:
+            _expanded_size(node, 1, {})
+        except _Refused as e:
+            if e.problem.startswith("more than") and loader.aliases:
+                raise _Refused(f"expands to {e.problem} through YAML aliases (*name); refused as an alias "
+                               "bomb") from None
+            if e.problem.startswith("more than"):
+                raise _Refused(f"holds {e.problem}; a spec this large is refused") from None
+            raise
         return loader.construct_document(node)
     finally:
         loader.dispose()
@@ -297,9 +313,17 @@ def load_yaml(path: str | Path) -> dict:
         mark = e.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         hint = " (tabs cannot indent YAML; use spaces)" if "\\t" in str(e) or "\t" in str(e) else ""
-        raise SpecError(f"{where}: YAML syntax error: {e.problem}{hint}") from e
+        problem = e.problem
+        if e.context and e.context.startswith("found duplicate anchor") and e.context_mark:  # problem: "second ..."
+            problem = f"{e.context.split(';')[0]} (first on line {e.context_mark.line + 1})"
+        raise SpecError(f"{where}: YAML syntax error: {problem}{hint}") from e
+    except yaml.reader.ReaderError as e:  # a control character; PyYAML gives its offset, not its line
+        line = text.count("\n", 0, e.position) + 1
+        column = e.position - text.rfind("\n", 0, e.position)
+        raise SpecError(f"{path}:{line}:{column}: YAML syntax error: character #x{e.character:04x} is not allowed in "
+                        "YAML; remove it") from e
     except yaml.YAMLError as e:
-        raise SpecError(f"{path}: YAML syntax error: {e}") from e
+        raise SpecError(f"{path}: YAML syntax error: {str(e).splitlines()[0]}") from e
     if data is None:
         return {}
     if not isinstance(data, dict):
