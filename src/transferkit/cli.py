@@ -255,13 +255,16 @@ class _GuardedStdout:
         if self.lost is None:
             return code
         try:  # what is still buffered goes nowhere, instead of failing again when Python exits
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+            target = self._stream.fileno()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, target)
+            os.close(devnull)
         except (OSError, ValueError, AttributeError):  # no file descriptor (e.g. captured output)
             pass
         if code != 0:  # the command's own error is already on stderr
             return code
         if self.lost.errno == errno.EPIPE:
-            return 128 + 13
+            return 128 + 13  # SIGPIPE's number on Linux and macOS, as a shell reports a process it killed
         print(f"tkit: error: standard output could not be written ({self.lost.strerror or self.lost}); "
               "the output is incomplete", file=sys.stderr)
         return 2
