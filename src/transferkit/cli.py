@@ -5,6 +5,7 @@ Also `tkit model {list,info,import,import-onnx}` and `tkit data demo NAME DIR`.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -253,7 +254,68 @@ def _thread_error(args: threading.ExceptHookArgs) -> None:
     threading.__excepthook__(args)
 
 
+class _GuardedStdout:
+    """Stands in for sys.stdout while a command runs. A write or flush that fails (a closed pipe, a full
+    disk, /dev/full) is recorded and later output dropped, so the command ends normally and `main` reports
+    it once, rather than a traceback from whichever print or log line hit it first."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.lost: OSError | None = None
+
+    def write(self, text: str) -> int:
+        if self.lost is None:
+            try:
+                return self._stream.write(text)
+            except OSError as e:
+                self.lost = e
+        return len(text)
+
+    def flush(self) -> None:
+        if self.lost is None:
+            try:
+                self._stream.flush()
+            except OSError as e:
+                self.lost = e
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+    def exit_code(self, code: int) -> int:
+        """The command's exit code, or that of the lost output: 141 (as if killed by SIGPIPE, silent) for a
+        closed pipe such as `| head -1`, else 2 with one line on stderr."""
+        if self.lost is None:
+            return code
+        try:  # what is still buffered goes nowhere, instead of failing again when Python exits
+            target = self._stream.fileno()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, target)
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):  # no file descriptor (e.g. captured output)
+            pass
+        if code != 0:  # the command's own error is already on stderr
+            return code
+        if self.lost.errno == errno.EPIPE:
+            return 128 + 13  # SIGPIPE's number on Linux and macOS, as a shell reports a process it killed
+        print(f"tkit: error: standard output could not be written ({self.lost.strerror or self.lost}); "
+              "the output is incomplete", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
+    stdout = sys.stdout
+    if stdout is None:  # no console at all (pythonw)
+        return _main(argv)
+    guard = sys.stdout = _GuardedStdout(stdout)
+    try:
+        code = _main(argv)
+        guard.flush()
+    finally:
+        sys.stdout = stdout
+    return guard.exit_code(code)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -100,7 +100,13 @@ class RunFolder:
                     probe.unlink(missing_ok=True)
             if self.lock:
                 self._take_lock()
-            self._handler = LogFileHandler(self.log_file, encoding="utf-8")
+            try:
+                self._handler = LogFileHandler(self.log_file, encoding="utf-8")
+            except OSError as e:  # __exit__ does not run when __enter__ fails: release the lock here
+                if self.lock:
+                    (self.path / LOCK_NAME).unlink(missing_ok=True)
+                raise SpecError(f"log file {self.log_file} cannot be written ({e.strerror}); give --log_file a file "
+                                "in an existing, writable folder") from None
             self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             for name in ("transferkit", "lightning.pytorch", "lightning.fabric"):
                 logging.getLogger(name).addHandler(self._handler)
