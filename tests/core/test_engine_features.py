@@ -130,6 +130,17 @@ def test_accumulation_steps_the_optimizer_and_the_schedule_once_per_n_batches(di
     assert lines[1]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_linear_schedule_with_warmup_fraction_peaks_then_decays_to_zero(digits, tmp_path, monkeypatch):
+    # 4 steps an epoch, 2 epochs = 8 steps; warm-up over a quarter of them = 2 steps, then linear decay:
+    # after step 4 (epoch 0's end) the factor is 1 - (4 - 2) / 6, after step 8 it is 0.
+    metrics, _, _ = train(digits, tmp_path / "r", monkeypatch, "train.limit_train_batches=4", "train.epochs=2",
+                          "train.warmup_fraction=0.25", "train.lr_scheduler=linear")
+    assert metrics["global_step"] == 8
+    lines = status(tmp_path / "r")
+    assert lines[0]["lr"] == pytest.approx(0.01 * (1 - 2 / 6))
+    assert lines[1]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
 # -- backbone learning rate -----------------------------------------------------------------------
 
 def test_backbone_and_head_learn_at_their_own_rates(digits, tmp_path, monkeypatch):

@@ -151,7 +151,7 @@ class TaskModule(pl.LightningModule):
         # and the scheduler below is stepped once per optimizer step, so warm-up and decay count the same unit.
         total = max(1, int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs))
-        warmup = cfg.warmup_epochs * steps_per_epoch
+        warmup = round(cfg.warmup_fraction * total) if cfg.warmup_fraction else cfg.warmup_epochs * steps_per_epoch
 
         def factor(step: int) -> float:
             if warmup and step < warmup:
@@ -159,6 +159,8 @@ class TaskModule(pl.LightningModule):
             progress = min(1.0, (step - warmup) / max(1, total - warmup))
             if cfg.lr_scheduler == "cosine":
                 return 0.5 * (1 + math.cos(math.pi * progress))
+            if cfg.lr_scheduler == "linear":
+                return 1.0 - progress
             if cfg.lr_scheduler == "step":
                 return 0.01 if progress >= 0.75 else 0.1 if progress >= 0.5 else 1.0
             return 1.0

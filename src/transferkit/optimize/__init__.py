@@ -7,7 +7,7 @@ task reuses it unchanged.
 from .export import check_parity, export_onnx, export_tensorrt, set_metadata, verify_export
 from .profile import count_macs, count_params, file_size_bytes, measure_latency_ms
 from .prune import PrunedLayer, PruneConfig, PruneResult, apply_layer_shapes, layer_shapes, prune_model
-from .quantize import quantize_int8
+from .quantize import quantize_int8, quantize_int8_dynamic
 from .runtime import OnnxModel, default_providers
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "measure_latency_ms",
     "prune_model",
     "quantize_int8",
+    "quantize_int8_dynamic",
     "set_metadata",
     "verify_export",
 ]

@@ -20,7 +20,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
+                                      quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ..errors import DataError, ModelError
@@ -98,11 +99,13 @@ def quantize_int8(
     dict by input name), preprocessed like inference inputs; a few hundred samples are plenty. The FP32 model's metadata_props are kept, plus `precision: int8`.
     `op_types` limits quantisation to those operators (e.g. ["Conv"] keeps a detector's box decoding
     and scores in float); None quantises every operator ONNX Runtime supports. `target`: cpu | tensorrt
-    (module docstring).
+    (module docstring) | dynamic (quantize_int8_dynamic; `calibration` is not read).
     """
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)
+    if target == "dynamic":
+        return quantize_int8_dynamic(fp32_path, int8_path, op_types)
     if target not in _TARGETS:
-        raise ModelError(f"INT8 target must be one of {', '.join(_TARGETS)}, got {target!r}")
+        raise ModelError(f"INT8 target must be one of {', '.join(_TARGETS)}, dynamic, got {target!r}")
     if method not in _CALIBRATION_METHODS:
         raise ModelError(f"INT8 calibration method must be one of {', '.join(_CALIBRATION_METHODS)}, got {method!r}")
     try:
@@ -151,4 +154,28 @@ def quantize_int8(
     del int8.metadata_props[:]
     set_metadata(int8, {p.key: p.value for p in fp32.metadata_props})
     set_metadata(int8, {"precision": "int8", "int8_target": target, "calibration_batches": str(reader.count)})
+    return atomic_write_bytes(int8_path, int8.SerializeToString())
+
+
+def quantize_int8_dynamic(fp32_path: str | Path, int8_path: str | Path, op_types: Sequence[str] | None = None) -> Path:
+    """INT8 weights with activations quantised per batch at run time (ONNX Runtime's dynamic quantisation).
+
+    What transformer encoders use on CPUs: their MatMul activations vary too much per sentence for one
+    calibrated scale, and no calibration data is needed. `op_types` defaults to ["MatMul", "Gemm"]."""
+    fp32_path, int8_path = Path(fp32_path), Path(int8_path)
+    try:
+        fp32 = onnx.load(str(fp32_path))
+    except Exception as e:
+        raise ModelError(f"{fp32_path} is not a readable ONNX model: {type(e).__name__}") from e
+    with tempfile.TemporaryDirectory(prefix="tkit-int8-") as tmp:
+        quantised = Path(tmp) / "int8.onnx"
+        try:
+            quantize_dynamic(str(fp32_path), str(quantised), weight_type=QuantType.QInt8, per_channel=False,
+                             op_types_to_quantize=list(op_types or ("MatMul", "Gemm")))
+        except Exception as e:
+            raise ModelError(f"INT8 quantisation of {fp32_path} failed: {type(e).__name__}: {str(e).strip()[:300]}") from e
+        int8 = onnx.load(str(quantised))
+    del int8.metadata_props[:]
+    set_metadata(int8, {p.key: p.value for p in fp32.metadata_props})
+    set_metadata(int8, {"precision": "int8", "int8_target": "dynamic"})
     return atomic_write_bytes(int8_path, int8.SerializeToString())

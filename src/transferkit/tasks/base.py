@@ -126,6 +126,23 @@ class Task:
         logging.getLogger("transferkit").info("retraining the pruned model %s", path)
         return net, meta
 
+    def prune_net(self, net: nn.Module, example: tuple[torch.Tensor, ...], spec):
+        """Prune `net` in place as `spec.prune` says and return the optimize.PruneResult. Default: channel groups
+        by norm (torch-pruning); the sizes `pruned_shapes` records end up in ModelMeta, which build_net applies."""
+        from ..optimize import PruneConfig, prune_model
+
+        p = spec.prune
+        cfg = PruneConfig(threshold=None if p.ratio is not None else p.threshold, ratio=p.ratio, norm=p.norm,
+                          granularity=p.granularity, min_num_filters=p.min_num_filters,
+                          equalization=p.equalization, excluded_layers=list(p.excluded_layers))
+        return prune_model(net, example, cfg, ignored_layers=self.prune_ignored_layers(net))
+
+    def pruned_shapes(self, net: nn.Module) -> dict:
+        """What ModelMeta.pruned_shapes records of a pruned network, for build_net to rebuild it (layer sizes)."""
+        from ..optimize import layer_shapes
+
+        return layer_shapes(net)
+
     def prune_ignored_layers(self, net: nn.Module) -> list[nn.Module]:
         """Layers whose outputs are the network's outputs (their channel counts are fixed)."""
         return []
