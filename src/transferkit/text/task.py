@@ -4,6 +4,7 @@ of attention heads and FFN neurons (text.prune), and the tokenizer files beside 
 """
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,7 +185,7 @@ class TextTask(Task):
     # -- pruning (text.prune: attention heads and FFN neurons) --------------------------------------------
     def _prune_module(self):
         try:
-            from . import prune
+            prune = importlib.import_module(f"{__package__}.prune")
         except ModuleNotFoundError as e:
             if e.name != f"{__package__}.prune":
                 raise
