@@ -187,6 +187,7 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path, capsys):
         (["train", "-r", tmp_path / "c", "model.max_length=1000"], "model.max_length"),
         (["inference", "-r", tmp_path / "d", "-m", trained / "best.ckpt"], "inference.file is not set"),
         (["evaluate", "-r", tmp_path / "e", "-m", trained / "best.ckpt"], "data.val_file"),
+        (["export", "-r", tmp_path / "g", "-m", trained / "best.ckpt", "export.int8=true"], "data.val_file"),
         (["train", "-r", tmp_path / "f", "model.pretrained=runs/x.pth", f"data.train_file={trained / 'spec.yaml'}",
           "data.format=tsv"], "model.pretrained"),
     ]

@@ -27,6 +27,9 @@ from .spec import TextClassificationSpec
 
 log = logging.getLogger("transferkit")
 
+NO_EVAL_DATA = ("data.val_file is not set: evaluate (and export with export.int8=true, which scores each runtime) needs "
+                "labelled sentences, e.g. data.val_file=val.tsv (or data.train_file, whose held-out val_split it scores)")
+
 
 def thresholds_for(spec: TextClassificationSpec, classes: list[str]) -> np.ndarray:
     """The decision threshold of each label (multi-label): inference.thresholds, else inference.threshold."""
@@ -58,6 +61,8 @@ class TextClassificationTask(TextTask):
     # -- data and model ------------------------------------------------------------------------------------
     def build_data(self, spec: TextClassificationSpec, meta: ModelMeta | None = None) -> TextClassificationData:
         if meta is not None:
+            if spec.export.int8 and not (spec.data.val_file or spec.data.train_file):
+                raise SpecError(NO_EVAL_DATA)  # before the INT8 model is written, not after
             return TextClassificationData(spec, self.tokenizer(meta), meta)
         from ...text.tokenizer import TextTokenizer
 
@@ -92,7 +97,7 @@ class TextClassificationTask(TextTask):
     def evaluate(self, spec: TextClassificationSpec, predictor: Predictor, data: TextClassificationData,
                  out_dir: Path) -> dict[str, Any]:
         if not spec.data.val_file and not spec.data.train_file:
-            raise SpecError("evaluate needs data.val_file (or data.train_file, whose held-out val_split it scores)")
+            raise SpecError(NO_EVAL_DATA)
         meta = predictor.meta
         classes = list(meta.classes)
         multi = bool(meta.arch.get("multi_label"))
