@@ -133,6 +133,14 @@ class LengthBucketSampler(DistributedSampler):
             return dist.get_world_size(), dist.get_rank()
         return 1, 0
 
+    @property
+    def num_replicas(self) -> int:  # what DistributedSampler's readers look up
+        return self._world()[0]
+
+    @property
+    def rank(self) -> int:
+        return self._world()[1]
+
     def batches(self) -> list[list[int]]:
         """This process's batches of this epoch, in order."""
         n, size = len(self.lengths), self.batch_size
