@@ -4,6 +4,7 @@ of attention heads and FFN neurons (text.prune), and the tokenizer files beside 
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
 from dataclasses import dataclass, field
@@ -61,6 +62,19 @@ def text_params(meta: ModelMeta) -> TextParams:
         if spec.text is not None:
             return spec.text
     raise ModelError(f"this {meta.task} model declares no text input; retrain or re-export it")
+
+
+class _TransposedLinear(nn.Module):
+    """nn.Linear computed as x @ W^T + b from a stored W^T, for export (see TextTask.export_graph)."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.weight_t = nn.Parameter(linear.weight.detach().t().contiguous(), requires_grad=False)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.matmul(x, self.weight_t)
+        return y if self.bias is None else y + self.bias
 
 
 class TextTask(Task):
@@ -204,7 +218,22 @@ class TextTask(Task):
 
     # -- export -------------------------------------------------------------------------------------------
     def export_graph(self, net: nn.Module, meta: ModelMeta, spec) -> ExportGraph:
-        return ExportGraph(net, self.output_names)
+        """A copy of the network whose linear layers keep their weights transposed: exported without constant
+        folding, nn.Linear becomes MatMul(x, Transpose(W)), and dynamic INT8 quantises only MatMuls that read a
+        weight initializer directly (it left all 42 of MiniLM's encoder MatMuls in float)."""
+        graph = copy.deepcopy(net).eval()
+        for parent in list(graph.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is nn.Linear:
+                    setattr(parent, name, _TransposedLinear(child))
+        return ExportGraph(graph, self.output_names)
+
+    def check_export(self, spec, net: nn.Module, graph: ExportGraph, onnx_path: Path,
+                     probe: tuple[torch.Tensor, ...]) -> dict:
+        """Parity of the ONNX file with the trained network itself (not the export copy)."""
+        from ..optimize import verify_export
+
+        return verify_export(net, onnx_path, probe, atol=spec.export.parity_tolerance, rtol=0)
 
     def onnx_metadata(self, meta: ModelMeta) -> dict[str, Any]:
         text = text_params(meta)
