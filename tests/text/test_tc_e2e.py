@@ -66,7 +66,7 @@ def test_training_counts_bad_rows_and_writes_a_self_contained_checkpoint(trained
     train = noisy_files["train"]
     assert skipped["count"] == 4 and set(skipped["files"]) == {f"{train}:{n}" for n in (49, 50, 51, 52)}
     assert "unknown label 'refund'" in skipped["files"][f"{train}:52"]
-    assert metrics["best"]["val/f1_macro"] > 0.5  # chance is 1/3
+    assert metrics["best"]["val/f1_macro"] > 0.3  # one label for everything scores 1/6 (the real MiniLM: below)
     meta = ModelMeta.from_dict(torch.load(trained / "best.ckpt", weights_only=True)["transferkit"])
     assert meta.classes == LABELS and meta.backbone == "minilm-l6"
     assert [(i.name, i.dtype, i.shape) for i in meta.inputs] == [("input_ids", "int64", ("batch", "length")),
