@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,6 +29,8 @@ from .tasks.base import Predictor
 log = logging.getLogger("transferkit")
 
 TRAIN_ARTIFACTS = ("last.ckpt", "best.ckpt", "status.json", "metrics.json", "load_report.json", "tensorboard")
+# Lightning's SLURM environment writes hpc_ckpt_N.ckpt when the requeue signal (SIGUSR1) arrives
+REQUEUE_CHECKPOINTS = "hpc_ckpt_*.ckpt"
 
 
 def default_spec(task: str) -> str:
@@ -57,11 +61,20 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
     with RunFolder(results, log_file=log_file):
         resume = spec.train.resume
         last = results / "last.ckpt"
+        start_from = _requeued_checkpoint(results)
+        if start_from is not None:
+            log.info("SLURM requeued job %s (restart %s): resuming from %s", os.environ.get("SLURM_JOB_ID", "?"),
+                     os.environ.get("SLURM_RESTART_COUNT"), start_from)
+            resume = True
+        elif resume:
+            start_from = last
         replace = False
         if is_rank_zero():
-            if resume and not last.is_file():
+            if resume and not start_from.is_file():
                 raise SpecError(f"train.resume=true but {last} does not exist; train without resume first")
-            if not resume and any((results / a).exists() for a in ("last.ckpt", "best.ckpt", "status.json")):
+            earlier = [a for a in ("last.ckpt", "best.ckpt", "status.json") if (results / a).exists()]
+            earlier += [p.name for p in results.glob(REQUEUE_CHECKPOINTS)]
+            if not resume and earlier:
                 if not overwrite:
                     raise SpecError(f"results folder {results} already holds a training run; pass train.resume=true "
                                     "to continue it, --overwrite to replace it, or another -r DIR")
@@ -73,8 +86,7 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
         for split in ("train", "val"):  # unusable items found (and a split left empty refused) up front
             data.scan(split)
         if replace:  # only now that the new run's data, model and trainer settings are known to work
-            for name in TRAIN_ARTIFACTS:
-                p = results / name
+            for p in [*(results / name for name in TRAIN_ARTIFACTS), *results.glob(REQUEUE_CHECKPOINTS)]:
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         _write_spec(spec, results)
         if report is not None:
@@ -83,20 +95,28 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
                 atomic_write_json(results / "load_report.json", report.as_dict())
         started = time.time()
         try:
-            trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
-        except SystemExit:  # Lightning exits after Ctrl-C; InterruptCheckpoint has saved last.ckpt
-            if any(isinstance(cb, InterruptCheckpoint) and cb.interrupted for cb in trainer.callbacks):
+            trainer.fit(module, datamodule=data, ckpt_path=str(start_from) if resume else None)
+        except SystemExit:  # Lightning ends fit so after Ctrl-C and SIGTERM; InterruptCheckpoint has saved last.ckpt
+            stopped = next((cb for cb in trainer.callbacks if isinstance(cb, InterruptCheckpoint) and cb.interrupted),
+                           None)
+            if stopped is not None:
+                how = "interrupted (Ctrl-C)" if stopped.signal == "SIGINT" else f"stopped by {stopped.signal}"
                 raise TrainingInterrupted(
-                    f"training interrupted; a resumable checkpoint is in {last}. Continue with: "
-                    f"tkit {task} train -e {spec_path or 'SPEC'} -r {results} train.resume=true") from None
+                    f"training {how}; a resumable checkpoint is in {last}. Continue with: "
+                    f"tkit {task} train -e {spec_path or 'SPEC'} -r {results} train.resume=true",
+                    exit_code=128 + signal.Signals[stopped.signal].value) from None
             raise
         except ValueError as e:  # torch's optimizer refuses state saved for other parameter groups
             if resume and "parameter group" in str(e):
                 raise SpecError(
-                    f"{last} holds optimizer state for other parameter groups (written by an earlier transferkit, "
-                    "or with another train.backbone_lr_scale / model.freeze_blocks); it cannot be resumed. Start a "
-                    f"new run from its weights: model.pretrained={last} with another -r DIR") from None
+                    f"{start_from} holds optimizer state for other parameter groups (written by an earlier "
+                    "transferkit, or with another train.backbone_lr_scale / model.freeze_blocks); it cannot be "
+                    f"resumed. Start a new run from its weights: model.pretrained={start_from} with another -r DIR"
+                ) from None
             raise
+        if is_rank_zero():  # the run finished: requeue checkpoints have served their purpose
+            for p in results.glob(REQUEUE_CHECKPOINTS):
+                p.unlink(missing_ok=True)
         metrics = _final_train_metrics(trainer, module, data, started, t.item_kind)
         if is_rank_zero():
             atomic_write_json(results / "metrics.json", metrics)
@@ -108,6 +128,22 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
             log.info("best %s = %s; checkpoints, logs and TensorBoard events are in %s",
                      t.monitor, metrics.get("best", {}).get(t.monitor), results)
         return metrics
+
+
+def _requeued_checkpoint(results: Path) -> Path | None:
+    """The checkpoint a SLURM job that SLURM requeued continues from; None unless this is such a job.
+
+    SLURM sets SLURM_RESTART_COUNT in a requeued job, which reruns the same command line. Under SLURM's
+    `--signal=USR1@SECONDS` convention Lightning saves hpc_ckpt_N.ckpt at the signal and requeues the
+    job; the SIGTERM that stops the job then saves last.ckpt. Whichever of them is newer is where the
+    run got to."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+    if not (restarts.isdigit() and int(restarts) > 0 and SLURMEnvironment.detect()):
+        return None
+    found = [p for p in [results / "last.ckpt", *results.glob(REQUEUE_CHECKPOINTS)] if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 
 
 def _final_train_metrics(trainer, module, data, started: float, kind: str) -> dict[str, Any]:

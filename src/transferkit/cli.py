@@ -5,12 +5,15 @@ Also `tkit model {list,info,import,import-onnx}` and `tkit data demo NAME DIR`.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from .errors import TrainingInterrupted, TransferkitError
+from .errors import Terminated, TrainingInterrupted, TransferkitError
 
 log = logging.getLogger("transferkit")
 
@@ -63,12 +66,19 @@ def run_task(task: str, argv: list[str]) -> int:
         raise TransferkitError(f"tkit {task} {args.verb} needs a model: -m PATH (best.ckpt, pruned.ckpt or .onnx)")
     overrides = list(args.overrides) + _tao_overrides(args)
     common = dict(log_file=args.log_file)
-    if args.verb == "train":
-        api.train(task, args.spec, args.results, overrides, overwrite=args.overwrite, **common)
-    elif args.verb in extra:
-        api.run_extra_verb(task, args.verb, args.spec, args.results, overrides, model=args.model, **common)
-    else:
-        getattr(api, args.verb)(task, args.spec, args.results, overrides, model=args.model, **common)
+    try:
+        if args.verb == "train":
+            api.train(task, args.spec, args.results, overrides, overwrite=args.overwrite, **common)
+        elif args.verb in extra:
+            api.run_extra_verb(task, args.verb, args.spec, args.results, overrides, model=args.model, **common)
+        else:
+            getattr(api, args.verb)(task, args.spec, args.results, overrides, model=args.model, **common)
+    except Exception as e:  # a full disk under a writer that is not transferkit's (TensorBoard, a library's cache)
+        from .io import disk_full_error, is_disk_full
+
+        if isinstance(e, TransferkitError) or not args.results or not is_disk_full(e):
+            raise
+        raise disk_full_error(getattr(e, "filename", None) or args.results, e) from e
     return 0
 
 
@@ -221,7 +231,91 @@ def setup_console_logging(debug: bool) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _terminate(signum: int, frame) -> None:
+    """SIGTERM outside training: unwind as Ctrl-C does (lock released, temp files removed), then exit 143.
+
+    During training Lightning's handler owns SIGTERM and calls this one after its own: the run then
+    ends at the next batch with a resumable checkpoint instead (engine.trainer.InterruptCheckpoint)."""
+    if signal.getsignal(signal.SIGTERM) is _terminate:
+        raise Terminated()
+
+
+def _thread_error(args: threading.ExceptHookArgs) -> None:
+    """A background writer (TensorBoard's event writer) that runs out of disk space: one line, not a traceback.
+
+    The writer hands the same error to the main thread at its next write, which reports it as the
+    run's error; this line says so even when no next write comes."""
+    from .io import is_disk_full
+
+    if args.exc_value is not None and is_disk_full(args.exc_value):
+        name = args.thread.name if args.thread is not None else "?"
+        print(f"tkit: warning: a background writer (thread {name}) stopped: no space left on device", file=sys.stderr)
+        return
+    threading.__excepthook__(args)
+
+
+class _GuardedStdout:
+    """Stands in for sys.stdout while a command runs. A write or flush that fails (a closed pipe, a full
+    disk, /dev/full) is recorded and later output dropped, so the command ends normally and `main` reports
+    it once, rather than a traceback from whichever print or log line hit it first."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.lost: OSError | None = None
+
+    def write(self, text: str) -> int:
+        if self.lost is None:
+            try:
+                return self._stream.write(text)
+            except OSError as e:
+                self.lost = e
+        return len(text)
+
+    def flush(self) -> None:
+        if self.lost is None:
+            try:
+                self._stream.flush()
+            except OSError as e:
+                self.lost = e
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+    def exit_code(self, code: int) -> int:
+        """The command's exit code, or that of the lost output: 141 (as if killed by SIGPIPE, silent) for a
+        closed pipe such as `| head -1`, else 2 with one line on stderr."""
+        if self.lost is None:
+            return code
+        try:  # what is still buffered goes nowhere, instead of failing again when Python exits
+            target = self._stream.fileno()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, target)
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):  # no file descriptor (e.g. captured output)
+            pass
+        if code != 0:  # the command's own error is already on stderr
+            return code
+        if self.lost.errno == errno.EPIPE:
+            return 128 + 13  # SIGPIPE's number on Linux and macOS, as a shell reports a process it killed
+        print(f"tkit: error: standard output could not be written ({self.lost.strerror or self.lost}); "
+              "the output is incomplete", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
+    stdout = sys.stdout
+    if stdout is None:  # no console at all (pythonw)
+        return _main(argv)
+    guard = sys.stdout = _GuardedStdout(stdout)
+    try:
+        code = _main(argv)
+        guard.flush()
+    finally:
+        sys.stdout = stdout
+    return guard.exit_code(code)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -232,6 +326,12 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE % ", ".join(task_names()))
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    # only where nobody else (an application embedding tkit) has a SIGTERM handler
+    own_sigterm = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+        signal.SIG_DFL, None)
+    if own_sigterm:
+        signal.signal(signal.SIGTERM, _terminate)
+    thread_hook, threading.excepthook = threading.excepthook, _thread_error
     try:
         if command == "model":
             return run_model(rest)
@@ -240,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_task(command, rest)
     except TrainingInterrupted as e:
         print(f"tkit: {e}", file=sys.stderr)
-        return 130
+        return e.exit_code
     except TransferkitError as e:
         if debug:
             raise
@@ -249,6 +349,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tkit: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("tkit: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except Exception as e:  # a full disk outside the atomic writers (which raise DiskFullError themselves)
+        from .io import disk_full_error, is_disk_full
+
+        if debug or not is_disk_full(e):
+            raise
+        print(f"tkit: error: {disk_full_error(getattr(e, 'filename', None), e)}", file=sys.stderr)
+        return 2
+    finally:
+        threading.excepthook = thread_hook
+        if own_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -23,5 +23,26 @@ class ModelError(TransferkitError):
     """A checkpoint, zoo entry, weight file or ONNX model cannot be used."""
 
 
+class DiskFullError(TransferkitError):
+    """A file could not be written because its file system is full (or the user's quota is spent)."""
+
+
+class TrainingDiverged(TransferkitError):
+    """The training loss became NaN or infinite; nothing after that step was saved."""
+
+
 class TrainingInterrupted(TransferkitError):
-    """Training stopped by Ctrl-C after saving a resumable checkpoint (CLI exit code 130)."""
+    """Training stopped by a signal after saving a resumable checkpoint.
+
+    `exit_code` is what the CLI exits with: 128 + the signal number, as a shell reports a process that
+    signal ended (130 for Ctrl-C / SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived outside training's own handling (the CLI exits 143, like SIGINT's KeyboardInterrupt).
+
+    A BaseException, as KeyboardInterrupt is, so that `except Exception` blocks do not swallow it."""

@@ -1,16 +1,20 @@
 """Atomic writes and safe loads: a crash mid-write never leaves a half-written file behind."""
 from __future__ import annotations
 
+import errno
 import json
+import math
+import numbers
 import os
 import pickle
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ModelError, first_line
+from .errors import DiskFullError, ModelError, first_line
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -94,42 +98,167 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None]) ->
     return _atomic(path, write)
 
 
-def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Write via `write(tmp_path)` to a temp file in the same folder, fsync, then rename over `path`."""
+# What a write that ran out of space raises: OSError ENOSPC / EDQUOT, or (torch's zip writer, safetensors,
+# protobuf) another exception whose message says so. torch's writer does not report the short write
+# itself: it fails its next position check ("unexpected pos N vs M") or says "file write failed".
+_NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_NO_SPACE_TEXT = ("no space left on device", "disk quota exceeded", "os error 28", "storagefull")
+_SHORT_WRITE_TEXT = ("unexpected pos", "file write failed")
+
+
+def is_disk_full(error: BaseException, folder: str | os.PathLike | None = None, needed: int | None = None) -> bool:
+    """Whether `error` (or an error it was raised from) means a write ran out of disk space or quota.
+
+    torch's short-write messages count only when `folder`'s file system has less than `needed` bytes
+    (or, when that is unknown, less than 16 MiB) free: they are short writes, and full disks cause them."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _NO_SPACE_ERRNOS:
+            return True
+        text = str(error).lower()
+        if any(t in text for t in _NO_SPACE_TEXT):
+            return True
+        if folder is not None and any(t in text for t in _SHORT_WRITE_TEXT):
+            free = _free_bytes(folder)
+            return free is not None and free < (needed if needed is not None else 16 * 2**20)
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def disk_full_error(path: str | os.PathLike | None, error: BaseException | None, needed: int | None = None,
+                    written: int | None = None) -> DiskFullError:
+    """The one-line DiskFullError for a write of `path` (a file, or the folder it went into, when only that is
+    known) that ran out of space; `needed`/`written`: bytes, if known."""
+    what = "disk quota exceeded" if error is not None and _over_quota(error) else "no space left on device"
+    folder = path is not None and Path(path).is_dir()
+    where = f" writing {'into ' if folder else ''}{path}" if path else ""
+    facts = []
+    if needed:
+        facts.append(f"about {_mb(needed)} needed")
+    elif written:
+        facts.append(f"{_mb(written)} written before it filled")
+    free = _free_bytes(path if folder else Path(path).parent) if path else None
+    if free is not None:
+        facts.append(f"{_mb(free)} free there")
+    detail = f" ({', '.join(facts)})" if facts else ""
+    return DiskFullError(f"{what}{where}{detail}; free some space, or write the results to another disk with -r DIR")
+
+
+def _over_quota(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno == errno.EDQUOT or "quota" in str(error).lower()
+
+
+def _free_bytes(folder: str | os.PathLike) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _atomic(path: str | os.PathLike, write: Callable[[Path], None], needed: int | None = None) -> Path:
+    """Write via `write(tmp_path)` to a temp file in the same folder, fsync, then rename over `path`.
+
+    On any failure the temp file is removed and `path` is left as it was; a full disk becomes a
+    DiskFullError naming `path` (`needed`: the bytes the file will take, when the caller knows)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _sweep_once(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_once(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full_error(path, e, needed) from e
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
+    full: BaseException | None = None
     try:
         write(tmp_path)
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
+        written = _file_size(tmp_path)
         tmp_path.unlink(missing_ok=True)
-        raise
+        # a disk that filled has less free than the whole file needs (a known size, else what got written)
+        limit = needed if needed is not None else written + 2**20
+        if not (isinstance(e, Exception) and not isinstance(e, DiskFullError) and is_disk_full(e, path.parent, limit)):
+            raise
+        full = OSError(errno.EDQUOT if _over_quota(e) else errno.ENOSPC, "")
+    if full is not None:
+        # Raised here, once the failed write's exception is gone: torch's zip writer lives on in its traceback
+        # with the deleted temp file still open, and its space counts as used until that file is closed.
+        raise disk_full_error(path, full, needed, written)
     return path
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    return _atomic(path, lambda p: p.write_bytes(data))
+    return _atomic(path, lambda p: p.write_bytes(data), len(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return _atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
+    data = text.encode("utf-8")
+    return _atomic(path, lambda p: p.write_bytes(data), len(data))
+
+
+def strict_json(obj: Any) -> Any:
+    """`obj` with every NaN or infinite number replaced by None (JSON null), numpy numbers made plain.
+
+    JSON has no NaN or Infinity; Python's json module writes them anyway, and strict parsers
+    (JavaScript's JSON.parse, jq, most other languages) refuse the whole file."""
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, (bool, str)) or obj is None:
+        return obj
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if isinstance(obj, numbers.Real):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    return obj
+
+
+def json_text(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON text of `obj` (non-finite numbers as null; other unknown objects as their str)."""
+    return json.dumps(strict_json(obj), indent=indent, default=str, allow_nan=False)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+    return atomic_write_text(path, json_text(obj) + "\n")
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     import torch
 
-    return _atomic(path, lambda p: torch.save(obj, p))
+    return _atomic(path, lambda p: torch.save(obj, p), _tensor_bytes(obj))
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) checkpoint dict: about what torch.save will write."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
 
 
 def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:

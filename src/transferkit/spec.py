@@ -2,25 +2,63 @@
 
 A spec is a tree of `SpecModel`s. Every field carries a one-line `description`, which becomes
 the comment next to the key in `tkit <task> default_spec`. Unknown keys are refused with the
-nearest valid key as a suggestion; wrong types name the dotted key path.
+nearest valid key as a suggestion; wrong types name the dotted key path. The YAML of a spec file or
+an override is refused, naming the file and line, when a key is given twice, when it nests deeper
+than MAX_SPEC_DEPTH or expands (through aliases) past MAX_SPEC_VALUES values; integers stop at
+MAX_SPEC_INT unless a key has a tighter bound.
 """
 from __future__ import annotations
 
 import difflib
+import reprlib
 import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
+import annotated_types
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import SpecError
 
+# Integers past this mean nothing to the code that reads a spec (counts, sizes, iterations, ids), and past
+# 2**63 they no longer fit the C integers of itertools, numpy and torch: an integer key refuses them unless
+# it has an upper bound of its own (`le=`: image sizes, workers, devices, seeds).
+MAX_SPEC_INT = 2**31 - 1
+
+
+def _ints_within_reach(value: Any) -> None:
+    """Refuse an integer beyond +-MAX_SPEC_INT anywhere in a field's value (nested sections check their own)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value > MAX_SPEC_INT:
+            raise PydanticCustomError("less_than_equal", "Input should be less than or equal to {le}",
+                                      {"le": MAX_SPEC_INT})
+        if value < -MAX_SPEC_INT:
+            raise PydanticCustomError("greater_than_equal", "Input should be greater than or equal to {ge}",
+                                      {"ge": -MAX_SPEC_INT})
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _ints_within_reach(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _ints_within_reach(item)
+
 
 class SpecModel(BaseModel):
-    """Base of every spec section: unknown keys are errors, values are immutable once validated."""
+    """Base of every spec section: unknown keys are errors, values are immutable once validated, every float
+    (also inside lists and tuples) must be finite (inf, -inf, 1e309 and nan are refused, naming the key), and no
+    integer is larger than MAX_SPEC_INT unless the key says so."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _no_huge_ints(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name)
+        if field is None or not any(isinstance(m, (annotated_types.Le, annotated_types.Lt)) for m in field.metadata):
+            _ints_within_reach(value)
+        return value
 
 
 def _min_le_max(pair: tuple) -> tuple:
@@ -65,10 +103,11 @@ class TrainConfig(SpecModel):
         "32", description="32 | bf16-mixed | 16-mixed (AMP); --use_amp picks a mixed one"
     )
     accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto | cpu | gpu")
-    num_devices: int = Field(1, gt=0, description="devices (GPUs or CPU processes); >1 uses DDP")
+    num_devices: int = Field(1, gt=0, le=64, description="devices (GPUs or CPU processes); >1 uses DDP")
     num_nodes: int = Field(1, gt=0, description="machines for multi-node DDP (torchrun / SLURM)")
-    num_workers: int = Field(2, ge=0, description="DataLoader worker processes per device")
-    seed: int = Field(42, description="random seed for weights, data order and augmentation")
+    num_workers: int = Field(2, ge=0, le=256, description="DataLoader worker processes per device")
+    # numpy's (and so Lightning's) seed range
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="random seed for weights, data order and augmentation")
     deterministic: bool = Field(False, description="use deterministic algorithms (reproducible, slower)")
     resume: bool = Field(False, description="continue from last.ckpt in the results folder")
     early_stopping_patience: int = Field(
@@ -86,7 +125,7 @@ class TrainConfig(SpecModel):
     log_every_n_steps: int = Field(10, gt=0, description="how often step metrics are logged")
     histograms: bool = Field(True, description="write weight histograms to TensorBoard each epoch")
     max_minutes: float | None = Field(
-        None, gt=0, description="stop after this much wall-clock time (checkpoints and metrics are kept; empty = no limit)"
+        None, gt=0, le=1_000_000, description="stop after this much wall-clock time (checkpoints and metrics are kept; empty = no limit)"
     )
     limit_train_batches: float = Field(
         1.0, gt=0, description="fraction (<=1.0) or number (>1) of training batches per epoch"
@@ -145,6 +184,123 @@ class ExportConfig(SpecModel):
 # Loading, overrides, validation.
 
 
+# A spec is a few sections a few levels deep, at most a class list or mapping of some thousands of
+# entries; these limits refuse YAML that would only make sense as an attack or an accident (an alias bomb
+# expanding to billions of values, thousands of nested brackets) before Python runs out of memory or stack.
+MAX_SPEC_DEPTH = 64
+MAX_SPEC_VALUES = 1_000_000
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Refused(Exception):
+    """YAML the spec loader will not build: `where` is the node's mark, or None."""
+
+    def __init__(self, problem: str, where: yaml.Mark | None = None):
+        super().__init__(problem)
+        self.problem, self.where = problem, where
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses duplicate keys, nesting deeper than MAX_SPEC_DEPTH, aliases that refer to
+    the node holding them, and integers longer than Python will convert, while composing; `_load_text`
+    then refuses a document that expands past MAX_SPEC_VALUES values before anything is constructed."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._path: list[str] = []  # key path of the node being composed, for messages
+        self._open: set[str] = set()  # anchors of the nodes being composed
+        self.aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self._open:
+                raise _Refused(f"alias *{event.anchor} refers to the node that contains it", event.start_mark)
+            self.aliases += 1
+            return super().compose_node(parent, index)
+        if len(self._path) >= MAX_SPEC_DEPTH:
+            raise _Refused(f"nested more than {MAX_SPEC_DEPTH} levels deep", event.start_mark)
+        self._path.append(f"[{index}]" if isinstance(index, int) else
+                          str(index.value) if isinstance(index, yaml.ScalarNode) else "")
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            self._open.add(anchor)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._path.pop()
+            self._open.discard(anchor)
+
+    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
+        node = super().compose_mapping_node(anchor)
+        first_line: dict[tuple[str, str], int] = {}
+        for key, _ in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
+                continue  # `<<: *base` merges may be overridden by the mapping's own keys, as YAML says
+            ident, line = (key.tag, key.value), key.start_mark.line + 1
+            if ident in first_line:
+                lines = f"lines {first_line[ident]} and {line}" if first_line[ident] != line else f"line {line}"
+                shown = _dotted([*self._path[1:], str(key.value)])
+                raise _Refused(f"key '{shown}' is given twice ({lines}); YAML keys must be unique: keep one",
+                               key.start_mark)
+            first_line[ident] = line
+        return node
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # longer than sys.get_int_max_str_digits()
+            raise _Refused(f"the number {node.value[:12]}... has {len(node.value)} digits", node.start_mark) from None
+
+
+_SpecLoader.add_constructor("tag:yaml.org,2002:int", _SpecLoader.construct_yaml_int)
+
+
+def _dotted(parts: list[str]) -> str:
+    return "".join(p if p.startswith("[") or i == 0 else f".{p}" for i, p in enumerate(parts))
+
+
+def _expanded_size(node: yaml.Node, level: int, memo: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """(values, levels) of `node` once its aliases are expanded; a node shared through aliases is walked once."""
+    if level > MAX_SPEC_DEPTH:
+        raise _Refused(f"nested more than {MAX_SPEC_DEPTH} levels deep once aliases are expanded", node.start_mark)
+    known = memo.get(id(node))
+    if known is None:
+        children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else \
+            node.value if isinstance(node, yaml.SequenceNode) else []
+        values, levels = 1, 1
+        for child in children:
+            count, depth = _expanded_size(child, level + 1, memo)
+            values, levels = values + count, max(levels, depth + 1)
+            if values > MAX_SPEC_VALUES:
+                raise _Refused(f"more than {MAX_SPEC_VALUES:,} values")
+        known = memo[id(node)] = (values, levels)
+    if level + known[1] - 1 > MAX_SPEC_DEPTH:
+        raise _Refused(f"nested more than {MAX_SPEC_DEPTH} levels deep once aliases are expanded", node.start_mark)
+    return known
+
+
+def _load_text(text: str) -> Any:
+    """yaml.safe_load with the spec loader's limits; raises _Refused or yaml.YAMLError."""
+    loader = _SpecLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        try:
+            _expanded_size(node, 1, {})
+        except _Refused as e:
+            if e.problem.startswith("more than") and loader.aliases:
+                raise _Refused(f"expands to {e.problem} through YAML aliases (*name); refused as an alias "
+                               "bomb") from None
+            if e.problem.startswith("more than"):
+                raise _Refused(f"holds {e.problem}; a spec this large is refused") from None
+            raise
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -154,14 +310,25 @@ def load_yaml(path: str | Path) -> dict:
     except UnicodeDecodeError as e:
         raise SpecError(f"{path}: not UTF-8 text at byte {e.start}; save the spec as UTF-8") from e
     try:
-        data = yaml.safe_load(text)
+        data = _load_text(text)
+    except _Refused as e:
+        where = f"{path}:{e.where.line + 1}" if e.where is not None else str(path)
+        raise SpecError(f"{where}: {e.problem}") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         hint = " (tabs cannot indent YAML; use spaces)" if "\\t" in str(e) or "\t" in str(e) else ""
-        raise SpecError(f"{where}: YAML syntax error: {e.problem}{hint}") from e
+        problem = e.problem
+        if e.context and e.context.startswith("found duplicate anchor") and e.context_mark:  # problem: "second ..."
+            problem = f"{e.context.split(';')[0]} (first on line {e.context_mark.line + 1})"
+        raise SpecError(f"{where}: YAML syntax error: {problem}{hint}") from e
+    except yaml.reader.ReaderError as e:  # a control character; PyYAML gives its offset, not its line
+        line = text.count("\n", 0, e.position) + 1
+        column = e.position - text.rfind("\n", 0, e.position)
+        raise SpecError(f"{path}:{line}:{column}: YAML syntax error: character #x{e.character:04x} is not allowed in "
+                        "YAML; remove it") from e
     except yaml.YAMLError as e:
-        raise SpecError(f"{path}: YAML syntax error: {e}") from e
+        raise SpecError(f"{path}: YAML syntax error: {str(e).splitlines()[0]}") from e
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -177,8 +344,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise SpecError(f"override '{text}': empty key part; use dotted keys such as train.epochs=3")
+    if key.count(".") >= MAX_SPEC_DEPTH:
+        raise SpecError(f"override '{key[:40]}...': the key is more than {MAX_SPEC_DEPTH} levels deep")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _load_text(raw) if raw.strip() else None
+    except _Refused as e:
+        raise SpecError(f"override '{key}=...': {e.problem}") from None
     except yaml.YAMLError:
         value = raw  # a plain string that is not valid YAML, e.g. a path with ': '
     return key.split("."), value
@@ -241,16 +412,28 @@ def suggest_key(bad: str, schema: type[BaseModel]) -> str | None:
     return by_leaf[match[0]] if match else None
 
 
+# Shows a refused value in a message without building the whole text of a huge list first.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxtuple, _REPR.maxlist, _REPR.maxdict = 3, 20, 20, 20
+_REPR.maxstring = _REPR.maxlong = _REPR.maxother = 200
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a section"
+    try:
+        shown = _REPR.repr(value)
+    except ValueError:  # an integer with more digits than Python converts to text
+        shown = "a number too long to show"
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
 def _describe_error(err: dict, schema: type[BaseModel]) -> str:
     key = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         hint = suggest_key(key, schema)
         return f"unknown key '{key}'" + (f" (did you mean '{hint}'?)" if hint else "")
-    value = err.get("input")
-    shown = repr(value) if not isinstance(value, dict) else "a section"
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return f"{key}: {err['msg'][0].lower() + err['msg'][1:]}, got {shown}"
+    return f"{key}: {err['msg'][0].lower() + err['msg'][1:]}, got {_shown(err.get('input'))}"
 
 
 def validate(schema: type[BaseModel], data: dict, source: str = "spec") -> Any:

@@ -13,6 +13,7 @@ import torch
 
 from transferkit.data.items import skipped_entry, usable_batches
 from transferkit.data.module import TaskData, split_validation
+from transferkit.data.resumable import EpochShuffle
 from transferkit.errors import DataError
 
 
@@ -114,7 +115,7 @@ def test_training_drops_the_last_partial_batch_only_when_there_is_more_than_one_
     train, val = many.train_dataloader(), many.val_dataloader()
     assert train.drop_last and len(train) == 2
     assert not val.drop_last and len(val) == 4  # 10 val items in batches of 3: the last one is kept
-    assert isinstance(train.sampler, torch.utils.data.RandomSampler)
+    assert isinstance(train.sampler, EpochShuffle)  # shuffled, and resumable mid-epoch (test_resumable_loader.py)
     assert isinstance(val.sampler, torch.utils.data.SequentialSampler)
 
     few = LineData(lines(3), lines(1), batch_size=4)

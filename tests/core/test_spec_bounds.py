@@ -62,8 +62,10 @@ def _element(annotation) -> tuple[type, list[tuple[str, float]]]:
 
 
 def bounded_keys(model: type[BaseModel], override: Callable[[str, str], str] | None = None,
-                 prefix: str = "") -> list[tuple[str, type, list[tuple[str, float]], Callable[[str], str]]]:
-    """(dotted key, number type, bounds, value text -> override text) for every bounded number in a schema.
+                 prefix: str = "", unbounded: bool = False) -> list[tuple[str, type, list[tuple[str, float]],
+                                                                        Callable[[str], str]]]:
+    """(dotted key, number type, bounds, value text -> override text) for every bounded number in a schema
+    (with `unbounded`, every number).
 
     Numbers inside tuples and lists are set all to the same value; per-class override sections
     (dict[str, section]) are walked with one class, 'a'."""
@@ -74,11 +76,11 @@ def bounded_keys(model: type[BaseModel], override: Callable[[str, str], str] | N
         origin, args = get_origin(annotation), get_args(annotation)
         section = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
         if section is not None:
-            found += bounded_keys(section, override, key + ".")
+            found += bounded_keys(section, override, key + ".", unbounded)
             continue
         if origin is dict and isinstance(args[1], type) and issubclass(args[1], BaseModel):
             found += bounded_keys(args[1], lambda inner, text, key=key: f"{key}={{a: {{{inner.rsplit('.', 1)[-1]}: "
-                                                                        f"{text}}}}}", key + ".")
+                                                                        f"{text}}}}}", key + ".", unbounded)
             continue
         if origin is Union or origin is types.UnionType:  # `list[x] | None`: the list
             lists = [a for a in args if get_origin(a) in (list, tuple)]
@@ -92,7 +94,7 @@ def bounded_keys(model: type[BaseModel], override: Callable[[str, str], str] | N
             number, bounds = _element(annotation)
             bounds += _bounds(info.metadata)
             text = (lambda k: lambda v: override(k, v))(key)
-        if number is not None and bounds:
+        if number is not None and (bounds or unbounded):
             found.append((key, number, bounds, text))
     return found
 
@@ -108,7 +110,7 @@ def _cases():
                 inside = bound if INCLUSIVE[kind] else bound + inward
                 outside = bound - inward if INCLUSIVE[kind] else bound
                 for value, valid in ((inside, True), (outside, False)):
-                    shown = f"{value:.6g}" if number is float else str(int(value))
+                    shown = f"{value:.12g}" if number is float else str(int(value))
                     cases.append(pytest.param(task, key, text(shown), valid,
                                               id=f"{task}-{key}-{kind}{bound}-{'in' if valid else 'out'}"))
     return cases
@@ -122,6 +124,45 @@ def test_the_walk_finds_the_bounds_it_should():
             "postprocess.per_class.dbscan_eps", "loss.class_weights", "loss.giou_weight"} <= keys["detectnet_v2"]
     assert {"data.augmentation.jitter", "data.augmentation.mosaic_min_ratio", "loss.box_weight",
             "nms.top_k", "model.grid_xy_extend"} <= keys["yolo_v4_tiny"]
+
+
+def test_sizes_widths_workers_devices_seed_and_time_limit_have_upper_bounds():
+    """The keys whose largest useful value the machine sets: past it a run would allocate without end,
+    fork thousands of processes, or crash inside a library (numpy's seed range, timedelta, a conv layer
+    billions of channels wide)."""
+    natural = {"train.num_workers", "train.num_devices", "train.seed", "train.max_minutes"}
+    sizes = {"classification": {"data.image_size"},
+             "segmentation": {"data.image_width", "data.image_height", "model.decoder_channels"},
+             "detectnet_v2": {"data.image_width", "data.image_height"},
+             "yolo_v4_tiny": {"data.image_width", "data.image_height"}}
+    for task in task_names():
+        capped = {key for key, _, bounds, _ in bounded_keys(get_task(task).spec_class)
+                  if any(kind in ("le", "lt") for kind, _ in bounds)}
+        wanted = natural | sizes.get(task, set())
+        assert wanted <= capped, (task, wanted - capped)
+
+
+def _int_keys_without_an_upper_bound():
+    return [pytest.param(task, key, text, id=f"{task}-{key}")
+            for task in task_names()
+            for key, number, bounds, text in bounded_keys(get_task(task).spec_class, unbounded=True)
+            if number is int and not any(kind in ("le", "lt") for kind, _ in bounds)]
+
+
+@pytest.mark.parametrize("task,key,text", _int_keys_without_an_upper_bound())
+def test_every_other_integer_key_stops_at_max_spec_int(task, key, text):
+    """One limit for every count, size and id the spec does not bound itself: past 2**31 - 1 a number means
+    nothing to a run, and past 2**63 it no longer fits the C integers of itertools, numpy and torch."""
+    from transferkit.spec import MAX_SPEC_INT
+
+    schema = get_task(task).spec_class
+    load_spec(schema, None, [text(str(MAX_SPEC_INT))])
+    for value in (MAX_SPEC_INT + 1, 10**20, -(10**20)):
+        with pytest.raises(SpecError) as refused:
+            load_spec(schema, None, [text(str(value))])
+        message = str(refused.value)
+        assert "\n" not in message and key.replace(".per_class.", ".per_class.a.") in message
+        assert (f"less than or equal to {MAX_SPEC_INT}" if value > 0 else "greater than") in message
 
 
 # -- runtime objects built from a spec ---------------------------------------------------------------------

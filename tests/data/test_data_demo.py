@@ -38,7 +38,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 def test_registry_lists_the_datasets_with_their_tasks():
     assert {name: d.task for name, d in DEMO_DATASETS.items()} == {
         "digits": "classification", "objects": "classification", "kitti_digits": "detection",
-        "shapes_seg": "segmentation"}
+        "shapes_seg": "segmentation", "sentences": "text_classification", "entities": "token_classification"}
     assert all(d.description for d in DEMO_DATASETS.values())
 
 
@@ -196,7 +196,8 @@ def test_shapes_seg_builds_from_the_command_line(tmp_path, capsys):
 
 
 def test_unknown_dataset_name_lists_the_valid_names(tmp_path):
-    with pytest.raises(DataError, match="unknown demo dataset 'mnist'.*digits, kitti_digits, objects, shapes_seg"):
+    names = "digits, entities, kitti_digits, objects, sentences, shapes_seg"
+    with pytest.raises(DataError, match=f"unknown demo dataset 'mnist'.*{names}"):
         build_demo("mnist", tmp_path / "x")
 
 

@@ -3,8 +3,10 @@
 `start_paused_train` runs the real CLI (`transferkit.cli.main`, exactly what `tkit` runs) in a
 fresh process group, with one extra test-only Lightning callback: when training reaches
 (epoch, batch) it writes a marker file and sleeps. The test then signals the whole process group
-(SIGKILL for a crash, SIGINT for Ctrl-C) at a point that is the same on every run, however fast or
-slow the machine. The sleep is bounded, so a forgotten process exits on its own.
+(SIGKILL for a crash, SIGINT for Ctrl-C, SIGTERM for preemption) at a point that is the same on every
+run, however fast or slow the machine. SIGTERM ends the sleep the way it ends a batch in a real run
+(Lightning notes it and stops after the batch); the sleep is bounded, so a forgotten process exits
+on its own.
 
 `SAVE_SERVER` is a small process that imports torch once and forks one child per checkpoint write,
 so the atomic-write test can kill many writes without paying for many interpreter starts.
@@ -33,7 +35,11 @@ class PauseAt(pl.Callback):
             with open(tmp, "w") as f:
                 json.dump({"epoch": trainer.current_epoch, "batch": batch_idx, "step": trainer.global_step}, f)
             os.replace(tmp, marker)
-            time.sleep(300)  # the test signals us long before this; never hang a CI job
+            deadline = time.monotonic() + 300  # the test signals us long before this; never hang a CI job
+            while time.monotonic() < deadline:
+                time.sleep(0.02)
+                if trainer.received_sigterm:  # as in production: Lightning ends the run after this batch
+                    return
             os._exit(3)
 
 build = trainer_module.build_trainer
@@ -59,13 +65,16 @@ def tkit_cmd(*argv) -> list[str]:
     return [sys.executable, "-c", "import sys; from transferkit.cli import main; sys.exit(main())", *map(str, argv)]
 
 
-def start_paused_train(marker: Path, epoch: int, batch: int, argv: list, log: Path) -> subprocess.Popen:
+def start_paused_train(marker: Path, epoch: int, batch: int, argv: list, log: Path,
+                       env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start `tkit <argv>` that pauses before training batch `batch` of epoch `epoch` (0-based).
 
-    stdout (the log lines) goes to `log`, stderr (the `tkit: ...` messages) to `log` + ".err"."""
+    stdout (the log lines) goes to `log`, stderr (the `tkit: ...` messages) to `log` + ".err";
+    `env`: extra environment variables (a simulated SLURM job)."""
     cmd = [sys.executable, "-c", PAUSED_TRAIN, str(marker), str(epoch), str(batch), *map(str, argv)]
     with open(log, "w", encoding="utf-8") as out, open(err_path(log), "w", encoding="utf-8") as err:
-        return subprocess.Popen(cmd, stdout=out, stderr=err, env=child_env(), start_new_session=True)
+        return subprocess.Popen(cmd, stdout=out, stderr=err, env={**child_env(), **(env or {})},
+                                start_new_session=True)
 
 
 def err_path(log: Path) -> Path:

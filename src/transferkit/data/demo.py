@@ -528,3 +528,6 @@ def _build_shapes_seg(out: Path, *, seed: int, num_train: int, num_val: int, siz
         counts[split] = {"images": count, "pixels": dict(zip(SHAPE_CLASSES, pixels.tolist()))}
     paths = {split: {"images": f"{split}/images", "masks": f"{split}/masks"} for split in counts}
     return {"classes": list(SHAPE_CLASSES), "counts": counts, "paths": paths}
+
+
+from . import text_demo  # noqa: E402,F401  (registers the NLP demos "sentences" and "entities")

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DataError
 from .items import collate_skipping, usable_batches
+from .resumable import ResumableLoader
 
 log = logging.getLogger("transferkit")
 
@@ -34,10 +35,14 @@ def build_loader(dataset: Dataset, batch_size: int, *, train: bool, collate_fn: 
                  ) -> DataLoader:
     """The DataLoader every task uses: shuffled training batches, the last partial one dropped only when
     there is more than one batch (a tiny dataset still trains), worker processes kept between epochs,
-    pinned memory when batches go to a GPU."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers, collate_fn=collate_fn,
-                      drop_last=train and len(dataset) > batch_size, persistent_workers=num_workers > 0,
-                      pin_memory=torch.cuda.is_available())
+    pinned memory when batches go to a GPU. Training batches come from a ResumableLoader (a checkpoint taken
+    mid-epoch resumes the same epoch exactly) except under DDP, where Lightning shards them per rank."""
+    settings = dict(num_workers=num_workers, collate_fn=collate_fn, drop_last=train and len(dataset) > batch_size,
+                    persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available())
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if train and not (distributed and torch.distributed.get_world_size() > 1):
+        return ResumableLoader(dataset, batch_size, **settings)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train, **settings)
 
 
 def split_validation(items: Sequence[Item], fraction: float, seed: int, key: Callable[[Item], Hashable] = lambda _: 0
@@ -80,6 +85,8 @@ class TaskData(pl.LightningDataModule):
         self.skipped: dict[str, str] = {}  # where -> reason, for every item left out so far
         self.warnings: list[str] = []
         self._scanned: set[str] = set()
+        self._train_loader: ResumableLoader | None = None
+        self._train_loader_state: dict[str, Any] | None = None  # from the checkpoint a run resumes
 
     # -- what a subclass supplies ---------------------------------------------------------------
     def make_dataset(self, items: list, train: bool) -> Dataset:
@@ -146,7 +153,22 @@ class TaskData(pl.LightningDataModule):
         if not self.train_items:
             raise DataError(f"{self.spec_keys['train']} has no usable {self.item_kind} to train on; add some or fix "
                             f"the ones listed under skipped_{self.item_kind}")
-        return self.loader(self.train_items, True, self.batch_size)
+        loader = self.loader(self.train_items, True, self.batch_size)
+        if isinstance(loader, ResumableLoader):
+            if self._train_loader_state:
+                loader.load_state_dict(self._train_loader_state)
+            self._train_loader = loader
+        return loader
+
+    # Where the training loader is in its epoch travels in every checkpoint through these two Lightning hooks:
+    # Lightning restores a DataModule before anything builds a loader (a loop's own loader state comes too late
+    # when the schedule asks trainer.estimated_stepping_batches, which builds the loader first).
+    def state_dict(self) -> dict[str, Any]:
+        loader = getattr(self, "_train_loader", None)
+        return {"train_loader": loader.state_dict()} if loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._train_loader_state = state_dict.get("train_loader")
 
     def val_dataloader(self) -> DataLoader:
         self.scan("val")

@@ -1,13 +1,15 @@
 """The results folder of one run: rank-zero guard, lock file, log.txt."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import sys
 from pathlib import Path
 
-from ..errors import SpecError
-from ..io import remove_stale_temp_files
+from ..errors import DiskFullError, SpecError, first_line
+from ..io import disk_full_error, is_disk_full, remove_stale_temp_files
 from .memory import tune_allocator
 
 log = logging.getLogger("transferkit")
@@ -41,6 +43,34 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+class LogFileHandler(logging.FileHandler):
+    """log.txt: when a write to it fails (a full disk), says so once on stderr and stops writing it.
+
+    logging's own handler prints a traceback for every record it fails to write."""
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if self.failed:
+            return
+        self.failed = True
+        error = sys.exc_info()[1]
+        reason = "no space left on device" if error is not None and is_disk_full(error) else (
+            first_line(error) if error is not None else "unknown error")
+        sys.stderr.write(f"tkit: warning: {self.baseFilename} can no longer be written ({reason}); "
+                         "the log continues on the console only\n")
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # the unwritten tail of the log; already reported by handleError
+            self.failed = True
+
+
 class RunFolder:
     """Owns a results folder for the length of a verb: creates it, locks it, logs into it.
 
@@ -56,16 +86,27 @@ class RunFolder:
     def __enter__(self) -> "RunFolder":
         tune_allocator()  # every verb runs inside a RunFolder: the process is about to do tensor work
         if is_rank_zero():
+            probe = self.path / ".tkit-write-test"
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
-                probe = self.path / ".tkit-write-test"
                 probe.write_text("ok")
-                probe.unlink()
             except OSError as e:
+                if is_disk_full(e):
+                    raise DiskFullError(f"no space left on device for results folder {self.path}; free some space, "
+                                        "or pass a folder on another disk with -r DIR") from e
                 raise SpecError(f"results folder {self.path} cannot be written ({e.strerror}); pass a writable -r DIR") from e
+            finally:  # a file system with room for the name but not the bytes keeps the empty probe
+                with contextlib.suppress(OSError):
+                    probe.unlink(missing_ok=True)
             if self.lock:
                 self._take_lock()
-            self._handler = logging.FileHandler(self.log_file, encoding="utf-8")
+            try:
+                self._handler = LogFileHandler(self.log_file, encoding="utf-8")
+            except OSError as e:  # __exit__ does not run when __enter__ fails: release the lock here
+                if self.lock:
+                    (self.path / LOCK_NAME).unlink(missing_ok=True)
+                raise SpecError(f"log file {self.log_file} cannot be written ({e.strerror}); give --log_file a file "
+                                "in an existing, writable folder") from None
             self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             for name in ("transferkit", "lightning.pytorch", "lightning.fabric"):
                 logging.getLogger(name).addHandler(self._handler)
@@ -100,5 +141,11 @@ class RunFolder:
                 f"results folder {self.path} is in use by another run (process {pid} on {host}); "
                 "wait for it, or pass another -r DIR"
             ) from None
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+        except OSError as e:  # an empty lock file would block every later run in this folder
+            lock.unlink(missing_ok=True)
+            if is_disk_full(e):
+                raise disk_full_error(lock, e) from e
+            raise

@@ -10,16 +10,18 @@ import time
 import warnings
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ..io import atomic_write_text
+from ..data.resumable import ResumableLoader
+from ..io import atomic_write_text, json_text
 from ..spec import TrainConfig
-from ..errors import SpecError
+from ..errors import SpecError, TrainingDiverged
 from .checkpoint import AtomicCheckpointIO
 from .module import learning_rates
 from .run import is_rank_zero
@@ -78,7 +80,7 @@ class StatusCallback(Callback):
         }
         if trainer.optimizers:  # read now: the module logs train/lr* after this hook runs
             record.update(learning_rates(trainer.optimizers[0]))
-        self.lines.append(json.dumps(record))
+        self.lines.append(json_text(record, indent=None))
         atomic_write_text(self.path, "\n".join(self.lines) + "\n")
         shown = ", ".join(f"{k}={v:.4g}" for k, v in record.items()
                           if isinstance(v, float) and k not in ("epoch_time_s", "elapsed_s") and not k.startswith("lr"))
@@ -87,16 +89,97 @@ class StatusCallback(Callback):
 
 
 class InterruptCheckpoint(Callback):
-    """On Ctrl-C (SIGINT) save `last.ckpt` so `train.resume=true` continues from where it stopped."""
+    """On Ctrl-C (SIGINT) or SIGTERM, save `last.ckpt` so `train.resume=true` continues from where it stopped.
+
+    SIGTERM is what Kubernetes, SLURM and cloud schedulers send before they stop a job. Lightning's
+    signal connector owns it during fit: it notes the signal and ends the fit loop after the current
+    batch with SIGTERMException, so the checkpoint holds whole batches. Ctrl-C arrives as
+    KeyboardInterrupt wherever the run is. `signal` names the one that stopped the run.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.interrupted = False
+        self.signal: str | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.signal is not None
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt):
-            self.interrupted = True
-            trainer.save_checkpoint(self.path)
+            self.signal = "SIGINT"
+        elif isinstance(exception, SIGTERMException):
+            self.signal = "SIGTERM"
+        else:
+            return
+        trainer.save_checkpoint(self.path)
+
+
+class TrainedBatches(Callback):
+    """Tells the training loader how many of the epoch's batches were trained on, for a mid-epoch checkpoint."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        loader = trainer.train_dataloader
+        if isinstance(loader, ResumableLoader):
+            loader.mark_trained(batch_idx + 1)
+
+
+class StopOnNonFinite(Callback):
+    """Stops training with TrainingDiverged once the training loss is NaN or infinite, before anything is
+    saved from that step on; a checkpoint whose weights are not finite is refused the same way.
+
+    On the CPU every loss is checked as it comes. Reading a GPU tensor waits for the GPU, so there the
+    losses are kept on the device and checked together every `every` steps and before every
+    validation and checkpoint; the error still names the first bad step.
+    """
+
+    def __init__(self, learning_rate: float, every: int = 50):
+        self.learning_rate = learning_rate
+        self.every = max(1, every)
+        self.pending: list[tuple[int, int, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if not isinstance(loss, torch.Tensor):
+            return
+        self.pending.append((trainer.current_epoch, trainer.global_step, loss.detach()))
+        if loss.device.type == "cpu" or len(self.pending) >= self.every:
+            self.check(trainer)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.check(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.check(trainer)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        self.check(trainer)
+        weights = [(k, v) for k, v in checkpoint.get("state_dict", {}).items()
+                   if isinstance(v, torch.Tensor) and v.is_floating_point()]
+        if weights and not torch.stack([torch.isfinite(v).all() for _, v in weights]).all().item():
+            name = next(k for k, v in weights if not torch.isfinite(v).all())
+            raise TrainingDiverged(
+                f"training diverged: the weights became NaN or infinite (first: {name}) by epoch "
+                f"{trainer.current_epoch + 1}, step {trainer.global_step}; the checkpoint was not saved. "
+                f"{self._advice()}")
+
+    def check(self, trainer) -> None:
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        finite = torch.stack([torch.isfinite(loss).all() for _, _, loss in pending])
+        if finite.all().item():
+            return
+        epoch, step, loss = pending[finite.tolist().index(False)]
+        value = loss.float().reshape(-1)
+        value = value[~torch.isfinite(value)][0].item()
+        raise TrainingDiverged(
+            f"training diverged: the training loss became {value} at epoch {epoch + 1}, step {step}; stopped "
+            f"before saving anything from that step on. {self._advice()}")
+
+    def _advice(self) -> str:
+        return (f"Lower train.learning_rate (now {self.learning_rate:g}; try {self.learning_rate / 10:g}), or set "
+                "train.grad_clip_norm=1.0, and rerun with --overwrite")
 
 
 class RngState(Callback):
@@ -313,9 +396,11 @@ def build_trainer(
     # last.ckpt after every epoch (Lightning's save_last only rewrites it when `best` improved).
     # Listed after `checkpoint`, so it holds that callback's updated state and stays trainer.checkpoint_callback.
     last = ModelCheckpoint(dirpath=results, filename="last", save_top_k=1, enable_version_counter=False)
-    all_callbacks: list[Callback] = [checkpoint, last, StatusCallback(results / "status.json"),
-                                     InterruptCheckpoint(results / "last.ckpt"), RngState(), FrozenGarbageCollector(),
-                                     *callbacks]
+    # StopOnNonFinite comes first, so that a diverged loss stops the epoch before any callback saves or records it
+    all_callbacks: list[Callback] = [
+        StopOnNonFinite(train.learning_rate, train.log_every_n_steps), checkpoint, last,
+        StatusCallback(results / "status.json"), InterruptCheckpoint(results / "last.ckpt"), TrainedBatches(),
+        RngState(), FrozenGarbageCollector(), *callbacks]
     if stopper is not None:
         all_callbacks.append(stopper)
     interactive = sys.stderr.isatty()

@@ -28,7 +28,7 @@ class DataConfig(SpecModel):
     train_csv: str | None = Field(None, description="instead of train_dir: CSV with path,label rows")
     val_csv: str | None = Field(None, description="instead of val_dir: CSV with path,label rows")
     val_split: float = Field(0.2, ge=0, lt=1, description="fraction of train held out as val when no val data is given")
-    image_size: int = Field(224, ge=16, description="square network input size in pixels")
+    image_size: int = Field(224, ge=16, le=4096, description="square network input size in pixels")
     classes: list[str] | None = Field(None, description="class names in output order; empty = sorted folder names")
     max_image_pixels: int = Field(100_000_000, gt=0, description="refuse images larger than this many pixels")
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig, description="training augmentation")

@@ -52,8 +52,8 @@ class DetectionDataConfig(SpecModel):
     classes: list[str] | None = Field(None, description="trained class names; empty = every name in the labels")
     target_class_mapping: dict[str, str] = Field(
         default_factory=dict, description="source name -> trained name, e.g. {van: car}")
-    image_width: int = Field(384, ge=32, description="network input width (multiple of the output stride)")
-    image_height: int = Field(256, ge=32, description="network input height (multiple of the output stride)")
+    image_width: int = Field(384, ge=32, le=4096, description="network input width (multiple of the output stride)")
+    image_height: int = Field(256, ge=32, le=4096, description="network input height (multiple of the output stride)")
     max_image_pixels: int = Field(100_000_000, gt=0, description="refuse images larger than this many pixels")
 
 

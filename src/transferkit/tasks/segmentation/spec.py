@@ -18,7 +18,7 @@ ColourValue = Annotated[int, Field(ge=0, le=255)]
 SourceId = Annotated[int, Field(ge=0)]
 ScaleFactor = Annotated[float, Field(gt=0, le=8)]
 NonNegative = Annotated[float, Field(ge=0)]
-Width = Annotated[int, Field(gt=0)]
+Width = Annotated[int, Field(gt=0, le=4096)]  # a decoder stage wider than any backbone
 INPUT_STRIDE = 32  # image_width / image_height are multiples of this (the segmenters' coarsest stride)
 
 

@@ -17,8 +17,8 @@ MID_ANCHORS = [[10.0, 14.0], [23.0, 27.0], [37.0, 58.0]]
 
 
 class YoloDataConfig(DetectionDataConfig):
-    image_width: int = Field(416, ge=32, description="network input width (multiple of 32)")
-    image_height: int = Field(416, ge=32, description="network input height (multiple of 32)")
+    image_width: int = Field(416, ge=32, le=4096, description="network input width (multiple of 32)")
+    image_height: int = Field(416, ge=32, le=4096, description="network input height (multiple of 32)")
     augmentation: YoloAugmentationConfig = Field(default_factory=YoloAugmentationConfig,
                                                  description="training augmentation")
 
