@@ -11,7 +11,7 @@ from transferkit.data.items import skipped_entry
 from transferkit.spec import load_spec
 from transferkit.tasks.text_classification.data import TextClassificationData
 from transferkit.tasks.text_classification.spec import TextClassificationSpec
-from transferkit.text.data import IGNORE_INDEX, LengthBucketSampler, TextCollate, TextExample
+from transferkit.text.data import IGNORE_INDEX, LengthBucketSampler, LengthBuckets, TextCollate, TextExample
 from transferkit.text.tokenizer import TextTokenizer
 
 
@@ -37,40 +37,48 @@ def test_multi_hot_and_token_targets_and_skipped_entries():
     assert TextCollate(0, "class")([(None, "f:1\tx")])[:3] == (None, None, None)
 
 
-def batches_of(sampler: LengthBucketSampler, size: int) -> list[list[int]]:
-    order = list(sampler)
+def batches_of(order: list[int], size: int) -> list[list[int]]:
     return [order[i:i + size] for i in range(0, len(order), size)]
 
 
 def test_bucketed_batches_hold_similar_lengths_and_cover_every_example_once():
     gen = torch.Generator().manual_seed(0)
     lengths = torch.randint(3, 60, (203,), generator=gen).tolist()
-    sampler = LengthBucketSampler(lengths, batch_size=8, seed=5)
-    batches = batches_of(sampler, 8)
-    assert all(len(b) == 8 for b in batches) and len(batches) == 203 // 8  # the partial batch is dropped
+    sampler = LengthBuckets(lengths, batch_size=8)
+    batches = batches_of(sampler.order(seed=5), 8)
+    assert all(len(b) == 8 for b in batches) and len(batches) == 203 // 8 == len(sampler) // 8  # partial dropped
     assert len(set(sum(batches, []))) == len(sum(batches, []))
     spread = statistics.mean(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches)
     shuffled = torch.randperm(203, generator=gen).tolist()
     random_spread = statistics.mean(max(lengths[i] for i in shuffled[k:k + 8]) - min(lengths[i] for i in shuffled[k:k + 8])
                                     for k in range(0, 200, 8))
     assert spread < random_spread / 4
-    # the batches come in a shuffled order, not sorted by length
-    firsts = [lengths[b[0]] for b in batches]
+    firsts = [lengths[b[0]] for b in batches]  # the batches come in a shuffled order, not sorted by length
     assert firsts != sorted(firsts)
 
 
 def test_bucketing_is_reproducible_by_seed_and_changes_per_epoch():
     lengths = [(i * 37) % 50 + 1 for i in range(100)]
-    a, b, c = (LengthBucketSampler(lengths, 10, seed=s) for s in (1, 1, 2))
-    assert list(a) == list(b) and list(a) != list(c)
-    first = list(a)
-    a.set_epoch(1)
-    assert list(a) != first and sorted(a) == sorted(first)
+    buckets = LengthBuckets(lengths, 10)
+    assert buckets.order(1) == buckets.order(1) != buckets.order(2)
+    torch.manual_seed(3)  # what train.seed does: the epoch seeds come from torch's generator
+    buckets.new_epoch()
+    first, first_seed = list(buckets), buckets.seed
+    buckets.new_epoch()
+    assert list(buckets) != first and sorted(buckets) == sorted(first)
+    torch.manual_seed(3)
+    buckets.new_epoch()
+    assert buckets.seed == first_seed and list(buckets) == first
+    ddp = LengthBucketSampler(lengths, 10, seed=1)  # the DDP form: one process here, every batch
+    order = list(ddp)
+    ddp.set_epoch(1)
+    assert order == list(LengthBucketSampler(lengths, 10, seed=1)) and list(ddp) != order
+    assert sorted(order) == list(range(100)) and ddp.num_replicas == 1 and ddp.rank == 0
 
 
 def test_a_dataset_smaller_than_one_batch_keeps_its_partial_batch():
-    sampler = LengthBucketSampler([5, 3, 9], batch_size=8, seed=0)
-    assert sorted(sampler) == [0, 1, 2] and len(sampler) == 3
+    assert sorted(LengthBuckets([5, 3, 9], batch_size=8).order(0)) == [0, 1, 2]
+    assert len(LengthBuckets([5, 3, 9], batch_size=8)) == 3
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +98,32 @@ def test_the_training_loader_buckets_and_truncates_to_max_length(tmp_path, token
     padding = sum(int((mask == 0).sum()) for _, mask, *_ in train)
     val_padding = sum(int((mask == 0).sum()) for _, mask, *_ in data.loader(data.val_items, False, 8))
     assert padding < val_padding / 3  # the unbucketed loader pads much more
+    assert isinstance(data.train_dataloader().sampler, LengthBuckets)
     off = TextClassificationData(spec.model_copy(update={"data": spec.data.model_copy(update={"length_bucketing": False})}),
                                  tokenizer)
-    assert not isinstance(off.train_dataloader().sampler, LengthBucketSampler)
+    assert not isinstance(off.train_dataloader().sampler, LengthBuckets)
     ids, mask = next(iter(data.calibration_batches(4, batch_size=4)))
     assert ids.dtype == torch.int64 and mask.shape == ids.shape and len(ids) == 4
+
+
+def test_a_bucketed_epoch_resumes_from_its_first_untrained_batch(tmp_path, tokenizer):
+    rows = [f"{' '.join(['word'] * (1 + i % 12))} {i}\t{'ab'[i % 2]}\n" for i in range(40)]
+    (tmp_path / "t.tsv").write_text("".join(rows))
+    spec = load_spec(TextClassificationSpec, None, [f"data.train_file={tmp_path / 't.tsv'}",
+                                                    f"data.val_file={tmp_path / 't.tsv'}", "train.batch_size=8"])
+    torch.manual_seed(0)
+    data = TextClassificationData(spec, tokenizer)
+    loader = data.train_dataloader()
+    full = [ids.tolist() for ids, *_ in loader]
+    torch.manual_seed(0)
+    again = TextClassificationData(spec, tokenizer)
+    first = again.train_dataloader()
+    for n, _ in enumerate(first, 1):
+        first.mark_trained(n)
+        if n == 2:
+            break
+    state = again.state_dict()  # what a checkpoint taken after two batches holds
+    resumed = TextClassificationData(spec, tokenizer)
+    resumed.load_state_dict(state)
+    rest = [ids.tolist() for ids, *_ in resumed.train_dataloader()]
+    assert len(full) == 5 and rest == full[2:]
