@@ -284,7 +284,7 @@ def build_text_classification(spec, picture: Path) -> None:
     from transferkit.tasks.text_classification import thresholds_for
     from transferkit.tasks.text_classification.data import TextClassificationData
     from transferkit.tasks.text_classification.module import TextClassificationModule
-    from transferkit.text.data import LengthBucketSampler
+    from transferkit.text.data import LengthBuckets
     from transferkit.text.task import text_inputs
     from transferkit.text.tokenizer import TextTokenizer
     from transferkit.zoo import resolve_model_folder
@@ -296,8 +296,8 @@ def build_text_classification(spec, picture: Path) -> None:
                               spec.model.lowercase)
     data = TextClassificationData(spec.model_copy(update={"data": d}), tokenizer)
     assert data.val_items and all(len(e.ids) <= spec.model.max_length for e in data.train_items + data.val_items)
-    sampler = LengthBucketSampler([len(e.ids) for e in data.train_items], spec.train.batch_size, spec.train.seed)
-    assert set(sampler) <= set(range(len(data.train_items)))
+    buckets = LengthBuckets([len(e.ids) for e in data.train_items], spec.train.batch_size)
+    assert set(buckets.order(spec.train.seed)) <= set(range(len(data.train_items)))
     meta = ModelMeta(task="text_classification", classes=tuple(CLASSES), backbone=None,
                      inputs=text_inputs("minilm-l6", spec.model.max_length, False, 30522),
                      arch={"multi_label": spec.model.multi_label})

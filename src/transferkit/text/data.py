@@ -184,6 +184,8 @@ class LengthBucketSampler(DistributedSampler):
         every = bucket_batches(self.lengths, self.batch_size, random.Random(f"{self.seed}:{self.epoch}"),
                                self.pool_batches)
         world, rank = self._world()
+        if not every:
+            return []
         count = max(1, len(every) // world)
         return [every[(rank + k * world) % len(every)] for k in range(count)]
 
