@@ -2,7 +2,6 @@
 the pruned model retrains, exports and evaluates like any other."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -13,7 +12,6 @@ from transferkit.engine.checkpoint import read_checkpoint
 from text_tickets import TINY
 
 TASK = "text_classification"
-HAS_PRUNE = importlib.util.find_spec("transferkit.text.prune") is not None
 
 
 @pytest.fixture(scope="module")
@@ -27,15 +25,7 @@ def trained(ticket_files, tmp_path_factory):
     return run
 
 
-@pytest.mark.skipif(HAS_PRUNE, reason="transferkit.text.prune is installed")
-def test_without_text_prune_the_verb_says_so_in_one_line(trained, tmp_path, capsys):
-    assert main([TASK, "prune", "-r", str(tmp_path / "prune"), "-m", str(trained / "best.ckpt")]) == 2
-    err = capsys.readouterr().err
-    assert "transferkit.text.prune" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
-
-
 @pytest.mark.export
-@pytest.mark.skipif(not HAS_PRUNE, reason="needs transferkit.text.prune")
 def test_prune_retrain_export_and_evaluate_the_onnx(trained, ticket_files, tmp_path):
     data = [f"data.train_file={ticket_files['train']}", f"data.val_file={ticket_files['val']}"]
     assert main([TASK, "prune", "-r", str(tmp_path / "prune"), "-m", str(trained / "best.ckpt")]) == 0

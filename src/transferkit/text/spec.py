@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from pydantic import Field, create_model, model_validator
+from pydantic import Field, create_model
 
 from ..spec import ExportConfig, SpecModel, TrainConfig
 
@@ -72,22 +72,3 @@ TextExportConfig = with_defaults(
     int8_target="dynamic",
 )
 
-
-class PrunePendingConfig(SpecModel):
-    """Stand-in `prune` section while transferkit.text.prune is not installed (it has no keys)."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty(cls, value: Any) -> Any:
-        return {} if value is None else value  # `prune:` with nothing under it, as default_spec writes it
-
-
-def prune_config_class() -> type[SpecModel]:
-    """The `prune` section of a text spec: text.prune.TextPruneConfig (attention heads, FFN neurons)."""
-    try:
-        from .prune import TextPruneConfig
-    except ModuleNotFoundError as e:
-        if e.name != f"{__package__}.prune":
-            raise
-        return PrunePendingConfig
-    return TextPruneConfig

@@ -5,7 +5,6 @@ of attention heads and FFN neurons (text.prune), and the tokenizer files beside 
 from __future__ import annotations
 
 import copy
-import importlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,13 +197,8 @@ class TextTask(Task):
 
     # -- pruning (text.prune: attention heads and FFN neurons) --------------------------------------------
     def _prune_module(self):
-        try:
-            prune = importlib.import_module(f"{__package__}.prune")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__package__}.prune":
-                raise
-            raise ModelError(f"pruning a {self.name} model needs transferkit.text.prune, which this installation "
-                             "lacks; update transferkit") from None
+        from . import prune  # imported when used: torch-pruning is not needed to run a model
+
         return prune
 
     def prune_net(self, net: nn.Module, example: tuple[torch.Tensor, ...], spec):

@@ -20,8 +20,7 @@ from ...spec import require_path
 from ...text.data import TextCollate, TextExample, read_lines
 from ...text.task import TextTask
 from ..base import Predictor
-from .data import (LabelResolver, TextClassificationData, file_format, read_label_names, read_rows, resolve_rows,
-                   sorted_labels)
+from .data import LabelResolver, TextClassificationData, read_label_names, read_rows, resolve_rows, sorted_labels
 from .module import TextClassificationModule
 from .spec import TextClassificationSpec
 

@@ -6,10 +6,10 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from ...spec import SpecModel
-from ...text.spec import TextExportConfig, TextModelConfig, TextTrainConfig, prune_config_class
+from ...text.prune import TextPruneConfig
+from ...text.spec import TextExportConfig, TextModelConfig, TextTrainConfig
 
 Probability = Annotated[float, Field(gt=0, lt=1)]
-TextPruneConfig = prune_config_class()
 
 
 class TCDataConfig(SpecModel):
