@@ -280,8 +280,36 @@ def build_segmentation(spec, picture: Path) -> None:
     assert all(torch.isfinite(v) for v in losses.values())
 
 
+def build_text_classification(spec, picture: Path) -> None:
+    from transferkit.tasks.text_classification import thresholds_for
+    from transferkit.tasks.text_classification.data import TextClassificationData
+    from transferkit.tasks.text_classification.module import TextClassificationModule
+    from transferkit.text.data import LengthBuckets
+    from transferkit.text.task import text_inputs
+    from transferkit.text.tokenizer import TextTokenizer
+    from transferkit.zoo import resolve_model_folder
+
+    train = picture.parent / "sentences.tsv"
+    train.write_text("".join(f"sentence number {i} is here\t{CLASSES[i % 2]}\n" for i in range(12)))
+    d = spec.data.model_copy(update={"train_file": str(train), "val_file": None})
+    tokenizer = TextTokenizer((resolve_model_folder("minilm-l6") / "tokenizer.json").read_text(), spec.model.max_length,
+                              spec.model.lowercase)
+    data = TextClassificationData(spec.model_copy(update={"data": d}), tokenizer)
+    assert data.val_items and all(len(e.ids) <= spec.model.max_length for e in data.train_items + data.val_items)
+    buckets = LengthBuckets([len(e.ids) for e in data.train_items], spec.train.batch_size)
+    assert set(buckets.order(spec.train.seed)) <= set(range(len(data.train_items)))
+    meta = ModelMeta(task="text_classification", classes=tuple(CLASSES), backbone=None,
+                     inputs=text_inputs("minilm-l6", spec.model.max_length, False, 30522),
+                     arch={"multi_label": spec.model.multi_label})
+    thresholds = torch.from_numpy(thresholds_for(spec, CLASSES))
+    module = TextClassificationModule(nn.Identity(), meta, spec.train, thresholds)
+    assert torch.isfinite(module.loss(torch.zeros(2, 2), torch.tensor([0, 1])))
+    assert 0 < min(spec.inference.top_k, len(CLASSES)) and ((thresholds > 0) & (thresholds < 1)).all()
+
+
 BUILDERS = {"classification": build_classification, "detectnet_v2": build_detectnet_v2,
-            "yolo_v4_tiny": build_yolo_v4_tiny, "segmentation": build_segmentation}
+            "yolo_v4_tiny": build_yolo_v4_tiny, "segmentation": build_segmentation,
+            "text_classification": build_text_classification}
 
 
 def test_every_task_has_a_runtime_builder():

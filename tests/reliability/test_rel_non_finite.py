@@ -30,7 +30,8 @@ def strict_loads(text: str) -> Any:
 # -- the spec --------------------------------------------------------------------------------------
 
 def float_keys(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
-    """(dotted key, how many list levels hold its floats) for every key of a schema that holds floats."""
+    """(dotted key, how many list levels hold its floats, or "dict" for {name: float}) for every key of a schema
+    that holds floats."""
     found = []
     for name, field in model.model_fields.items():
         sub = _section_type(field.annotation)
@@ -39,11 +40,14 @@ def float_keys(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str]
             continue
         shown = repr(field.annotation)
         if "float" in shown.lower():
-            found.append((prefix + name, shown.count("list[") + shown.count("tuple[")))
+            depth = "dict" if shown.startswith("dict[") else shown.count("list[") + shown.count("tuple[")
+            found.append((prefix + name, depth))
     return found
 
 
-def bad_value(text: str, depth: int) -> str:
+def bad_value(text: str, depth: int | str) -> str:
+    if depth == "dict":  # {name: float}, e.g. per-label thresholds
+        return f"{{a: {text}}}"
     if depth == 0:
         return text
     if depth == 1:

@@ -82,8 +82,10 @@ def _generators_seeded(seed: int, index: int) -> Iterator[None]:
 class ResumableLoader(DataLoader):
     """A shuffled training DataLoader whose `state_dict` lets Lightning resume it mid-epoch (module docstring)."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, **kwargs: Any):
-        super().__init__(dataset, batch_size=batch_size, sampler=EpochShuffle(len(dataset)), **kwargs)
+    def __init__(self, dataset: Dataset, batch_size: int, sampler: EpochShuffle | None = None, **kwargs: Any):
+        # `sampler`: the epoch order; an EpochShuffle subclass may order the seed's permutation otherwise (text
+        # groups similar lengths into batches)
+        super().__init__(dataset, batch_size=batch_size, sampler=sampler or EpochShuffle(len(dataset)), **kwargs)
         self.batches_done = 0
 
     def mark_trained(self, batches: int) -> None:

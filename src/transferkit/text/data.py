@@ -1,0 +1,250 @@
+"""Text data shared by the text tasks: tokenized examples, dynamic padding, length-bucketed training batches,
+and reading text files line by line so that one bad line is named (file:line) instead of stopping the run.
+
+An example is tokenized once, when the data is read (a few thousand sentences take well under a second);
+batches are padded to their own longest sentence, and training batches are drawn from sentences of similar
+length (LengthBuckets; LengthBucketSampler under DDP), so little compute goes into padding.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..data.module import TaskData
+from ..data.resumable import EpochShuffle, ResumableLoader
+from ..errors import DataError
+from .tokenizer import TextTokenizer
+
+IGNORE_INDEX = -100  # token targets the loss skips (padding, special tokens, a word's later pieces)
+TARGET_KINDS = ("class", "multi_hot", "tokens")
+
+
+@dataclass(frozen=True)
+class TextExample:
+    """One tokenized input. `target`: a class index ("class"; inference: the input's position), a tuple of 0/1
+    per label ("multi_hot"), or one label id per token with IGNORE_INDEX where no label applies ("tokens")."""
+
+    where: str  # file:line, how the example is named in messages and skipped lists
+    ids: tuple[int, ...]
+    target: Any
+    text: str = ""
+
+
+# -- reading files ----------------------------------------------------------------------------------
+
+def read_lines(path: str | Path, key: str) -> Iterator[tuple[int, str | None, str | None]]:
+    """(line number, text, None) per line of a UTF-8 file, or (line number, None, why) for a line that is not
+    UTF-8: one bad byte costs one line. A BOM and Windows line ends are dropped. A missing file is a DataError
+    naming the spec key."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{key}: file {path} does not exist") from None
+    except IsADirectoryError:
+        raise DataError(f"{key}: {path} is a folder; give a file") from None
+    except OSError as e:
+        raise DataError(f"{key}: {path} cannot be read ({type(e).__name__})") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for number, line in enumerate(lines, 1):
+        try:
+            yield number, line.decode("utf-8").removesuffix("\r"), None
+        except UnicodeDecodeError as e:
+            yield number, None, f"not UTF-8 text (byte 0x{line[e.start]:02x} at column {e.start + 1}); save the file as UTF-8"
+
+
+def decode_surrogates(text: str) -> str | None:
+    """Why `text` (decoded with errors='surrogateescape') is not UTF-8, or None when it is."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"not UTF-8 text (byte 0x{ord(text[e.start]) & 0xff:02x}); save the file as UTF-8"
+    return None
+
+
+# -- batches ----------------------------------------------------------------------------------------
+
+class TextCollate:
+    """Examples -> (input_ids [N, L] int64, attention_mask [N, L] int64, targets, skipped entries), padded to the
+    batch's longest example. Samples `(None, skipped_entry)` are passed on last, as data/items.py says."""
+
+    def __init__(self, pad_id: int, target_kind: str, num_labels: int = 0):
+        if target_kind not in TARGET_KINDS:
+            raise ValueError(f"target_kind must be one of {TARGET_KINDS}, got {target_kind!r}")
+        self.pad_id, self.target_kind, self.num_labels = int(pad_id), target_kind, int(num_labels)
+
+    def __call__(self, samples: Sequence[TextExample | tuple]) -> tuple:
+        good = [s for s in samples if isinstance(s, TextExample)]
+        bad = [s[1] for s in samples if not isinstance(s, TextExample)]
+        if not good:
+            return None, None, None, bad
+        length = max(len(e.ids) for e in good)
+        ids = torch.full((len(good), length), self.pad_id, dtype=torch.int64)
+        mask = torch.zeros((len(good), length), dtype=torch.int64)
+        for row, example in enumerate(good):
+            ids[row, :len(example.ids)] = torch.tensor(example.ids, dtype=torch.int64)
+            mask[row, :len(example.ids)] = 1
+        if self.target_kind == "class":
+            targets = torch.tensor([int(e.target) for e in good], dtype=torch.int64)
+        elif self.target_kind == "multi_hot":
+            targets = torch.tensor([list(e.target) for e in good], dtype=torch.float32).reshape(len(good), self.num_labels)
+        else:
+            targets = torch.full((len(good), length), IGNORE_INDEX, dtype=torch.int64)
+            for row, example in enumerate(good):
+                targets[row, :len(example.target)] = torch.tensor(example.target, dtype=torch.int64)
+        return ids, mask, targets, bad
+
+
+def bucket_batches(lengths: Sequence[int], batch_size: int, rng: random.Random, pool_batches: int = 32
+                   ) -> list[list[int]]:
+    """One epoch's batches of similar-length examples: the examples shuffled by `rng`, cut into pools of
+    `pool_batches` batches, each pool sorted by length and cut into batches, the full batches shuffled; a last
+    partial batch goes last, and only when there is no full batch is it kept."""
+    n = len(lengths)
+    order = list(range(n))
+    rng.shuffle(order)
+    full, partial = [], []
+    pool = batch_size * pool_batches
+    for start in range(0, n, pool):
+        chunk = sorted(order[start:start + pool], key=lengths.__getitem__)
+        for b in range(0, len(chunk), batch_size):
+            (full if len(chunk[b:b + batch_size]) == batch_size else partial).append(chunk[b:b + batch_size])
+    rng.shuffle(full)
+    return full or partial
+
+
+class LengthBuckets(EpochShuffle):
+    """The resumable training order of a single process (data.resumable): every run of `batch_size` indices is a
+    batch of similar lengths (bucket_batches), from the epoch's seed, which ResumableLoader draws from torch's
+    generator (seeded by train.seed) and keeps in checkpoints; a resumed epoch replays it from the first batch
+    not yet trained."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, pool_batches: int = 32):
+        super().__init__(len(lengths))
+        self.lengths, self.batch_size, self.pool_batches = [int(n) for n in lengths], int(batch_size), pool_batches
+
+    def order(self, seed: int) -> list[int]:
+        return [i for batch in bucket_batches(self.lengths, self.batch_size, random.Random(seed), self.pool_batches)
+                for i in batch]
+
+    def __iter__(self) -> Iterator[int]:
+        if self.seed is None:
+            self.new_epoch()
+        return iter(self.order(self.seed)[self.skip:])
+
+    def __len__(self) -> int:
+        n, size = len(self.lengths), self.batch_size
+        return n if n <= size else n // size * size
+
+
+class LengthBucketSampler(DistributedSampler):
+    """The bucketed training order under DDP: every process takes every world_size-th batch of the same
+    bucket_batches order (from train.seed and the epoch), all processes the same number of batches.
+
+    It is a DistributedSampler so that Lightning leaves it in place (it would otherwise shard and reshuffle the
+    indices, losing the buckets); DistributedSampler.__init__ is not called: it needs the process group, and the
+    world size is read when iterating instead."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, pool_batches: int = 32):
+        self.lengths = [int(n) for n in lengths]
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.pool_batches = int(pool_batches)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    @staticmethod
+    def _world() -> tuple[int, int]:
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_world_size(), dist.get_rank()
+        return 1, 0
+
+    @property
+    def num_replicas(self) -> int:  # what DistributedSampler's readers look up
+        return self._world()[0]
+
+    @property
+    def rank(self) -> int:
+        return self._world()[1]
+
+    def batches(self) -> list[list[int]]:
+        """This process's batches of this epoch, in order."""
+        every = bucket_batches(self.lengths, self.batch_size, random.Random(f"{self.seed}:{self.epoch}"),
+                               self.pool_batches)
+        world, rank = self._world()
+        if not every:
+            return []
+        count = max(1, len(every) // world)
+        return [every[(rank + k * world) % len(every)] for k in range(count)]
+
+    def __iter__(self) -> Iterator[int]:
+        for batch in self.batches():
+            yield from batch
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self.batches())
+
+
+class TextData(TaskData):
+    """TaskData for tokenized text: `train_items` / `val_items` are TextExamples, batches are
+    (input_ids, attention_mask, targets), and training batches are length-bucketed when `bucketing`."""
+
+    item_kind = "sentences"
+
+    def __init__(self, *, tokenizer: TextTokenizer, target_kind: str, num_labels: int, batch_size: int,
+                 eval_batch_size: int, num_workers: int = 0, seed: int = 0, bucketing: bool = True,
+                 spec_keys: dict[str, str] | None = None):
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
+                         spec_keys=spec_keys)
+        self.tokenizer = tokenizer
+        self.target_kind, self.num_labels = target_kind, num_labels
+        self.seed, self.bucketing = seed, bucketing
+
+    def encode(self, rows: Sequence[tuple[str, str, Any]]) -> list[TextExample]:
+        """(where, text, target) rows -> TextExamples, tokenized in one batch."""
+        encodings = self.tokenizer.encode([text for _, text, _ in rows])
+        return [TextExample(where, tuple(e.ids), target, text) for (where, text, target), e in zip(rows, encodings)]
+
+    def make_dataset(self, items: list, train: bool) -> list:
+        return items  # a list of TextExamples is a map-style dataset: tokenized already
+
+    def collate_fn(self, train: bool) -> Callable[[list], tuple]:
+        return TextCollate(self.tokenizer.pad_id, self.target_kind, self.num_labels)
+
+    def where(self, item: TextExample) -> str:
+        return item.where
+
+    def find_unusable(self, items: list) -> dict[str, str]:
+        floor = self.tokenizer.special_token_count()
+        return {e.where: f"{e.where}: the tokenizer finds no token in {e.text[:40]!r}" for e in items
+                if len(e.ids) <= floor}
+
+    def model_inputs(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        return batch[0], batch[1]
+
+    def loader(self, items: list, train: bool, batch_size: int) -> DataLoader:
+        """Training batches of similar lengths when `bucketing`: resumable mid-epoch in a single process (as the
+        core's loaders are), sharded by LengthBucketSampler under DDP."""
+        if not (train and self.bucketing):
+            return super().loader(items, train, batch_size)
+        lengths = [len(e.ids) for e in items]
+        settings = dict(collate_fn=self.collate_fn(train), drop_last=len(items) > batch_size,
+                        num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                        pin_memory=torch.cuda.is_available())
+        if LengthBucketSampler._world()[0] > 1:
+            return DataLoader(self.make_dataset(items, train), batch_size=batch_size,
+                              sampler=LengthBucketSampler(lengths, batch_size, self.seed), **settings)
+        return ResumableLoader(self.make_dataset(items, train), batch_size, sampler=LengthBuckets(lengths, batch_size),
+                               **settings)
