@@ -341,7 +341,8 @@ def export(task: str, spec_path, results, overrides: Sequence[str] = (), *, mode
         atomic_write_with(results / "model.safetensors",
                           lambda tmp: save_file(weights, tmp, {META_KEY: json.dumps(meta.to_dict())}))
         report: dict[str, Any] = {"model": str(model), "onnx": str(fp32), "parity": parity,
-                                  "safetensors": str(results / "model.safetensors"), "runtimes": {}}
+                                  "safetensors": str(results / "model.safetensors"), "runtimes": {},
+                                  **t.export_files(meta, results)}
         runtimes = {"pytorch": (predictor, None), "onnx_fp32": (load_predictor(t, fp32), fp32)}
         if spec.export.int8:
             calib = [] if spec.export.int8_target == "dynamic" else [

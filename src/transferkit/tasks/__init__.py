@@ -17,8 +17,10 @@ def _tasks() -> dict[str, Task]:
     from .detection.detectnet_v2 import TASK as detectnet_v2
     from .detection.yolo_v4_tiny import TASK as yolo_v4_tiny
     from .segmentation import TASK as segmentation
+    from .text_classification import TASK as text_classification
 
-    return {**{t.name: t for t in (classification, detectnet_v2, yolo_v4_tiny, segmentation)}, **_registered}
+    return {**{t.name: t for t in (classification, detectnet_v2, yolo_v4_tiny, segmentation, text_classification)},
+            **_registered}
 
 
 def register_task(task: Task) -> Task:

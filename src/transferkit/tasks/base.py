@@ -151,6 +151,11 @@ class Task:
         """The spec adjusted to what the model file fixes (input size, classes)."""
         return spec
 
+    def export_files(self, meta: ModelMeta, out_dir: Path) -> dict[str, str]:
+        """Files `export` writes beside model.onnx for tools that do not read its metadata (text: tokenizer.json),
+        {what: path}; they land in export_report.json. Default: none."""
+        return {}
+
     def export_graph(self, net: nn.Module, meta: ModelMeta, spec) -> ExportGraph:
         """The graph `export` writes: by default the network's raw outputs."""
         return ExportGraph(net, self.output_names)

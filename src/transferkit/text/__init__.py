@@ -1,0 +1,1 @@
+"""Text modality layer: tokenizer, pretrained encoders, tokenized data, and what every text task shares."""

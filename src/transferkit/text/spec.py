@@ -1,0 +1,93 @@
+"""Spec sections every text task shares: the encoder (`model`), text training defaults, INT8 export defaults."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pydantic import Field, create_model, model_validator
+
+from ..spec import ExportConfig, SpecModel, TrainConfig
+
+DEFAULT_BACKBONE = "minilm-l6"
+
+
+def with_defaults(base: type[SpecModel], name: str, doc: str, descriptions: dict[str, str] | None = None,
+                  **defaults: Any) -> type[SpecModel]:
+    """A subclass of `base` whose keys `defaults` names default otherwise; each key keeps its type and bounds (one
+    place: the base), and a partial section in a spec file still gets these defaults, not the base's."""
+    fields = {}
+    descriptions = descriptions or {}
+    for key in {**defaults, **descriptions}:
+        info = copy.deepcopy(base.model_fields[key])
+        value = defaults.get(key, info.default)
+        info.default = value
+        info._attributes_set = {**info._attributes_set, "default": value}  # what pydantic copies from a FieldInfo
+        text = descriptions.get(key)
+        if text is not None:
+            info.description = text
+            info._attributes_set["description"] = text
+        fields[key] = (base.model_fields[key].annotation, info)
+    return create_model(name, __base__=base, __doc__=doc, __module__=__name__, **fields)
+
+
+class TextModelConfig(SpecModel):
+    """The `model` keys of every text task."""
+
+    backbone: str = Field(DEFAULT_BACKBONE, description="zoo name (tkit model list), a local Hugging Face model "
+                                                        "folder, or a hub name (needs a network)")
+    pretrained: bool | str = Field(
+        True, description="true = the backbone's pretrained weights; false = random weights of its architecture; "
+                          "or a .ckpt of this task to continue from (labels both share keep their head rows)")
+    pruned: str | None = Field(None, description="retrain a pruned model: path to pruned.ckpt from `prune`")
+    max_length: int = Field(128, ge=8, le=512, description="tokens per input, [CLS] and [SEP] included; longer "
+                                                          "inputs are truncated")
+    lowercase: bool = Field(False, description="lowercase text before tokenizing (uncased tokenizers such as "
+                                               "MiniLM's do it themselves)")
+    freeze_embeddings: bool = Field(
+        True, description="keep pretrained word embeddings fixed (a few hundred sentences cannot improve them, and each "
+                          "step on a CPU is faster); random weights are always trained")
+    config_overrides: dict[str, Any] = Field(
+        default_factory=dict, description="transformers config values to change, e.g. {hidden_dropout_prob: 0.2}; "
+                                          "with pretrained=false also sizes such as {num_hidden_layers: 2}")
+
+
+TextTrainConfig = with_defaults(
+    TrainConfig, "TextTrainConfig",
+    "Training defaults that fine-tune a pretrained encoder on a few hundred sentences: AdamW, a linear schedule "
+    "with 10% warm-up, the encoder at a tenth of the head's learning rate.",
+    descriptions={
+        "batch_size": "sentences per step on each device",
+        "learning_rate": "peak learning rate of the head (the encoder's is this x backbone_lr_scale)",
+        "num_workers": "DataLoader worker processes per device (text is tokenized up front: 0 is fastest)",
+    },
+    epochs=8, batch_size=16, learning_rate=1e-3, optimizer="adamw", weight_decay=0.01, backbone_lr_scale=0.1,
+    lr_scheduler="linear", warmup_fraction=0.1, grad_clip_norm=1.0, num_workers=0,
+)
+
+TextExportConfig = with_defaults(
+    ExportConfig, "TextExportConfig",
+    "Export defaults of a text model: INT8 means dynamic quantisation (int8 weights, no calibration).",
+    descriptions={"int8": "also write an INT8 model (how: int8_target)",
+                  "calibration_images": "training sentences used for INT8 calibration (cpu / tensorrt targets only)"},
+    int8_target="dynamic",
+)
+
+
+class PrunePendingConfig(SpecModel):
+    """Stand-in `prune` section while transferkit.text.prune is not installed (it has no keys)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty(cls, value: Any) -> Any:
+        return {} if value is None else value  # `prune:` with nothing under it, as default_spec writes it
+
+
+def prune_config_class() -> type[SpecModel]:
+    """The `prune` section of a text spec: text.prune.TextPruneConfig (attention heads, FFN neurons)."""
+    try:
+        from .prune import TextPruneConfig
+    except ModuleNotFoundError as e:
+        if e.name != f"{__package__}.prune":
+            raise
+        return PrunePendingConfig
+    return TextPruneConfig
