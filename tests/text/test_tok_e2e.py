@@ -24,6 +24,15 @@ TYPES = ("LOC", "ORG", "PER", "PRODUCT")
 TAGS = ("O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER", "B-PRODUCT", "I-PRODUCT")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """A tiny BERT's tensors: on a shared 2-core machine one thread is much faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def meta_of(path: Path) -> ModelMeta:
     return ModelMeta.from_dict(torch.load(path, weights_only=True)["transferkit"])
 
