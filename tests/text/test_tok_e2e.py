@@ -97,7 +97,8 @@ def test_tok_evaluate_scores_entities_and_names_bad_val_sentences(trained, files
     assert tkit(TASK, "evaluate", "-r", tmp_path / "eval", "-m", trained / "best.ckpt", f"data.val_file={val}") == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert {"f1", "precision", "recall", "per_type", "token_accuracy", "counts"} <= set(metrics)
-    assert metrics["labels"] == list(TAGS) and metrics["num_sentences"] == 12 and metrics["model"]["runtime"] == "pytorch"
+    assert metrics["labels"] == list(TAGS) and metrics["num_sentences"] == 12
+    assert metrics["model"]["runtime"] == "pytorch"
     assert set(metrics["per_type"]) <= set(TYPES)
     true_entities = sum(metrics["counts"]["true_entities"].values())
     assert metrics["support"] == true_entities > 0
@@ -148,8 +149,8 @@ def test_tok_words_beyond_max_length_are_counted_and_scored_as_o(files, tmp_path
     assert scored["counts"]["words"] == sum(len(b) for b in blocks)  # every word scored, none dropped
     assert scored["support"] == sum(tag.startswith("B-") for b in blocks for _, tag in b)
     rows = [json.loads(line) for line in (tmp_path / "eval" / "val_predictions.jsonl").read_text().splitlines()]
-    cut_rows = [r for r in rows if r.get("unscored_words")]
-    assert cut_rows and all(r["predicted"][i] == "O" for r in cut_rows for i in r["unscored_words"])
+    cut_rows = [r for r in rows if r.get("words_without_prediction")]
+    assert cut_rows and all(r["predicted"][i] == "O" for r in cut_rows for i in r["words_without_prediction"])
 
 
 def no_zoo(monkeypatch, tmp_path: Path) -> None:
@@ -181,6 +182,8 @@ def test_tok_export_evaluate_onnx_and_inference_from_the_onnx_alone(trained, noi
     assert [(i.name, i.type.tensor_type.elem_type, [d.dim_param for d in i.type.tensor_type.shape.dim])
             for i in graph.input] == [("input_ids", onnx.TensorProto.INT64, ["batch", "length"]),
                                       ("attention_mask", onnx.TensorProto.INT64, ["batch", "length"])]
+    assert [[d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in graph.output] == [
+        ["batch", "length", len(TAGS)]]
     assert Path(report["tokenizer"]).read_text() == meta_of(run / "best.ckpt").arch["tokenizer_json"]
 
     for name, tolerance in (("model.onnx", 0.03), ("model_int8.onnx", 0.15)):
@@ -216,7 +219,8 @@ def test_tok_export_evaluate_onnx_and_inference_from_the_onnx_alone(trained, noi
             assert text[e["start"]:e["end"]] == e["text"] and 0 < e["score"] <= 1
     assert multi_piece > 0  # made-up names split into several word pieces
     unicode_line = predictions[3]
-    assert [w["word"] for w in unicode_line["words"]] == ["Zoë", "met", "them", "in", "Gdańsk", "(", "again", ")", "."]
+    assert [w["word"] for w in unicode_line["words"]] == ["Zoë", "met", "them", "in", "Gdańsk", "(", "again", ")",
+                                                          "."]
     assert [(w["start"], w["end"]) for w in unicode_line["words"]][4] == (17, 23)
     found = sum(len(p["entities"]) for p in predictions)
     assert found > 0  # sentences from its training data
@@ -327,6 +331,8 @@ def test_tok_user_mistakes_are_one_line_errors(trained, files, tmp_path, capsys)
         (["inference", "-r", tmp_path / "g", "-m", trained / "best.ckpt"], "inference.file is not set"),
         (["evaluate", "-r", tmp_path / "h", "-m", trained / "best.ckpt"], "data.val_file"),
         (["train", "-r", tmp_path / "i", *conll_args(files), "data.tag_scheme=bilou"], "data.tag_scheme"),
+        (["train", "-r", tmp_path / "j", f"data.train_file={files['text_train']}",
+          f"data.train_labels={files['labels_train']}", f"data.val_labels={files['labels_val']}"], "data.val_file"),
     ]
     for args, expected in cases:
         assert tkit(TASK, *args) == 2, args

@@ -15,7 +15,7 @@ from ...errors import DataError, SpecError
 from ...io import atomic_write_json, atomic_write_text
 from ...metrics.text import entity_report
 from ...text.task import TextTask
-from ..base import Predictor
+from ..base import ExportGraph, Predictor
 from .align import entity_spans
 from .data import TokenClassificationData, examples_from_text, predict_words, read_split
 from .formats import read_labels_file, spans_from_iob2, write_conll, write_nemo
@@ -24,7 +24,8 @@ from .spec import TokenClassificationSpec
 
 log = logging.getLogger("transferkit")
 
-TRUNCATED_NOTE = "words beyond model.max_length tokens get no prediction: they are scored as predicted O"
+TRUNCATED_NOTE = ("words without a token (beyond model.max_length tokens, or dropped by the tokenizer) get no "
+                  "prediction: they are scored as predicted O")
 
 
 def _round(score: float | None) -> float | None:
@@ -62,6 +63,10 @@ class TokenClassificationTask(TextTask):
         net, meta, report = self.initial_net(spec.model, source, data.classes)
         return TokenClassificationModule(net, meta, spec.train), report
 
+    def export_graph(self, net, meta: ModelMeta, spec) -> ExportGraph:
+        """The raw logits, [batch, length, tags]: one row per token, so the length axis is named too."""
+        return ExportGraph(net, self.output_names, output_axes={"logits": {0: "batch", 1: "length"}})
+
     # -- evaluate ------------------------------------------------------------------------------------------
     def evaluate(self, spec: TokenClassificationSpec, predictor: Predictor, data: TokenClassificationData,
                  out_dir: Path) -> dict[str, Any]:
@@ -80,16 +85,17 @@ class TokenClassificationTask(TextTask):
         words = sum(len(t) for t in true_tags)
         right = sum(a == b for t, p in zip(true_tags, pred_tags) for a, b in zip(t, p))
         missing = [(e, p.missing) for e, p in zip(examples, predicted) if p.missing]
+        unseen = sum(len(gone) for _, gone in missing)
         lost = sum(1 for e, gone in missing for _, start, end in spans_from_iob2(e.tags)
                    if any(start <= w < end for w in gone))
         if missing:
             log.warning("%d word(s) of %d sentence(s) got no prediction (cut by model.max_length=%d, or no token); "
-                        "they are scored as predicted O, %d true entit(ies) touch them", sum(len(g) for _, g in missing),
-                        len(missing), data.tokenizer.max_length, lost)
+                        "they are scored as predicted O, %d true entit(ies) touch them", unseen, len(missing),
+                        data.tokenizer.max_length, lost)
         true_types = Counter(t for tags in true_tags for t, _, _ in spans_from_iob2(tags))
         pred_types = Counter(t for tags in pred_tags for t, _, _ in spans_from_iob2(tags))
         rows = [{"where": e.where, "words": list(e.words), "true": list(e.tags), "predicted": p.tags,
-                 **({"unscored_words": p.missing} if p.missing else {})} for e, p in zip(examples, predicted)]
+                 **({"words_without_prediction": p.missing} if p.missing else {})} for e, p in zip(examples, predicted)]
         atomic_write_text(out_dir / "val_predictions.jsonl",
                           "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         key = "data.val_file" if spec.data.val_file else "data.train_file"
@@ -101,7 +107,7 @@ class TokenClassificationTask(TextTask):
             "num_sentences": len(examples),
             "counts": {"sentences": len(examples), "words": words, "true_entities": dict(true_types),
                        "predicted_entities": dict(pred_types)},
-            "words_without_prediction": {"count": sum(len(g) for _, g in missing), "sentences": len(missing),
+            "words_without_prediction": {"count": unseen, "sentences": len(missing),
                                          "true_entities_touched": lost, "max_length": data.tokenizer.max_length,
                                          "note": TRUNCATED_NOTE},
             f"skipped_{self.item_kind}": skipped_report(data.skipped),
@@ -125,7 +131,7 @@ class TokenClassificationTask(TextTask):
         examples, unusable = examples_from_text(tokenizer, inputs, spec.inference.split_punctuation)
         bad.update(unusable)
         predicted = predict_words(predictor, examples, classes, tokenizer.pad_id, spec.inference.batch_size)
-        lines, cut, cut_sentences = [], 0, 0
+        lines, cut, cut_sentences, entities = [], 0, 0, 0
         for example, words in zip(examples, predicted):
             spans = entity_spans(example.words, words.tags, words.scores, text=example.text, offsets=example.offsets)
             row: dict[str, Any] = {
@@ -136,6 +142,7 @@ class TokenClassificationTask(TextTask):
                           zip(example.words, example.offsets, words.tags, words.scores)],
                 "where": example.where,
             }
+            entities += len(spans)
             if words.missing:
                 row["words_without_prediction"] = len(words.missing)
                 cut += len(words.missing)
@@ -147,10 +154,11 @@ class TokenClassificationTask(TextTask):
         if blank:
             log.info("inference.file: %d blank line(s) ignored", blank)
         if cut:
-            log.warning("inference.file: %d word(s) in %d line(s) lie beyond model.max_length=%d tokens; they are "
-                        "tagged O with no score", cut, cut_sentences, tokenizer.max_length)
+            log.warning("inference.file: %d word(s) in %d line(s) have no token (beyond model.max_length=%d tokens, "
+                        "or dropped by the tokenizer); they are tagged O with no score", cut, cut_sentences,
+                        tokenizer.max_length)
         return {self.item_kind: len(examples), f"skipped_{self.item_kind}": skipped_report(bad),
-                "blank_lines": blank, "entities": sum(len(json.loads(line)["entities"]) for line in lines),
+                "blank_lines": blank, "entities": entities,
                 "words_without_prediction": {"count": cut, "sentences": cut_sentences,
                                              "max_length": tokenizer.max_length},
                 "predictions": str(predictions), "model": {"file": str(predictor.source), "runtime": predictor.kind}}

@@ -39,6 +39,10 @@ class TokenExample(TextExample):
 
 def input_format(d: TokDataConfig) -> str:
     """conll or nemo, as data.format says (auto: nemo when a labels file of NeMo's pair is given)."""
+    for split in ("train", "val"):
+        if getattr(d, f"{split}_labels") and not getattr(d, f"{split}_file"):
+            raise SpecError(f"data.{split}_labels is set but data.{split}_file is not; NeMo's text file goes in "
+                            f"data.{split}_file")
     paired = [k for k in ("train_labels", "val_labels") if getattr(d, k)]
     fmt = d.format if d.format != "auto" else ("nemo" if paired else "conll")
     if fmt == "conll" and paired:
