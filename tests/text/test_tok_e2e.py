@@ -250,9 +250,11 @@ def test_tok_adding_entity_types_keeps_the_rows_of_shared_tags(files, tmp_path):
 
     task = get_task(TASK)
     overrides = [a for a in TINY if not a.startswith("model.pretrained")] + conll_args(files) + [
-        f"model.pretrained={first / 'best.ckpt'}"]
+        f"model.pretrained={first / 'best.ckpt'}", "train.backbone_lr_scale=0.1"]
     spec = load_spec(task.spec_class, None, overrides)
     module, report = task.build_training_module(spec, task.build_data(spec))
+    rates = {g["name"]: g["lr"] for g in module._optimizer_groups()}
+    assert rates == {"backbone": pytest.approx(1e-3), "head": pytest.approx(1e-2)}  # the encoder learns slower
     old = torch.load(first / "best.ckpt", weights_only=True)["state_dict"]
     new = module.net.model.classifier
     for j, tag in enumerate(TAGS):
