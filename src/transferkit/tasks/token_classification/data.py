@@ -112,7 +112,7 @@ class TokenClassificationData(TextData):
         d = spec.data
         self.spec = spec
         self.has_train = bool(d.train_file)
-        self.format = input_format(d)
+        input_format(d)  # key combinations refused before any file is read
         if meta is not None:
             classes, origin = list(meta.classes), "the model"
         elif d.labels_file:
@@ -126,6 +126,8 @@ class TokenClassificationData(TextData):
             classes = labels_from_sentences(train.sentences)
         if classes[0] != OUTSIDE or len(set(classes)) != len(classes):
             raise SpecError(f"{origin} gives the tag list {classes}: it must start with O and name each tag once")
+        if meta is None and len(classes) < 3:
+            raise DataError(f"{origin} names no entity type (every tag is O); a tagger needs at least one, e.g. B-PER")
         self.classes, self.origin = classes, origin
         self.index = {tag: i for i, tag in enumerate(classes)}
         super().__init__(tokenizer=tokenizer, target_kind="tokens", num_labels=len(classes),
@@ -140,8 +142,6 @@ class TokenClassificationData(TextData):
             self.train_items = train_examples
         else:
             self.train_items, self.val_items = split_validation(train_examples, d.val_split, spec.train.seed, stratum)
-        if self.has_train and len(classes) < 3 and meta is None:
-            raise DataError(f"{origin} names no entity type (every tag is O); a tagger needs at least one, e.g. B-PER")
 
     def _examples(self, tagged: TaggedData, key: str) -> list[TokenExample]:
         self.record_skipped(key, tagged.skipped)
