@@ -307,9 +307,40 @@ def build_text_classification(spec, picture: Path) -> None:
     assert 0 < min(spec.inference.top_k, len(CLASSES)) and ((thresholds > 0) & (thresholds < 1)).all()
 
 
+def build_token_classification(spec, picture: Path) -> None:
+    from transformers import BertConfig, BertForTokenClassification
+
+    from transferkit.tasks.token_classification.data import encode_sentences
+    from transferkit.tasks.token_classification.formats import Sentence
+    from transferkit.tasks.token_classification.module import TokenClassificationModule
+    from transferkit.text.encoder import TextNet
+    from transferkit.text.prune import prune_transformer
+    from transferkit.text.tokenizer import TextTokenizer
+    from transferkit.zoo import resolve_model_folder
+
+    tags = ["O", "B-a", "I-a"]
+    tokenizer = TextTokenizer((resolve_model_folder("minilm-l6") / "tokenizer.json").read_text(),
+                              spec.model.max_length, spec.model.lowercase)
+    sentence = Sentence(("Ada", "Lovelace", "wrote", "notes") * 4, ("B-a", "I-a", "O", "O") * 4, "x.txt:1")
+    (example,), cut = encode_sentences(tokenizer, [sentence], {t: i for i, t in enumerate(tags)})
+    assert len(example.ids) <= spec.model.max_length
+    assert cut["truncated_words"] == 16 - len({w for w in example.word_ids if w is not None})
+    torch.manual_seed(0)
+    net = TextNet(BertForTokenClassification(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=8,
+                                                        num_hidden_layers=1, num_attention_heads=2,
+                                                        intermediate_size=16, num_labels=len(tags))))
+    module = TokenClassificationModule(net, _meta("token_classification"), spec.train)
+    ids = torch.tensor([example.ids])
+    logits = module(ids, torch.ones_like(ids))
+    assert torch.isfinite(module.loss(logits, torch.tensor([example.target])))
+    prune_transformer(net.eval(), (ids, torch.ones_like(ids)), spec.prune)
+    assert module(ids, torch.ones_like(ids)).shape == logits.shape
+
+
 BUILDERS = {"classification": build_classification, "detectnet_v2": build_detectnet_v2,
             "yolo_v4_tiny": build_yolo_v4_tiny, "segmentation": build_segmentation,
-            "text_classification": build_text_classification}
+            "text_classification": build_text_classification,
+            "token_classification": build_token_classification}
 
 
 def test_every_task_has_a_runtime_builder():
