@@ -6,10 +6,9 @@ from typing import Literal
 from pydantic import Field
 
 from ...spec import SpecModel
-from ...text.spec import TextExportConfig, TextModelConfig, TextTrainConfig, prune_config_class
+from ...text.prune import TextPruneConfig
+from ...text.spec import TextExportConfig, TextModelConfig, TextTrainConfig
 from .formats import INVALID_TAGS, SCHEMES, TAG_SCHEMES
-
-TextPruneConfig = prune_config_class()
 
 
 class TokDataConfig(SpecModel):
