@@ -10,6 +10,7 @@ MAX_SPEC_INT unless a key has a tighter bound.
 from __future__ import annotations
 
 import difflib
+import re
 import reprlib
 import types
 from pathlib import Path
@@ -27,6 +28,8 @@ from .io import describe_missing
 # 2**63 they no longer fit the C integers of itertools, numpy and torch: an integer key refuses them unless
 # it has an upper bound of its own (`le=`: image sizes, workers, devices, seeds).
 MAX_SPEC_INT = 2**31 - 1
+# Rates live in float32 optimiser state: a larger (finite) value overflows there with a traceback.
+FLOAT32_MAX = 1e38  # rounded down from float32's 3.4e38, so the bound prints and parses exactly
 
 
 def _ints_within_reach(value: Any) -> None:
@@ -80,7 +83,7 @@ MinMax = Annotated[tuple[_Item, _Item], AfterValidator(_min_le_max)]
 class TrainConfig(SpecModel):
     epochs: int = Field(10, gt=0, description="number of passes over the training data")
     batch_size: int = Field(32, gt=0, description="images per step on each device")
-    learning_rate: float = Field(0.01, gt=0, description="peak learning rate")
+    learning_rate: float = Field(0.01, gt=0, le=FLOAT32_MAX, description="peak learning rate")
     optimizer: Literal["sgd", "adam", "adamw"] = Field("sgd", description="sgd | adam | adamw")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = Field(5e-5, ge=0, description="L2 weight decay")
@@ -91,7 +94,7 @@ class TrainConfig(SpecModel):
         1, ge=1, description="sum gradients over this many batches per optimiser step (effective batch x N)"
     )
     backbone_lr_scale: float = Field(
-        1.0, gt=0, description="the pretrained backbone's learning rate is learning_rate x this (e.g. 0.1)"
+        1.0, gt=0, le=FLOAT32_MAX, description="the pretrained backbone's learning rate is learning_rate x this (e.g. 0.1)"
     )
     lr_scheduler: Literal["cosine", "step", "constant", "linear"] = Field(
         "cosine", description="cosine | step (x0.1 at 1/2 and 3/4 of training) | constant | linear (decay to 0)"
@@ -434,7 +437,11 @@ def _describe_error(err: dict, schema: type[BaseModel]) -> str:
     if err["type"] == "extra_forbidden":
         hint = suggest_key(key, schema)
         return f"unknown key '{key}'" + (f" (did you mean '{hint}'?)" if hint else "")
-    return f"{key}: {err['msg'][0].lower() + err['msg'][1:]}, got {_shown(err.get('input'))}"
+    message = err["msg"][0].lower() + err["msg"][1:]
+    bound = (err.get("ctx") or {}).get("le", (err.get("ctx") or {}).get("lt"))
+    if isinstance(bound, float) and abs(bound) >= 1e16:  # pydantic spells 1e38 with 39 digits
+        message = re.sub(r"\d{17,}", f"{bound:g}", message)
+    return f"{key}: {message}, got {_shown(err.get('input'))}"
 
 
 def validate(schema: type[BaseModel], data: dict, source: str = "spec") -> Any:

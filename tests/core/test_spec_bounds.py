@@ -104,8 +104,9 @@ def _cases():
     cases = []
     for task in task_names():
         for key, number, bounds, text in bounded_keys(get_task(task).spec_class):
-            step = 1 if number is int else 1e-3
             for kind, bound in bounds:
+                # a step that still shows in 12 significant digits (1e38 + 1e-3 is 1e38)
+                step = 1 if number is int else max(1e-3, abs(bound) * 1e-9)
                 inward = step if kind in ("ge", "gt") else -step
                 inside = bound if INCLUSIVE[kind] else bound + inward
                 outside = bound - inward if INCLUSIVE[kind] else bound

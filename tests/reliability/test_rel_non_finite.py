@@ -69,6 +69,17 @@ def test_every_float_key_refuses_inf_minus_inf_and_overflowing_numbers(task):
             assert len(message.splitlines()) == 1, message
 
 
+@pytest.mark.parametrize("task", task_names())
+def test_a_finite_learning_rate_beyond_float32_is_refused_at_the_spec_not_by_the_optimizer(task):
+    # 1e300 is finite for Python but overflows the optimizer's float32 state (a traceback before the bound)
+    schema = get_task(task).spec_class
+    for key in ("train.learning_rate", "train.backbone_lr_scale"):
+        with pytest.raises(SpecError) as caught:
+            load_spec(schema, None, [f"{key}=1e300"])
+        assert key in str(caught.value) and "less than or equal to 1e+38," in str(caught.value)
+    assert load_spec(schema, None, ["train.learning_rate=1e38"]).train.learning_rate == 1e38
+
+
 def test_an_infinite_learning_rate_in_a_spec_file_is_a_one_line_error(digits, tmp_path, tkit):
     spec = tmp_path / "spec.yaml"
     spec.write_text("train:\n  learning_rate: .inf\n")
@@ -97,7 +108,7 @@ def test_a_loss_that_becomes_nan_stops_training_naming_epoch_step_and_the_learni
 def test_weights_that_are_no_longer_finite_are_never_saved_as_best(digits, tmp_path, tkit):
     results = tmp_path / "run"
     # one step per epoch: its loss is finite, the update overflows the weights, and validation comes next
-    r = tkit(*train_args(digits, results, "train.learning_rate=3e38"))  # float32 overflows above 3.4e38
+    r = tkit(*train_args(digits, results, "train.learning_rate=1e38"))  # float32 overflows above 3.4e38
     r.assert_user_error("training diverged", "weights", "epoch 1", "train.learning_rate")
     assert not (results / "best.ckpt").exists() and not (results / "last.ckpt").exists()
 

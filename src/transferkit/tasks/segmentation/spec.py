@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, field_validator
 
-from ...spec import BackboneModelConfig, ExportConfig, MinMax, PruneConfig, SpecModel
+from ...spec import FLOAT32_MAX, BackboneModelConfig, ExportConfig, MinMax, PruneConfig, SpecModel
 from ...vision.spec import VisionTrainConfig
 
 ColourValue = Annotated[int, Field(ge=0, le=255)]
@@ -110,7 +110,7 @@ class SegTrainConfig(VisionTrainConfig):
     """The shared training keys with defaults suited to a fresh decoder on a pretrained encoder."""
 
     optimizer: Literal["sgd", "adam", "adamw"] = Field("adamw", description="sgd | adam | adamw")
-    learning_rate: float = Field(1e-3, gt=0, description="peak learning rate")
+    learning_rate: float = Field(1e-3, gt=0, le=FLOAT32_MAX, description="peak learning rate")
     batch_size: int = Field(16, gt=0, description="images per step on each device")
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import Field, NonNegativeFloat, create_model, model_serializer
 
-from ....spec import BackboneModelConfig, ExportConfig, PruneConfig, SpecModel
+from ....spec import FLOAT32_MAX, BackboneModelConfig, ExportConfig, PruneConfig, SpecModel
 from ....vision.box_augment import DetectionAugmentationConfig
 from ....vision.spec import VisionTrainConfig
 from ..base import DetectionDataConfig, EvaluationConfig, InferenceConfig
@@ -108,7 +108,7 @@ class DatasetConvertConfig(SpecModel):
 class DetectNetTrainConfig(VisionTrainConfig):
     # AdamW: with TAO's box-loss weight (10) SGD at the shared default learning rate diverges.
     optimizer: Literal["sgd", "adam", "adamw"] = Field("adamw", description="sgd | adam | adamw")
-    learning_rate: float = Field(1e-3, gt=0, description="peak learning rate")
+    learning_rate: float = Field(1e-3, gt=0, le=FLOAT32_MAX, description="peak learning rate")
 
 
 class DetectNetSpec(SpecModel):

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ....spec import BackboneModelConfig, ExportConfig, PruneConfig, SpecModel
+from ....spec import FLOAT32_MAX, BackboneModelConfig, ExportConfig, PruneConfig, SpecModel
 from ....vision.box_augment import YoloAugmentationConfig
 from ....vision.spec import VisionTrainConfig
 from ..base import DetectionDataConfig, EvaluationConfig, InferenceConfig
@@ -90,7 +90,7 @@ class YoloExportConfig(ExportConfig):
 
 class YoloTrainConfig(VisionTrainConfig):
     optimizer: Literal["sgd", "adam", "adamw"] = Field("adamw", description="sgd | adam | adamw")
-    learning_rate: float = Field(2e-3, gt=0, description="peak learning rate")
+    learning_rate: float = Field(2e-3, gt=0, le=FLOAT32_MAX, description="peak learning rate")
     warmup_epochs: int = Field(1, ge=0, description="linear learning-rate warm-up epochs")
 
 
