@@ -20,6 +20,8 @@ SMALL = {
     "objects": {"per_class": 3, "val_per_class": 2, "size": 32},
     "kitti_digits": {"num_train": 4, "num_val": 2, "width": 96, "height": 64},
     "shapes_seg": {"num_train": 4, "num_val": 2, "size": 48},
+    "sentences": {"per_class": 8, "val_per_class": 4, "num_test": 7},
+    "entities": {"num_train": 12, "num_val": 6, "num_test": 4},
 }
 
 

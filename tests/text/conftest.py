@@ -6,8 +6,20 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from text_tickets import tickets, write_tsv
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module: a tiny BERT's tensors, and even MiniLM's, run faster so on a shared
+    2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 @pytest.fixture(scope="session")
 def ticket_files(tmp_path_factory) -> dict[str, Path]:

@@ -13,7 +13,8 @@ from transferkit.engine.checkpoint import read_checkpoint
 from transferkit.spec import load_spec
 from transferkit.tasks import get_task
 
-from text_tickets import TINY, tickets, write_tsv
+from text_helpers import TINY
+from text_tickets import tickets, write_tsv
 
 TASK = "text_classification"
 

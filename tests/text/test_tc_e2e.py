@@ -8,21 +8,14 @@ from pathlib import Path
 
 import onnx
 import pytest
-import torch
 
-from transferkit.cli import main
-from transferkit.engine.meta import ModelMeta
-from transferkit.errors import ModelError
 from transferkit.spec import load_spec
 from transferkit.tasks import get_task
 
-from text_tickets import LABELS, TINY, tickets, write_tsv
+from text_helpers import TINY, assert_one_line_errors, default_spec, meta_of, onnx_alone, tkit
+from text_tickets import LABELS, tickets, write_tsv
 
 TASK = "text_classification"
-
-
-def tkit(*args) -> int:
-    return main([str(a) for a in args])
 
 
 def data_args(files: dict[str, Path]) -> list[str]:
@@ -48,10 +41,7 @@ def trained(noisy_files, tmp_path_factory) -> Path:
 
 
 def test_default_spec_reads_back(tmp_path, capsys):
-    assert tkit(TASK, "default_spec") == 0
-    path = tmp_path / "spec.yaml"
-    path.write_text(capsys.readouterr().out)
-    spec = load_spec(get_task(TASK).spec_class, path)
+    spec = default_spec(TASK, tmp_path, capsys)
     assert spec.model.backbone == "minilm-l6" and spec.train.optimizer == "adamw"
     assert spec.train.lr_scheduler == "linear" and spec.train.warmup_fraction == 0.1
     assert spec.train.backbone_lr_scale < 1 and spec.export.int8_target == "dynamic"
@@ -67,24 +57,13 @@ def test_training_counts_bad_rows_and_writes_a_self_contained_checkpoint(trained
     assert skipped["count"] == 4 and set(skipped["files"]) == {f"{train}:{n}" for n in (49, 50, 51, 52)}
     assert "unknown label 'refund'" in skipped["files"][f"{train}:52"]
     assert metrics["best"]["val/f1_macro"] > 0.3  # one label for everything scores 1/6 (the real MiniLM: below)
-    meta = ModelMeta.from_dict(torch.load(trained / "best.ckpt", weights_only=True)["transferkit"])
+    meta = meta_of(trained / "best.ckpt")
     assert meta.classes == LABELS and meta.backbone == "minilm-l6"
     assert [(i.name, i.dtype, i.shape) for i in meta.inputs] == [("input_ids", "int64", ("batch", "length")),
                                                                  ("attention_mask", "int64", ("batch", "length"))]
     assert meta.inputs[0].text.max_length == 128
     assert meta.arch["head"] == "sequence" and meta.arch["multi_label"] is False
     assert meta.arch["hf_config"]["hidden_size"] == 32 and '"WordPiece"' in meta.arch["tokenizer_json"]
-
-
-def no_zoo(monkeypatch, tmp_path: Path) -> None:
-    """Make every encoder source unreachable: an empty TRANSFERKIT_HOME and no zoo or hub look-ups at all."""
-    def refuse(*args, **kwargs):
-        raise ModelError("the zoo was asked for a model folder")
-
-    monkeypatch.setenv("TRANSFERKIT_HOME", str(tmp_path / "empty_home"))
-    monkeypatch.setattr("transferkit.zoo.huggingface.find_model_folder", refuse)
-    monkeypatch.setattr("transferkit.zoo.huggingface.resolve_model_folder", refuse)
-    monkeypatch.setattr("transferkit.text.task.find_backbone", refuse)
 
 
 @pytest.mark.export
@@ -104,8 +83,7 @@ def test_evaluate_export_and_inference_from_the_onnx_alone(trained, ticket_files
     report = json.loads((tmp_path / "export" / "export_report.json").read_text())
     assert report["parity"]["ok"] and set(report["runtimes"]) == {"pytorch", "onnx_fp32", "onnx_int8"}
     assert report["runtimes"]["pytorch"]["accuracy"] == pytest.approx(eager["accuracy"])
-    assert Path(report["tokenizer"]).read_text() == ModelMeta.from_dict(
-        torch.load(run / "best.ckpt", weights_only=True)["transferkit"]).arch["tokenizer_json"]
+    assert Path(report["tokenizer"]).read_text() == meta_of(run / "best.ckpt").arch["tokenizer_json"]
     graph = onnx.load(tmp_path / "export" / "model.onnx").graph
     assert [(i.name, i.type.tensor_type.elem_type, [d.dim_param for d in i.type.tensor_type.shape.dim])
             for i in graph.input] == [("input_ids", onnx.TensorProto.INT64, ["batch", "length"]),
@@ -120,15 +98,11 @@ def test_evaluate_export_and_inference_from_the_onnx_alone(trained, ticket_files
         assert scored["accuracy"] == pytest.approx(eager["accuracy"], abs=tolerance)
 
     # inference needs only the .onnx: no checkpoint, no zoo, no model folder
-    alone = tmp_path / "alone"
-    alone.mkdir()
-    shutil.copy(tmp_path / "export" / "model.onnx", alone / "model.onnx")
-    shutil.rmtree(run)
-    no_zoo(monkeypatch, tmp_path)
+    alone = onnx_alone(tmp_path / "export" / "model.onnx", run, monkeypatch, tmp_path)
     lines = tmp_path / "lines.txt"
     lines.write_bytes(b"my laptop has not arrived yet\n\n  \nthe router app crashes when I open it\n\xff\xfe broken\n"
                       b"please refund the camera payment on my card\n")
-    assert tkit(TASK, "inference", "-r", tmp_path / "inf", "-m", alone / "model.onnx", f"inference.file={lines}") == 0
+    assert tkit(TASK, "inference", "-r", tmp_path / "inf", "-m", alone, f"inference.file={lines}") == 0
     predictions = [json.loads(line) for line in (tmp_path / "inf" / "predictions.jsonl").read_text().splitlines()]
     assert [p["text"] for p in predictions] == ["my laptop has not arrived yet", "the router app crashes when I open it",
                                                 "please refund the camera payment on my card"]
@@ -141,7 +115,7 @@ def test_evaluate_export_and_inference_from_the_onnx_alone(trained, ticket_files
 
     jsonl = tmp_path / "lines.jsonl"
     jsonl.write_text('{"text": "the printer shows an error after the update", "id": 7}\n{"id": 8}\n')
-    assert tkit(TASK, "inference", "-r", tmp_path / "inf_jsonl", "-m", alone / "model.onnx",
+    assert tkit(TASK, "inference", "-r", tmp_path / "inf_jsonl", "-m", alone,
                 f"inference.file={jsonl}") == 0
     summary = json.loads((tmp_path / "inf_jsonl" / "inference.json").read_text())
     assert summary["sentences"] == 1 and "no 'text'" in summary["skipped_sentences"]["files"][f"{jsonl}:2"]
@@ -191,10 +165,7 @@ def test_user_mistakes_are_one_line_errors(trained, tmp_path, capsys):
         (["train", "-r", tmp_path / "f", "model.pretrained=runs/x.pth", f"data.train_file={trained / 'spec.yaml'}",
           "data.format=tsv"], "model.pretrained"),
     ]
-    for args, expected in cases:
-        assert tkit(TASK, *args) == 2, args
-        err = capsys.readouterr().err
-        assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert_one_line_errors(TASK, cases, capsys)
 
 
 @pytest.mark.slow

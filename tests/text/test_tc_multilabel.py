@@ -10,7 +10,8 @@ import pytest
 from transferkit.cli import main
 from transferkit.engine.checkpoint import read_checkpoint
 
-from text_tickets import LABELS, TEMPLATES, THINGS, TINY
+from text_helpers import TINY
+from text_tickets import LABELS, TEMPLATES, THINGS
 
 TASK = "text_classification"
 

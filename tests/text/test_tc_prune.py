@@ -9,7 +9,7 @@ import pytest
 from transferkit.cli import main
 from transferkit.engine.checkpoint import read_checkpoint
 
-from text_tickets import TINY
+from text_helpers import TINY
 
 TASK = "text_classification"
 

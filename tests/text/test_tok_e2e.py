@@ -12,29 +12,17 @@ import pytest
 import torch
 
 from transferkit.data.text_demo import detokenize
-from transferkit.engine.meta import ModelMeta
-from transferkit.errors import ModelError
 from transferkit.spec import load_spec
 from transferkit.tasks import get_task
 from transferkit.text.tokenizer import TextTokenizer
 
-from tok_helpers import TASK, TINY, conll_args, entity_files, read_conll_blocks, tkit
+from text_helpers import TINY, assert_one_line_errors, default_spec, meta_of, onnx_alone, tkit
+from tok_helpers import TASK, conll_args, entity_files, read_conll_blocks
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TYPES = ("LOC", "ORG", "PER", "PRODUCT")
 TAGS = ("O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER", "B-PRODUCT", "I-PRODUCT")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """A tiny BERT's tensors: on a shared 2-core machine one thread is much faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def meta_of(path: Path) -> ModelMeta:
-    return ModelMeta.from_dict(torch.load(path, weights_only=True)["transferkit"])
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +49,7 @@ def trained(files, noisy, tmp_path_factory) -> Path:
 
 
 def test_tok_default_spec_reads_back(tmp_path, capsys):
-    assert tkit(TASK, "default_spec") == 0
-    path = tmp_path / "spec.yaml"
-    path.write_text(capsys.readouterr().out)
-    spec = load_spec(get_task(TASK).spec_class, path)
+    spec = default_spec(TASK, tmp_path, capsys)
     assert spec.model.backbone == "minilm-l6" and spec.train.optimizer == "adamw" and spec.train.backbone_lr_scale < 1
     assert spec.data.format == "auto" and spec.data.tag_scheme == "auto" and spec.data.invalid_tags == "skip"
     assert spec.export.int8_target == "dynamic" and spec.dataset_convert.output_scheme == "iob2"
@@ -153,17 +138,6 @@ def test_tok_words_beyond_max_length_are_counted_and_scored_as_o(files, tmp_path
     assert cut_rows and all(r["predicted"][i] == "O" for r in cut_rows for i in r["words_without_prediction"])
 
 
-def no_zoo(monkeypatch, tmp_path: Path) -> None:
-    """Make every encoder source unreachable: an empty TRANSFERKIT_HOME and no zoo or hub look-ups at all."""
-    def refuse(*args, **kwargs):
-        raise ModelError("the zoo was asked for a model folder")
-
-    monkeypatch.setenv("TRANSFERKIT_HOME", str(tmp_path / "empty_home"))
-    monkeypatch.setattr("transferkit.zoo.huggingface.find_model_folder", refuse)
-    monkeypatch.setattr("transferkit.zoo.huggingface.resolve_model_folder", refuse)
-    monkeypatch.setattr("transferkit.text.task.find_backbone", refuse)
-
-
 @pytest.mark.export
 def test_tok_export_evaluate_onnx_and_inference_from_the_onnx_alone(trained, noisy, files, tmp_path, monkeypatch):
     run = tmp_path / "model"
@@ -194,16 +168,12 @@ def test_tok_export_evaluate_onnx_and_inference_from_the_onnx_alone(trained, noi
         assert scored["f1"] == pytest.approx(eager["f1"], abs=tolerance)
 
     # inference needs only the .onnx: no checkpoint, no zoo, no model folder
-    alone = tmp_path / "alone"
-    alone.mkdir()
-    shutil.copy(tmp_path / "export" / "model.onnx", alone / "model.onnx")
-    shutil.rmtree(run)
-    no_zoo(monkeypatch, tmp_path)
+    alone = onnx_alone(tmp_path / "export" / "model.onnx", run, monkeypatch, tmp_path)
     sentences = [detokenize([w for w, _ in block]) for block in read_conll_blocks(files["train"])[:6]]
     lines = tmp_path / "lines.txt"
     lines.write_bytes(("\n".join(sentences[:3]) + "\n\n  Zoë  met them in Gdańsk (again).\n").encode() +
                       b"\xff\xfe broken\n" + ("\n".join(sentences[3:]) + "\n").encode())
-    assert tkit(TASK, "inference", "-r", tmp_path / "inf", "-m", alone / "model.onnx", f"inference.file={lines}") == 0
+    assert tkit(TASK, "inference", "-r", tmp_path / "inf", "-m", alone, f"inference.file={lines}") == 0
     predictions = [json.loads(line) for line in (tmp_path / "inf" / "predictions.jsonl").read_text().splitlines()]
     texts = sentences[:3] + ["Zoë  met them in Gdańsk (again)."] + sentences[3:]
     assert [p["text"] for p in predictions] == texts
@@ -230,7 +200,7 @@ def test_tok_export_evaluate_onnx_and_inference_from_the_onnx_alone(trained, noi
 
     jsonl = tmp_path / "lines.jsonl"
     jsonl.write_text(json.dumps({"text": sentences[0], "id": 7}) + "\n" + '{"id": 8}\n')
-    assert tkit(TASK, "inference", "-r", tmp_path / "inf_jsonl", "-m", alone / "model.onnx",
+    assert tkit(TASK, "inference", "-r", tmp_path / "inf_jsonl", "-m", alone,
                 f"inference.file={jsonl}") == 0
     first = json.loads((tmp_path / "inf_jsonl" / "predictions.jsonl").read_text().splitlines()[0])
     assert first["entities"] == predictions[0]["entities"] and first["where"] == f"{jsonl}:1"
@@ -336,7 +306,4 @@ def test_tok_user_mistakes_are_one_line_errors(trained, files, tmp_path, capsys)
         (["train", "-r", tmp_path / "j", f"data.train_file={files['text_train']}",
           f"data.train_labels={files['labels_train']}", f"data.val_labels={files['labels_val']}"], "data.val_file"),
     ]
-    for args, expected in cases:
-        assert tkit(TASK, *args) == 2, args
-        err = capsys.readouterr().err
-        assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert_one_line_errors(TASK, cases, capsys)

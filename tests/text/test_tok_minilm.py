@@ -5,21 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from transferkit.data.demo import build_demo
 
-from tok_helpers import TASK, tkit
+from text_helpers import tkit
+from tok_helpers import TASK
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """On a shared 2-core machine one thread trains MiniLM faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # on a shared 2-core machine one thread trains MiniLM faster
 
 @pytest.mark.slow
 def test_tok_pretrained_minilm_tags_unseen_names(tmp_path):

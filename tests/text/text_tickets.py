@@ -35,8 +35,3 @@ def write_tsv(path: Path, rows: list[tuple[str, str]], header: bool = False) -> 
     path.write_text(("sentence\tlabel\n" if header else "") + "".join(f"{t}\t{y}\n" for t, y in rows), encoding="utf-8")
     return path
 
-
-# A one-layer, 32-wide BERT on MiniLM's vocabulary: learns the tickets in a few dozen steps.
-TINY = ["model.pretrained=false",
-        "model.config_overrides={num_hidden_layers: 1, hidden_size: 32, num_attention_heads: 2, intermediate_size: 64}",
-        "train.learning_rate=1e-2", "train.backbone_lr_scale=1", "train.batch_size=8", "train.histograms=false"]

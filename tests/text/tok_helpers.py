@@ -1,22 +1,12 @@
-"""Helpers of the token_classification tests: the CLI call, a tiny random BERT as spec overrides, and small entity
-files from the `entities` demo."""
+"""Helpers of the token_classification tests: small entity files from the `entities` demo and CoNLL blocks (the CLI
+call and the tiny BERT are text_helpers')."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from transferkit.cli import main
 from transferkit.data.demo import build_demo
 
 TASK = "token_classification"
-
-# A tiny random BERT with MiniLM's tokenizer and vocabulary: trains in seconds (as text_classification's tests do).
-TINY = ["model.pretrained=false",
-        "model.config_overrides={num_hidden_layers: 1, hidden_size: 32, num_attention_heads: 2, intermediate_size: 64}",
-        "train.learning_rate=1e-2", "train.backbone_lr_scale=1", "train.batch_size=8", "train.histograms=false"]
-
-
-def tkit(*args) -> int:
-    return main([str(a) for a in args])
 
 
 def entity_files(out: Path, num_train: int = 24, num_val: int = 12, num_test: int = 4) -> dict[str, Path]:

@@ -35,6 +35,11 @@ class Predictor:
     def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
         return self.run(*inputs)
 
+    @property
+    def info(self) -> dict[str, str]:
+        """The `model` entry of metrics.json and inference.json: the file scored and the runtime that ran it."""
+        return {"file": str(self.source), "runtime": self.kind}
+
 
 @dataclass
 class ExportGraph:

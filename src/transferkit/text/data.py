@@ -7,10 +7,11 @@ length (LengthBuckets; LengthBucketSampler under DDP), so little compute goes in
 """
 from __future__ import annotations
 
+import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -19,6 +20,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..data.module import TaskData
 from ..data.resumable import EpochShuffle, ResumableLoader
 from ..errors import DataError
+from ..io import atomic_write_text
+from ..spec import require_path
 from .tokenizer import TextTokenizer
 
 IGNORE_INDEX = -100  # token targets the loss skips (padding, special tokens, a word's later pieces)
@@ -70,6 +73,65 @@ def decode_surrogates(text: str) -> str | None:
     except UnicodeEncodeError as e:
         return f"not UTF-8 text (byte 0x{ord(text[e.start]) & 0xff:02x}); save the file as UTF-8"
     return None
+
+
+@dataclass
+class LineReport:
+    """What reading a file line by line passed over: {file:line: reason} of unusable lines, and blank lines."""
+
+    bad: dict[str, str] = field(default_factory=dict)
+    blank: int = 0
+
+
+def content_lines(path: Path, key: str, report: LineReport) -> Iterator[tuple[int, str]]:
+    """(line number, text) of every non-blank UTF-8 line of `path`; lines that are not UTF-8 go into report.bad,
+    blank lines are counted in report.blank."""
+    for number, line, problem in read_lines(path, key):
+        if problem:
+            report.bad[f"{path}:{number}"] = problem
+        elif not line.strip():
+            report.blank += 1
+        else:
+            yield number, line
+
+
+def json_line(line: str) -> tuple[Any, str | None]:
+    """(value, None) of a JSON line, or (None, why it is not JSON)."""
+    try:
+        return json.loads(line), None
+    except json.JSONDecodeError as e:
+        return None, f"not JSON ({e.msg} at column {e.colno})"
+
+
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+
+
+def read_inference_inputs(cfg: Any) -> tuple[list[tuple[str, str]], LineReport]:
+    """(file:line, text) of every input of inference.file (`cfg`: a text.spec.TextInferenceConfig): one per line of
+    a text file, or the `cfg.text_field` of each JSON line; unusable and blank lines go into the LineReport."""
+    path = require_path("inference.file", cfg.file, "file")
+    fmt = cfg.format if cfg.format != "auto" else ("jsonl" if path.suffix.lower() in JSONL_SUFFIXES else "text")
+    inputs, report = [], LineReport()
+    for number, line in content_lines(path, "inference.file", report):
+        where = f"{path}:{number}"
+        if fmt == "text":
+            inputs.append((where, line.strip()))
+            continue
+        record, problem = json_line(line)
+        text = record.get(cfg.text_field) if isinstance(record, dict) else None
+        if problem is None and (not isinstance(text, str) or not text.strip()):
+            problem = (f"no {cfg.text_field!r} text field (inference.text_field)" if not isinstance(text, str)
+                       else "empty text")
+        if problem:
+            report.bad[where] = problem
+        else:
+            inputs.append((where, text.strip()))
+    return inputs, report
+
+
+def no_token(text: str) -> str:
+    """The reason an input the tokenizer finds no token in is skipped."""
+    return f"the tokenizer finds no token in {text[:40]!r}"
 
 
 # -- batches ----------------------------------------------------------------------------------------
@@ -228,8 +290,7 @@ class TextData(TaskData):
 
     def find_unusable(self, items: list) -> dict[str, str]:
         floor = self.tokenizer.special_token_count()
-        return {e.where: f"{e.where}: the tokenizer finds no token in {e.text[:40]!r}" for e in items
-                if len(e.ids) <= floor}
+        return {e.where: f"{e.where}: {no_token(e.text)}" for e in items if len(e.ids) <= floor}
 
     def model_inputs(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         return batch[0], batch[1]
@@ -248,3 +309,8 @@ class TextData(TaskData):
                               sampler=LengthBucketSampler(lengths, batch_size, self.seed), **settings)
         return ResumableLoader(self.make_dataset(items, train), batch_size, sampler=LengthBuckets(lengths, batch_size),
                                **settings)
+
+
+def write_jsonl(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """One JSON object per line (UTF-8 text kept as is), written atomically."""
+    return atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

@@ -1,12 +1,14 @@
-"""Spec sections every text task shares: the encoder (`model`), text training defaults, INT8 export defaults."""
+"""Spec sections every text task shares: the encoder (`model`), text training defaults, evaluate and inference
+keys, INT8 export defaults, and TextSpec, the order of sections in every text task's spec."""
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, create_model
 
 from ..spec import ExportConfig, SpecModel, TrainConfig
+from .prune import TextPruneConfig
 
 DEFAULT_BACKBONE = "minilm-l6"
 
@@ -72,3 +74,34 @@ TextExportConfig = with_defaults(
     int8_target="dynamic",
 )
 
+
+
+class TextEvaluationConfig(SpecModel):
+    """The `evaluation` keys of every text task."""
+
+    batch_size: int = Field(64, gt=0, description="sentences per batch")
+
+
+class TextInferenceConfig(SpecModel):
+    """The `inference` keys every text task reads its inputs with (text.data.read_inference_inputs)."""
+
+    file: str | None = Field(None, description="inputs: a text file (one sentence per line) or .jsonl (a text field "
+                                               "per line)")
+    format: Literal["auto", "text", "jsonl"] = Field("auto", description="auto (.jsonl/.json/.ndjson: jsonl, else "
+                                                                         "text) | text | jsonl")
+    text_field: str = Field("text", min_length=1, description="jsonl: the field holding the text")
+    batch_size: int = Field(64, gt=0, description="sentences per batch")
+
+
+class TextSpec(SpecModel):
+    """The sections of a text task's spec, in the order default_spec prints them. A task narrows `data`, `model`,
+    `inference` and `dataset_convert` to its own classes (a redeclared field keeps its place)."""
+
+    data: SpecModel = Field(description="dataset")
+    model: TextModelConfig = Field(default_factory=TextModelConfig, description="network")
+    train: TextTrainConfig = Field(default_factory=TextTrainConfig, description="training")
+    evaluation: TextEvaluationConfig = Field(default_factory=TextEvaluationConfig, description="evaluate verb")
+    inference: TextInferenceConfig = Field(default_factory=TextInferenceConfig, description="inference verb")
+    prune: TextPruneConfig = Field(default_factory=TextPruneConfig, description="prune verb")
+    export: TextExportConfig = Field(default_factory=TextExportConfig, description="export verb")
+    dataset_convert: SpecModel = Field(description="dataset_convert verb")

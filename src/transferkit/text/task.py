@@ -13,12 +13,14 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..data.items import skipped_report
 from ..engine.checkpoint import LoadReport, class_row_map, read_checkpoint, strip_prefix, transfer_weights
 from ..engine.meta import InputSpec, ModelMeta, TextParams
 from ..errors import ModelError, SpecError
-from ..io import atomic_write_text
+from ..io import atomic_write_json, atomic_write_text
 from ..spec import require_path
-from ..tasks.base import ExportGraph, Task
+from ..tasks.base import ExportGraph, Predictor, Task
+from .data import LineReport
 from .encoder import TextNet, architecture_config, build_from_config, find_backbone, load_pretrained
 from .tokenizer import TOKENIZER_FILE, TextTokenizer
 
@@ -77,12 +79,71 @@ class _TransposedLinear(nn.Module):
 
 
 class TextTask(Task):
-    """Base of the text tasks. Subclasses set `head` ("sequence" or "token") and the task's own verbs."""
+    """Base of the text tasks. Subclasses set `head` ("sequence" or "token"), `data_class` and `file_suffix`, and
+    implement `convert` (dataset_convert) besides the Task hooks."""
 
     item_kind = "sentences"
     fixed_input_shape = False  # every batch is padded to its own longest sentence
     head: str = "sequence"
     output_names = ("logits",)
+    data_class: type = None  # the task's TextData: data_class(spec, tokenizer, meta=None)
+    file_suffix = ".txt"  # the usual extension of the task's data files, for examples in messages
+
+    @property
+    def extra_verbs(self):
+        return {"dataset_convert": self.dataset_convert}
+
+    # -- data ---------------------------------------------------------------------------------------------
+    def build_data(self, spec, meta: ModelMeta | None = None):
+        """The task's data on the model's tokenizer (evaluate, export) or on the one training will use."""
+        if meta is not None:
+            if spec.export.int8 and not (spec.data.val_file or spec.data.train_file):
+                raise SpecError(self.no_eval_data())  # before the INT8 model is written, not after
+            return self.data_class(spec, self.tokenizer(meta), meta)
+        source = self.text_source(spec.model)
+        self.check_max_length(spec.model, source)
+        return self.data_class(spec, TextTokenizer(source.tokenizer_json, spec.model.max_length, spec.model.lowercase))
+
+    def no_eval_data(self) -> str:
+        return ("data.val_file is not set: evaluate (and export with export.int8=true, which scores each runtime) "
+                f"needs labelled sentences, e.g. data.val_file=val{self.file_suffix} (or data.train_file, whose "
+                "held-out val_split it scores)")
+
+    def require_eval_data(self, spec) -> None:
+        if not (spec.data.val_file or spec.data.train_file):
+            raise SpecError(self.no_eval_data())
+
+    def inference_summary(self, predictor: Predictor, count: int, passed_over: LineReport, predictions: Path,
+                          **extra: Any) -> dict[str, Any]:
+        """inference.json of a text task: `count` inputs predicted, the lines passed over (also logged), `extra`."""
+        bad, blank = passed_over.bad, passed_over.blank
+        if bad:
+            log.warning("inference.file: skipped %d line(s), e.g. %s: %s", len(bad), *next(iter(bad.items())))
+        if blank:
+            log.info("inference.file: %d blank line(s) ignored", blank)
+        return {self.item_kind: count, f"skipped_{self.item_kind}": skipped_report(bad), "blank_lines": blank,
+                **extra, "predictions": str(predictions), "model": predictor.info}
+
+    # -- dataset_convert ----------------------------------------------------------------------------------
+    def dataset_convert(self, spec, results: Path | None, model=None) -> dict[str, Any]:
+        """data.train_file / data.val_file -> files in dataset_convert.output_dir (else RESULTS/converted), by the
+        task's `convert`; its report is also written to RESULTS/dataset_convert.json."""
+        out = Path(spec.dataset_convert.output_dir) if spec.dataset_convert.output_dir else \
+            (results / "converted" if results else None)
+        if out is None:
+            raise SpecError("dataset_convert needs dataset_convert.output_dir=DIR (or -r DIR)")
+        files = {split: getattr(spec.data, f"{split}_file") for split in ("train", "val")
+                 if getattr(spec.data, f"{split}_file")}
+        if not files:
+            raise SpecError("dataset_convert needs data.train_file and/or data.val_file to convert")
+        report = {"output_dir": str(out), **self.convert(spec, out, files)}
+        if results is not None:
+            atomic_write_json(results / "dataset_convert.json", report)
+        return report
+
+    def convert(self, spec, out: Path, files: dict[str, str]) -> dict[str, Any]:
+        """Convert `files` ({split: data.<split>_file}) into the folder `out`; the report (output format first)."""
+        raise NotImplementedError
 
     # -- the encoder and its tokenizer --------------------------------------------------------------------
     def text_source(self, model_cfg) -> TextSource:
@@ -133,6 +194,12 @@ class TextTask(Task):
         if model_cfg.freeze_embeddings and (model_cfg.pretrained or model_cfg.pruned):
             net.backbone.get_input_embeddings().weight.requires_grad_(False)
         return net.train(), meta, report
+
+    def training_net(self, spec, data, **arch: Any) -> tuple[TextNet, ModelMeta, LoadReport | None]:
+        """initial_net for the labels of `data`, whose data.train_file must be set (build_training_module)."""
+        if not data.has_train:
+            raise SpecError(f"data.train_file is not set; training needs it, e.g. data.train_file=train{self.file_suffix}")
+        return self.initial_net(spec.model, self.text_source(spec.model), data.classes, **arch)
 
     def _initial_net(self, model_cfg, source: TextSource, classes: Sequence[str], **arch: Any
                      ) -> tuple[TextNet, ModelMeta, LoadReport | None]:
@@ -214,13 +281,15 @@ class TextTask(Task):
     def export_graph(self, net: nn.Module, meta: ModelMeta, spec) -> ExportGraph:
         """A copy of the network whose linear layers keep their weights transposed: exported without constant
         folding, nn.Linear becomes MatMul(x, Transpose(W)), and dynamic INT8 quantises only MatMuls that read a
-        weight initializer directly (it left all 42 of MiniLM's encoder MatMuls in float)."""
+        weight initializer directly (it left all 42 of MiniLM's encoder MatMuls in float). The token head's
+        logits are [batch, length, tags]: their length axis is dynamic too."""
         graph = copy.deepcopy(net).eval()
         for parent in list(graph.modules()):
             for name, child in list(parent.named_children()):
                 if type(child) is nn.Linear:
                     setattr(parent, name, _TransposedLinear(child))
-        return ExportGraph(graph, self.output_names)
+        axes = {name: {0: "batch", 1: "length"} for name in self.output_names} if self.head == "token" else None
+        return ExportGraph(graph, self.output_names, output_axes=axes)
 
     def check_export(self, spec, net: nn.Module, graph: ExportGraph, onnx_path: Path,
                      probe: tuple[torch.Tensor, ...]) -> dict:

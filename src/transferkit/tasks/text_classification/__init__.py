@@ -16,8 +16,7 @@ from ...errors import DataError, SpecError
 from ...io import atomic_write_json, atomic_write_text
 from ...metrics.plots import save_confusion_png
 from ...metrics.text import classification_report, multilabel_report
-from ...spec import require_path
-from ...text.data import TextCollate, TextExample, read_lines
+from ...text.data import TextCollate, TextExample, no_token, read_inference_inputs, write_jsonl
 from ...text.task import TextTask
 from ..base import Predictor
 from .data import LabelResolver, TextClassificationData, read_label_names, read_rows, resolve_rows, sorted_labels
@@ -25,9 +24,6 @@ from .module import TextClassificationModule
 from .spec import TextClassificationSpec
 
 log = logging.getLogger("transferkit")
-
-NO_EVAL_DATA = ("data.val_file is not set: evaluate (and export with export.int8=true, which scores each runtime) needs "
-                "labelled sentences, e.g. data.val_file=val.tsv (or data.train_file, whose held-out val_split it scores)")
 
 
 def thresholds_for(spec: TextClassificationSpec, classes: list[str]) -> np.ndarray:
@@ -40,10 +36,6 @@ def thresholds_for(spec: TextClassificationSpec, classes: list[str]) -> np.ndarr
     return np.array([inf.thresholds.get(name, inf.threshold) for name in classes], dtype=np.float32)
 
 
-def _model_info(predictor: Predictor) -> dict[str, str]:
-    return {"file": str(predictor.source), "runtime": predictor.kind}
-
-
 class TextClassificationTask(TextTask):
     name = "text_classification"
     spec_class = TextClassificationSpec
@@ -51,30 +43,13 @@ class TextClassificationTask(TextTask):
     monitor_mode = "max"
     headline = "accuracy"
     head = "sequence"
+    data_class = TextClassificationData
+    file_suffix = ".tsv"
     description = "text classification (TSV, CSV or JSON lines; single- or multi-label)"
 
-    @property
-    def extra_verbs(self):
-        return {"dataset_convert": self.dataset_convert}
-
-    # -- data and model ------------------------------------------------------------------------------------
-    def build_data(self, spec: TextClassificationSpec, meta: ModelMeta | None = None) -> TextClassificationData:
-        if meta is not None:
-            if spec.export.int8 and not (spec.data.val_file or spec.data.train_file):
-                raise SpecError(NO_EVAL_DATA)  # before the INT8 model is written, not after
-            return TextClassificationData(spec, self.tokenizer(meta), meta)
-        from ...text.tokenizer import TextTokenizer
-
-        source = self.text_source(spec.model)
-        self.check_max_length(spec.model, source)
-        tokenizer = TextTokenizer(source.tokenizer_json, spec.model.max_length, spec.model.lowercase)
-        return TextClassificationData(spec, tokenizer)
-
+    # -- model ---------------------------------------------------------------------------------------------
     def build_training_module(self, spec: TextClassificationSpec, data: TextClassificationData):
-        if not data.has_train:
-            raise SpecError("data.train_file is not set; training needs it, e.g. data.train_file=train.tsv")
-        source = self.text_source(spec.model)
-        net, meta, report = self.initial_net(spec.model, source, data.classes, multi_label=spec.model.multi_label)
+        net, meta, report = self.training_net(spec, data, multi_label=spec.model.multi_label)
         if bool(meta.arch.get("multi_label")) != spec.model.multi_label:  # a pruned model keeps what it was
             raise SpecError(f"model.pruned: {spec.model.pruned} was trained with multi_label="
                             f"{bool(meta.arch.get('multi_label'))}; set model.multi_label the same")
@@ -95,8 +70,7 @@ class TextClassificationTask(TextTask):
 
     def evaluate(self, spec: TextClassificationSpec, predictor: Predictor, data: TextClassificationData,
                  out_dir: Path) -> dict[str, Any]:
-        if not spec.data.val_file and not spec.data.train_file:
-            raise SpecError(NO_EVAL_DATA)
+        self.require_eval_data(spec)
         meta = predictor.meta
         classes = list(meta.classes)
         multi = bool(meta.arch.get("multi_label"))
@@ -136,63 +110,31 @@ class TextClassificationTask(TextTask):
                              "predicted": classes[int(p)], "score": round(float(s[p]), 4)})
             true_counts = {c: int((true == i).sum()) for i, c in enumerate(classes)}
             pred_counts = {c: int((pred == i).sum()) for i, c in enumerate(classes)}
-        atomic_write_text(out_dir / "val_predictions.jsonl",
-                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        write_jsonl(out_dir / "val_predictions.jsonl", rows)
         metrics.update({
             "labels": classes, "multi_label": multi, "num_sentences": int(len(true)),
             "counts": {"sentences": int(len(true)), "true": true_counts, "predicted": pred_counts},
             f"skipped_{self.item_kind}": skipped_report(data.skipped),
-            "warnings": list(data.warnings), "model": _model_info(predictor),
+            "warnings": list(data.warnings), "model": predictor.info,
         })
         atomic_write_json(out_dir / "confusion_matrix.json", {"labels": classes, "rows_true_cols_predicted":
                                                               metrics["confusion"]})
         return metrics
 
     # -- inference -----------------------------------------------------------------------------------------
-    def read_inputs(self, spec: TextClassificationSpec) -> tuple[list[tuple[str, str]], dict[str, str], int]:
-        """(where, text) of every input of inference.file, {where: reason} of unusable lines, blank lines."""
-        inf = spec.inference
-        path = require_path("inference.file", inf.file, "file")
-        fmt = inf.format if inf.format != "auto" else ("jsonl" if path.suffix.lower() in (".jsonl", ".json",
-                                                                                        ".ndjson") else "text")
-        inputs, bad, blank = [], {}, 0
-        for number, line, problem in read_lines(path, "inference.file"):
-            where = f"{path}:{number}"
-            if problem:
-                bad[where] = problem
-                continue
-            if not line.strip():
-                blank += 1
-                continue
-            if fmt == "text":
-                inputs.append((where, line.strip()))
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                bad[where] = f"not JSON ({e.msg} at column {e.colno})"
-                continue
-            text = record.get(inf.text_field) if isinstance(record, dict) else None
-            if not isinstance(text, str) or not text.strip():
-                bad[where] = (f"no {inf.text_field!r} text field (inference.text_field)" if not isinstance(text, str)
-                              else "empty text")
-                continue
-            inputs.append((where, text.strip()))
-        return inputs, bad, blank
-
     def inference(self, spec: TextClassificationSpec, predictor: Predictor, out_dir: Path) -> dict[str, Any]:
         meta = predictor.meta
         classes = list(meta.classes)
         multi = bool(meta.arch.get("multi_label"))
         thresholds = thresholds_for(spec, classes) if multi else None
         tokenizer = self.tokenizer(meta)
-        inputs, bad, blank = self.read_inputs(spec)
+        inputs, passed_over = read_inference_inputs(spec.inference)
         encodings = tokenizer.encode([text for _, text in inputs])
         floor = tokenizer.special_token_count()
         examples = []
         for i, ((where, text), encoding) in enumerate(zip(inputs, encodings)):
             if len(encoding.ids) <= floor:
-                bad[where] = f"the tokenizer finds no token in {text[:40]!r}"
+                passed_over.bad[where] = no_token(text)
             else:
                 examples.append(TextExample(where, tuple(encoding.ids), i, text))
         # Batches of similar lengths (less padding); the outputs go back to input order.
@@ -205,7 +147,7 @@ class TextClassificationTask(TextTask):
             ids, mask, _, _ = collate([examples[i] for i in chosen])
             probs[chosen] = self._scores(predictor(ids, mask)[0], multi).numpy()
         k = min(spec.inference.top_k, len(classes))
-        lines = []
+        rows = []
         for example, p in zip(examples, probs):
             row: dict[str, Any] = {"text": example.text}
             if multi:
@@ -216,28 +158,16 @@ class TextClassificationTask(TextTask):
                 row.update({"label": classes[best[0]], "score": round(float(p[best[0]]), 4),
                             "top_k": [{"label": classes[j], "score": round(float(p[j]), 4)} for j in best]})
             row["where"] = example.where
-            lines.append(json.dumps(row, ensure_ascii=False) + "\n")
-        predictions = atomic_write_text(out_dir / "predictions.jsonl", "".join(lines))
-        if bad:
-            log.warning("inference.file: skipped %d line(s), e.g. %s: %s", len(bad), *next(iter(bad.items())))
-        if blank:
-            log.info("inference.file: %d blank line(s) ignored", blank)
-        return {self.item_kind: len(examples), f"skipped_{self.item_kind}": skipped_report(bad),
-                "blank_lines": blank, "multi_label": multi, "predictions": str(predictions),
-                **({"thresholds": dict(zip(classes, thresholds.tolist()))} if multi else {}),
-                "model": _model_info(predictor)}
+            rows.append(row)
+        predictions = write_jsonl(out_dir / "predictions.jsonl", rows)
+        return self.inference_summary(predictor, len(examples), passed_over, predictions, multi_label=multi,
+                                      **({"thresholds": dict(zip(classes, thresholds.tolist()))} if multi else {}))
 
     # -- dataset_convert -----------------------------------------------------------------------------------
-    def dataset_convert(self, spec: TextClassificationSpec, results: Path | None, model=None) -> dict[str, Any]:
-        """data.train_file / data.val_file (any format, integer labels via data.labels_file) -> TSV with label
-        names, JSON lines, or TAO's integer TSV + labels.txt; bad rows are reported, not copied."""
+    def convert(self, spec: TextClassificationSpec, out: Path, files: dict[str, str]) -> dict[str, Any]:
+        """The files (any format, integer labels via data.labels_file) -> TSV with label names, JSON lines, or
+        TAO's integer TSV + labels.txt; bad rows are reported, not copied."""
         d, c = spec.data, spec.dataset_convert
-        out = Path(c.output_dir) if c.output_dir else (results / "converted" if results else None)
-        if out is None:
-            raise SpecError("dataset_convert needs dataset_convert.output_dir=DIR (or -r DIR)")
-        files = {split: getattr(d, f"{split}_file") for split in ("train", "val") if getattr(d, f"{split}_file")}
-        if not files:
-            raise SpecError("dataset_convert needs data.train_file and/or data.val_file to convert")
         multi = spec.model.multi_label
         index_names = read_label_names(d.labels_file) if d.labels_file else None
         read = {split: read_rows(path, f"data.{split}_file", d, multi) for split, path in files.items()}
@@ -248,7 +178,7 @@ class TextClassificationTask(TextTask):
             classes = sorted_labels(probe.name(t) for r in read.values() for row in r.rows for t in row.labels)
             origin = "the files"
         resolver = LabelResolver(classes, origin, index_names)
-        report: dict[str, Any] = {"output_dir": str(out), "output_format": c.output_format, "labels": classes}
+        report: dict[str, Any] = {"output_format": c.output_format, "labels": classes}
         for split, result in read.items():
             good, bad = resolve_rows(result.rows, resolver, multi)
             bad = {**result.bad, **bad}
@@ -277,8 +207,6 @@ class TextClassificationTask(TextTask):
             log.info("%s: %d sentences -> %s", source, len(lines), target_path)
         if c.output_format == "tao":
             report["labels_file"] = str(atomic_write_text(out / "labels.txt", "".join(n + "\n" for n in classes)))
-        if results is not None:
-            atomic_write_json(results / "dataset_convert.json", report)
         return report
 
 

@@ -11,14 +11,14 @@ import csv
 import io
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ...data.module import split_validation
 from ...engine.meta import ModelMeta
 from ...errors import DataError, SpecError
-from ...text.data import TextData, TextExample, decode_surrogates, read_lines
+from ...text.data import LineReport, TextData, TextExample, content_lines, decode_surrogates, json_line, read_lines
 from ...text.tokenizer import TextTokenizer
 from .spec import TCDataConfig, TextClassificationSpec
 
@@ -39,10 +39,10 @@ class Row:
 
 
 @dataclass
-class ReadResult:
-    rows: list[Row]
-    bad: dict[str, str]  # where -> reason
-    blank: int = 0
+class ReadResult(LineReport):
+    """The rows of a labelled file, and (LineReport) the lines left out with their reasons and the blank ones."""
+
+    rows: list[Row] = field(default_factory=list)
 
 
 def file_format(path: Path, fmt: str, key: str) -> str:
@@ -63,15 +63,9 @@ def _split_labels(field: str, separator: str, multi_label: bool) -> tuple[str, .
 
 
 def _read_tsv(path: Path, key: str, cfg: TCDataConfig, multi_label: bool) -> ReadResult:
-    result = ReadResult([], {})
-    for number, line, problem in read_lines(path, key):
+    result = ReadResult()
+    for number, line in content_lines(path, key, result):
         where = f"{path}:{number}"
-        if problem:
-            result.bad[where] = problem
-            continue
-        if not line.strip():
-            result.blank += 1
-            continue
         columns = line.split("\t")
         if number == 1 and [c.strip().lower() for c in columns] in (["sentence", "label"], ["text", "label"],
                                                                     ["sentence", "labels"], ["text", "labels"]):
@@ -99,7 +93,7 @@ def _pick(names: Sequence[str], configured: str | None, defaults: Sequence[str],
 
 
 def _read_csv(path: Path, key: str, cfg: TCDataConfig, multi_label: bool) -> ReadResult:
-    result = ReadResult([], {})
+    result = ReadResult()
     try:
         text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
     except OSError as e:
@@ -154,19 +148,12 @@ def _json_labels(value: Any, multi_label: bool) -> tuple[str, ...] | str:
 
 
 def _read_jsonl(path: Path, key: str, cfg: TCDataConfig, multi_label: bool) -> ReadResult:
-    result = ReadResult([], {})
-    for number, line, problem in read_lines(path, key):
+    result = ReadResult()
+    for number, line in content_lines(path, key, result):
         where = f"{path}:{number}"
+        record, problem = json_line(line)
         if problem:
             result.bad[where] = problem
-            continue
-        if not line.strip():
-            result.blank += 1
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            result.bad[where] = f"not JSON ({e.msg} at column {e.colno})"
             continue
         if not isinstance(record, dict):
             result.bad[where] = "not a JSON object ({\"text\": ..., \"label\": ...})"

@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 
 from ...engine.meta import ModelMeta
-from ...engine.module import TaskModule
 from ...metrics.text import confusion_report, label_scores
 from ...spec import TrainConfig
+from ...text.module import TextModule
 
 
-class TextClassificationModule(TaskModule):
+class TextClassificationModule(TextModule):
     def __init__(self, net, meta: ModelMeta, train: TrainConfig, thresholds: torch.Tensor | None = None):
         super().__init__(net, meta, train)
         self.multi_label = bool(meta.arch.get("multi_label"))
@@ -29,32 +29,16 @@ class TextClassificationModule(TaskModule):
             return F.binary_cross_entropy_with_logits(logits, targets)
         return F.cross_entropy(logits, targets)
 
-    def training_step(self, batch, batch_idx):
-        ids, mask, targets, bad = batch
-        self.note_skipped(bad)
-        if ids is None:
-            return None
-        loss = self.loss(self(ids, mask), targets)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(ids))
-        return loss
-
     def on_validation_epoch_start(self) -> None:
         self._counts.zero_()
         self._exact.zero_()
 
-    def validation_step(self, batch, batch_idx):
-        ids, mask, targets, bad = batch
-        self.note_skipped(bad)
-        if ids is None:
-            return
-        logits = self(ids, mask)
-        self.log("val/loss", self.loss(logits, targets), on_epoch=True, prog_bar=True, batch_size=len(ids),
-                 sync_dist=True)
+    def count(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
         if self.multi_label:
             true = targets > 0.5
             pred = torch.sigmoid(logits.float()) >= self.thresholds
             self._counts += torch.stack([true.sum(0), pred.sum(0), (true & pred).sum(0)], 1)
-            self._exact += torch.stack([(true == pred).all(1).sum(), torch.tensor(len(ids), device=ids.device)])
+            self._exact += torch.stack([(true == pred).all(1).sum(), torch.tensor(len(true), device=true.device)])
         else:
             n = len(self.meta.classes)
             self._counts += torch.bincount(targets * n + logits.argmax(1), minlength=n * n).reshape(n, n)

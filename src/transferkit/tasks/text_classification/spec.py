@@ -6,8 +6,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from ...spec import SpecModel
-from ...text.prune import TextPruneConfig
-from ...text.spec import TextExportConfig, TextModelConfig, TextTrainConfig
+from ...text.spec import TextInferenceConfig, TextModelConfig, TextSpec
 
 Probability = Annotated[float, Field(gt=0, lt=1)]
 
@@ -40,17 +39,7 @@ class TCModelConfig(TextModelConfig):
                                                  "cross-entropy, a threshold per label)")
 
 
-class TCEvaluationConfig(SpecModel):
-    batch_size: int = Field(64, gt=0, description="sentences per batch")
-
-
-class TCInferenceConfig(SpecModel):
-    file: str | None = Field(None, description="inputs: a text file (one sentence per line) or .jsonl (a text field "
-                                               "per line)")
-    format: Literal["auto", "text", "jsonl"] = Field("auto", description="auto (.jsonl/.json: jsonl, else text) | "
-                                                                         "text | jsonl")
-    text_field: str = Field("text", min_length=1, description="jsonl: the field holding the text")
-    batch_size: int = Field(64, gt=0, description="sentences per batch")
+class TCInferenceConfig(TextInferenceConfig):
     top_k: int = Field(3, gt=0, description="single-label: scores of the k best labels written per sentence")
     threshold: Probability = Field(0.5, description="multi-label: a label is predicted when its score is at least "
                                                     "this (evaluate and validation use it too)")
@@ -65,12 +54,8 @@ class TCConvertConfig(SpecModel):
     output_dir: str | None = Field(None, description="where the converted files go (empty = RESULTS/converted)")
 
 
-class TextClassificationSpec(SpecModel):
+class TextClassificationSpec(TextSpec):
     data: TCDataConfig = Field(default_factory=TCDataConfig, description="dataset")
     model: TCModelConfig = Field(default_factory=TCModelConfig, description="network")
-    train: TextTrainConfig = Field(default_factory=TextTrainConfig, description="training")
-    evaluation: TCEvaluationConfig = Field(default_factory=TCEvaluationConfig, description="evaluate verb")
     inference: TCInferenceConfig = Field(default_factory=TCInferenceConfig, description="inference verb")
-    prune: TextPruneConfig = Field(default_factory=TextPruneConfig, description="prune verb")
-    export: TextExportConfig = Field(default_factory=TextExportConfig, description="export verb")
     dataset_convert: TCConvertConfig = Field(default_factory=TCConvertConfig, description="dataset_convert verb")

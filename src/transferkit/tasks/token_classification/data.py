@@ -16,7 +16,7 @@ import torch
 from ...data.module import split_validation
 from ...engine.meta import ModelMeta
 from ...errors import DataError, SpecError
-from ...text.data import TextCollate, TextData, TextExample
+from ...text.data import TextCollate, TextData, TextExample, no_token
 from ...text.tokenizer import TextTokenizer
 from .align import WordTags, align_labels, word_tags
 from .formats import OUTSIDE, Sentence, TaggedData, labels_from_sentences, parse_tag, read_conll, read_labels_file, \
@@ -188,7 +188,7 @@ def examples_from_text(tokenizer: TextTokenizer, inputs: Sequence[tuple[str, str
     examples, bad = [], {}
     for (where, text), (words, offsets), encoding in zip(inputs, split, encodings):
         if len(encoding.ids) <= floor:
-            bad[where] = f"the tokenizer finds no token in {text[:40]!r}"
+            bad[where] = no_token(text)
             continue
         examples.append(TokenExample(where, tuple(encoding.ids), (), text, tuple(words), (),
                                      tuple(encoding.word_ids), tuple(offsets)))

@@ -48,8 +48,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
 
-from ...errors import DataError, SpecError, first_line
+from ...errors import DataError, SpecError
 from ...io import atomic_write_text
+from ...text.data import read_lines
 
 FORMATS = ("conll", "nemo")
 SCHEMES = ("iob2", "bioes", "iob1", "io")
@@ -338,20 +339,7 @@ def _read_lines(path: Path, key: str) -> list[str | None]:
         raise DataError(f"{key}: {path} does not exist; pass an existing file")
     if not path.is_file():
         raise DataError(f"{key}: {path} is not a file; pass the file itself")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{key}: {path} cannot be read ({first_line(e)})") from None
-    data = data.removeprefix(b"\xef\xbb\xbf")
-    chunks = data.split(b"\n")
-    if chunks and chunks[-1] == b"":
-        chunks.pop()
-    lines: list[str | None] = []
-    for chunk in chunks:
-        try:
-            lines.append(chunk.removesuffix(b"\r").decode("utf-8"))
-        except UnicodeDecodeError:
-            lines.append(None)
+    lines = [None if problem else line for _, line, problem in read_lines(path, key)]
     if not any(line is None or line.strip() for line in lines):
         raise DataError(f"{key}: {path} is empty")
     return lines

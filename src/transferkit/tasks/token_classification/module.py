@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from ...engine.meta import ModelMeta
-from ...engine.module import TaskModule
 from ...spec import TrainConfig
 from ...text.data import IGNORE_INDEX
+from ...text.module import TextModule
 from .formats import spans_from_iob2
 
 
@@ -23,7 +23,7 @@ def entity_counts(true: list[str], pred: list[str]) -> tuple[int, int, int]:
     return len(t & p), len(p), len(t)
 
 
-class TokenClassificationModule(TaskModule):
+class TokenClassificationModule(TextModule):
     def __init__(self, net, meta: ModelMeta, train: TrainConfig):
         super().__init__(net, meta, train)
         # entities: found, predicted, true; words: right, all
@@ -35,31 +35,15 @@ class TokenClassificationModule(TaskModule):
             return logits.sum() * 0.0
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
 
-    def training_step(self, batch, batch_idx):
-        ids, mask, targets, bad = batch
-        self.note_skipped(bad)
-        if ids is None:
-            return None
-        loss = self.loss(self(ids, mask), targets)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(ids))
-        return loss
-
     def on_validation_epoch_start(self) -> None:
         self._counts.zero_()
 
-    def validation_step(self, batch, batch_idx):
-        ids, mask, targets, bad = batch
-        self.note_skipped(bad)
-        if ids is None:
-            return
-        logits = self(ids, mask)
-        self.log("val/loss", self.loss(logits, targets), on_epoch=True, prog_bar=True, batch_size=len(ids),
-                 sync_dist=True)
+    def count(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
         classes = self.meta.classes
         pred = logits.argmax(-1).cpu()
         targets = targets.cpu()
         counts = [0] * 5
-        for row in range(len(ids)):
+        for row in range(len(targets)):
             words = targets[row] != IGNORE_INDEX  # first pieces, in word order
             true_tags = [classes[i] for i in targets[row][words].tolist()]
             pred_tags = [classes[i] for i in pred[row][words].tolist()]

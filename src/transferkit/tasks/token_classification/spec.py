@@ -6,8 +6,7 @@ from typing import Literal
 from pydantic import Field
 
 from ...spec import SpecModel
-from ...text.prune import TextPruneConfig
-from ...text.spec import TextExportConfig, TextModelConfig, TextTrainConfig
+from ...text.spec import TextInferenceConfig, TextSpec
 from .formats import INVALID_TAGS, SCHEMES, TAG_SCHEMES
 
 
@@ -33,17 +32,7 @@ class TokDataConfig(SpecModel):
                                                      "(less padding, faster)")
 
 
-class TokEvaluationConfig(SpecModel):
-    batch_size: int = Field(64, gt=0, description="sentences per batch")
-
-
-class TokInferenceConfig(SpecModel):
-    file: str | None = Field(None, description="inputs: a text file (one sentence per line) or .jsonl (a text field "
-                                               "per line)")
-    format: Literal["auto", "text", "jsonl"] = Field("auto", description="auto (.jsonl/.json: jsonl, else text) | "
-                                                                         "text | jsonl")
-    text_field: str = Field("text", min_length=1, description="jsonl: the field holding the text")
-    batch_size: int = Field(64, gt=0, description="sentences per batch")
+class TokInferenceConfig(TextInferenceConfig):
     split_punctuation: bool = Field(
         True, description="punctuation at either end of a word is a word of its own, as in CoNLL files "
                           "('Paris,' -> 'Paris' ','); false = words are whitespace-separated runs")
@@ -58,12 +47,7 @@ class TokConvertConfig(SpecModel):
     output_dir: str | None = Field(None, description="where the converted files go (empty = RESULTS/converted)")
 
 
-class TokenClassificationSpec(SpecModel):
+class TokenClassificationSpec(TextSpec):
     data: TokDataConfig = Field(default_factory=TokDataConfig, description="dataset")
-    model: TextModelConfig = Field(default_factory=TextModelConfig, description="network")
-    train: TextTrainConfig = Field(default_factory=TextTrainConfig, description="training")
-    evaluation: TokEvaluationConfig = Field(default_factory=TokEvaluationConfig, description="evaluate verb")
     inference: TokInferenceConfig = Field(default_factory=TokInferenceConfig, description="inference verb")
-    prune: TextPruneConfig = Field(default_factory=TextPruneConfig, description="prune verb")
-    export: TextExportConfig = Field(default_factory=TextExportConfig, description="export verb")
     dataset_convert: TokConvertConfig = Field(default_factory=TokConvertConfig, description="dataset_convert verb")
