@@ -186,22 +186,35 @@ def run_extra_verb(task: str, verb: str, spec_path, results, overrides: Sequence
 
 # -- loading a model for evaluate / inference / prune / export ----------------------------------
 
+def read_onnx_meta(path: Path, export_command: str = "tkit <task> export"):
+    """(OnnxModel, ModelMeta) of an exported .onnx file; ModelError when it carries no transferkit metadata."""
+    from .optimize.runtime import OnnxModel
+
+    onnx_model = OnnxModel(path)
+    raw = onnx_model.metadata.get(META_KEY)
+    if raw is None:
+        raise ModelError(f"{path} has no transferkit metadata; export it with `{export_command}`, "
+                         "or bring your own ONNX with `tkit model import-onnx`")
+    try:
+        return onnx_model, ModelMeta.from_dict(json.loads(raw), str(path))
+    except json.JSONDecodeError:
+        raise ModelError(f"{path}: its transferkit metadata is not JSON; re-export the model") from None
+
+
+def read_model_meta(path: str | Path) -> ModelMeta:
+    """The ModelMeta of a checkpoint (.ckpt) or exported .onnx file, whatever its task."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return read_onnx_meta(path)[1]
+    return read_checkpoint(path)[0]
+
+
 def load_predictor(task, model: str | Path | None, device: str = "cpu") -> Predictor:
     if model is None:
         raise SpecError("this verb needs a model: pass -m PATH (a best.ckpt, pruned.ckpt or exported .onnx)")
     path = Path(model)
     if path.suffix.lower() == ".onnx":
-        from .optimize.runtime import OnnxModel
-
-        onnx_model = OnnxModel(path)
-        raw = onnx_model.metadata.get(META_KEY)
-        if raw is None:
-            raise ModelError(f"{path} has no transferkit metadata; export it with `tkit {task.name} export`, "
-                             "or bring your own ONNX with `tkit model import-onnx`")
-        try:
-            meta = ModelMeta.from_dict(json.loads(raw), str(path))
-        except json.JSONDecodeError:
-            raise ModelError(f"{path}: its transferkit metadata is not JSON; re-export the model") from None
+        onnx_model, meta = read_onnx_meta(path, f"tkit {task.name} export")
         if meta.task != task.name:
             raise ModelError(f"{path} is a {meta.task} model, not {task.name}")
         if len(onnx_model.input_names) != len(meta.inputs):

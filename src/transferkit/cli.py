@@ -92,8 +92,8 @@ def run_model(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="tkit model", description="the pretrained model zoo")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="every model and whether its weights are on disk")
-    info = sub.add_parser("info", help="everything known about one model")
-    info.add_argument("name")
+    info = sub.add_parser("info", help="everything known about one model: a zoo name, or a model file")
+    info.add_argument("name", help="a zoo name (tkit model list), or a .ckpt / .onnx file written by tkit")
     imp = sub.add_parser("import", help="add a weight file (or a Hugging Face model folder) you downloaded, checksum-verified")
     imp.add_argument("name")
     imp.add_argument("file", help="the weight file; for a Hugging Face model, its folder (recorded, not copied)")
@@ -127,9 +127,14 @@ def run_model(argv: list[str]) -> int:
                           where.split(":")[0] if where else "[yellow]no[/] (download or tkit model import)")
         console.print(table)
         console.print("Any timm model works too as timm:<name> (weights from the Hugging Face hub, or imported).")
+    elif args.cmd == "info" and _is_model_file(args.name):
+        for key, value in _model_file_info(args.name).items():
+            print(f"{key}: {value}")  # unwrapped: one line per fact, for scripts too
     elif args.cmd == "info":
         entry = zoo.get_entry(args.name)
         for key, value in dataclasses.asdict(entry).items():
+            if key in ("input_size", "mean", "std") and entry.modality != "image":
+                continue  # image facts: None for a text or audio model
             if key == "categories" and value:
                 value = f"{len(value)} classes: {', '.join(value[:5])}, ..."
             console.print(f"[bold]{key}[/]: {value}")
@@ -157,6 +162,19 @@ def run_model(argv: list[str]) -> int:
         task = "segmentation" if args.head or isinstance(features, list) else "classification"
         console.print(f"fine-tune it with: tkit {task} train ... model.backbone={entry.name}")
     return 0
+
+
+def _is_model_file(name: str) -> bool:
+    return Path(name).suffix.lower() in (".ckpt", ".onnx") or Path(name).is_file()
+
+
+def _model_file_info(name: str) -> dict[str, str]:
+    """What a checkpoint or exported .onnx is: its task's description of its metadata (Task.describe_model)."""
+    from .api import read_model_meta
+    from .tasks import get_task
+
+    meta = read_model_meta(name)
+    return {"file": name, **get_task(meta.task).describe_model(meta)}
 
 
 def _floats(option: str, text: str | None) -> list[float] | None:

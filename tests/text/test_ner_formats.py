@@ -397,3 +397,21 @@ def test_bad_labels_file_is_a_data_error_naming_the_line(tmp_path, content, mess
     path = write(tmp_path / "labels.txt", content)
     with pytest.raises(DataError, match=rf"data\.labels_file: .*{message}"):
         read_labels_file(path)
+
+
+def test_a_tag_no_class_can_be_named_is_a_bad_tag_naming_its_line(tmp_path):
+    """Control characters in a tag (data.names: the check every class-name reader makes) skip the sentence."""
+    path = conll(tmp_path, "Ada B-PER\n\nParis B-LO\x1bC\n")
+    data = read_conll(path)
+    assert [s.words for s in data.sentences] == [("Ada",)]
+    assert list(data.skipped) == [f"{path}:3"] and "control character" in data.skipped[f"{path}:3"]
+    assert data.counts == {"bad_tag": 1}
+    text, labels = nemo(tmp_path, "Jan Kowalski\nin Paris\n", "B-PER I-PER\nO B-\x7fLOC\n")
+    skipped = read_nemo(text, labels).skipped
+    assert list(skipped) == [f"{labels}:2"] and skipped[f"{labels}:2"].startswith("word 2 'Paris': tag ")
+
+
+def test_a_labels_file_type_no_class_can_be_named_is_a_data_error(tmp_path):
+    path = write(tmp_path / "labels.txt", "PER\nL\x1bOC\n")
+    with pytest.raises(DataError, match=r"labels\.txt:2: .*control character"):
+        read_labels_file(path)

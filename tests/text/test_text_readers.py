@@ -3,6 +3,7 @@ file:line with its reason, never a traceback; labels come as names or as indices
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,27 @@ def test_a_single_label_classifier_needs_two_labels(tmp_path, tokenizer):
     train = write(tmp_path / "train.tsv", "one\tonly\ntwo\tonly\n")
     with pytest.raises(DataError, match="at least two"):
         TextClassificationData(spec(f"data.train_file={train}"), tokenizer)
+
+
+def test_a_label_no_class_can_be_named_skips_its_row_in_every_format(tmp_path, tokenizer):
+    """Control characters in a label (data.names: the check every class-name reader makes) skip the row, named."""
+    tsv = write(tmp_path / "t.tsv", "fine\tbilling\nescape\tbil\x1bling\n")
+    csv = write(tmp_path / "t.csv", 'text,label\nfine,billing\nnewline,"bil\nling"\n')
+    jsonl = write(tmp_path / "t.jsonl", '{"text": "fine", "label": "billing"}\n{"text": "sep", "label": "bil\\u2028ling"}\n')
+    for path, line in ((tsv, 2), (csv, 3), (jsonl, 2)):
+        read = rows_of(path)
+        assert [r.text for r in read.rows] == ["fine"]
+        assert list(read.bad) == [f"{path}:{line}"] and "control character" in read.bad[f"{path}:{line}"], read.bad
+    data = TextClassificationData(spec(f"data.train_file={tsv}", f"data.val_file={tsv}", "data.labels=[billing, x]"),
+                                  tokenizer)
+    assert data.classes == ["billing", "x"] and "control character" in data.skipped[f"{tsv}:2"]
+
+
+def test_a_label_list_with_a_control_character_is_refused_naming_where(tmp_path, tokenizer):
+    train = write(tmp_path / "train.tsv", "a\tbilling\nb\tshipping\n")
+    labels = write(tmp_path / "labels.txt", "billing\nship\x1bping\n")
+    with pytest.raises(DataError, match=rf"data\.labels_file: {re.escape(str(labels))}:2: .*control character") as refused:
+        TextClassificationData(spec(f"data.train_file={train}", f"data.labels_file={labels}"), tokenizer)
+    assert "\n" not in str(refused.value)
+    with pytest.raises(SpecError, match=r"data\.labels\[1\] .*control character"):  # YAML's \e is the escape character
+        TextClassificationData(spec(f"data.train_file={train}", 'data.labels=[billing, "ship\\eping"]'), tokenizer)

@@ -302,6 +302,7 @@ def test_tok_user_mistakes_are_one_line_errors(trained, files, tmp_path, capsys)
         (["train", "-r", tmp_path / "f", *conll_args(files), "model.max_length=1000"], "model.max_length"),
         (["inference", "-r", tmp_path / "g", "-m", trained / "best.ckpt"], "inference.file is not set"),
         (["evaluate", "-r", tmp_path / "h", "-m", trained / "best.ckpt"], "data.val_file"),
+        (["export", "-r", tmp_path / "k", "-m", trained / "best.ckpt", "export.int8=true"], "data.val_file"),
         (["train", "-r", tmp_path / "i", *conll_args(files), "data.tag_scheme=bilou"], "data.tag_scheme"),
         (["train", "-r", tmp_path / "j", f"data.train_file={files['text_train']}",
           f"data.train_labels={files['labels_train']}", f"data.val_labels={files['labels_val']}"], "data.val_file"),

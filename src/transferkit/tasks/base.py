@@ -11,7 +11,7 @@ from torch import nn
 
 from ..engine.module import TaskModule
 from ..engine.checkpoint import LoadReport
-from ..engine.meta import ModelMeta
+from ..engine.meta import InputSpec, ModelMeta
 from ..errors import ModelError
 
 
@@ -51,6 +51,20 @@ class ExportGraph:
     meta: dict = field(default_factory=dict)
     output_axes: dict[str, dict[int, str]] | None = None
     int8_op_types: tuple[str, ...] | None = None  # operators INT8 may quantise (None: all it supports)
+
+
+def describe_input(spec: InputSpec) -> str:
+    """One network input in words: dtype, shape and how raw data becomes it."""
+    text = f"{spec.dtype} [{', '.join(str(d) for d in spec.shape)}]"
+    if spec.image is not None:
+        i = spec.image
+        text += f", image {i.height}x{i.width}, mean {list(i.mean)}, std {list(i.std)}"
+    if spec.text is not None:
+        t = spec.text
+        text += f", tokenizer {t.tokenizer}, max_length {t.max_length}, lowercase {str(t.lowercase).lower()}"
+    if spec.audio is not None:
+        text += f", audio {spec.audio.sample_rate} Hz, {spec.audio.features}"
+    return text
 
 
 class Task:
@@ -102,6 +116,15 @@ class Task:
     def eager_runner(self, net: nn.Module, device: str) -> Callable[..., Any]:
         """How evaluate/inference call the eager network on a batch of inputs (vision picks the memory layout)."""
         return lambda *inputs: net(*(x.to(device) for x in inputs))
+
+    def describe_model(self, meta: ModelMeta) -> dict[str, str]:
+        """What `tkit model info FILE` prints about a model file of this task (label: text)."""
+        shown = ", ".join(meta.classes[:8]) + (", ..." if len(meta.classes) > 8 else "")
+        info = {"task": meta.task, "classes": f"{len(meta.classes)} ({shown})", "backbone": str(meta.backbone)}
+        info.update({f"input {spec.name}": describe_input(spec) for spec in meta.inputs})
+        if meta.history.get("pruned_from"):
+            info["pruned from"] = str(meta.history["pruned_from"])
+        return info
 
     def onnx_metadata(self, meta: ModelMeta) -> dict[str, Any]:
         """Human-readable keys an export adds beside the ModelMeta block (vision: mean, std, input_size)."""

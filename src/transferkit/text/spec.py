@@ -61,6 +61,13 @@ TextTrainConfig = with_defaults(
         "batch_size": "sentences per step on each device",
         "learning_rate": "peak learning rate of the head (the encoder's is this x backbone_lr_scale)",
         "num_workers": "DataLoader worker processes per device (text is tokenized up front: 0 is fastest)",
+        "momentum": "momentum of optimizer=sgd (adam and adamw do not use it)",
+        "backbone_lr_scale": "the pretrained encoder's learning rate is learning_rate x this (the new head's is "
+                             "learning_rate)",
+        "seed": "random seed for the new head's weights (all weights with model.pretrained=false), the data order "
+                "and the val_split hold-out",
+        "early_stopping_metric": "metric early stopping watches, e.g. val/loss (empty = the task's monitor: "
+                                 "val/f1_macro for text_classification, val/f1 for token_classification)",
     },
     epochs=8, batch_size=16, learning_rate=1e-3, optimizer="adamw", weight_decay=0.01, backbone_lr_scale=0.1,
     lr_scheduler="linear", warmup_fraction=0.1, grad_clip_norm=1.0, num_workers=0,

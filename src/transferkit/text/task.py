@@ -289,7 +289,9 @@ class TextTask(Task):
                 if type(child) is nn.Linear:
                     setattr(parent, name, _TransposedLinear(child))
         axes = {name: {0: "batch", 1: "length"} for name in self.output_names} if self.head == "token" else None
-        return ExportGraph(graph, self.output_names, output_axes=axes)
+        # The .onnx needs no rebuilding, so its metadata drops pruned_shapes; the layer sizes stay for `model info`.
+        built_in = {"pruned_shapes": dict(meta.pruned_shapes)} if meta.pruned_shapes else {}
+        return ExportGraph(graph, self.output_names, meta=built_in, output_axes=axes)
 
     def check_export(self, spec, net: nn.Module, graph: ExportGraph, onnx_path: Path,
                      probe: tuple[torch.Tensor, ...]) -> dict:
@@ -297,6 +299,22 @@ class TextTask(Task):
         from ..optimize import verify_export
 
         return verify_export(net, onnx_path, probe, atol=spec.export.parity_tolerance, rtol=0)
+
+    def describe_model(self, meta: ModelMeta) -> dict[str, str]:
+        """The Task's lines plus the head and the encoder's size: per layer (attention heads / FFN width) when pruned."""
+        info = super().describe_model(meta)
+        head = meta.arch.get("head", self.head)
+        info["head"] = f"{head} ({'multi-label, sigmoid' if meta.arch.get('multi_label') else 'softmax'})"
+        config = meta.arch.get("hf_config") or {}
+        layers, heads = config.get("num_hidden_layers"), config.get("num_attention_heads")
+        info["encoder"] = (f"{config.get('model_type', '?')}, {layers} layers, hidden {config.get('hidden_size')}, "
+                           f"{heads} attention heads and FFN {config.get('intermediate_size')} per layer")
+        shapes = meta.pruned_shapes or meta.export.get("pruned_shapes")
+        if isinstance(shapes, Mapping) and isinstance(shapes.get("layers"), Mapping):
+            per_layer = [f"{name.rsplit('.', 1)[-1]}: {s.get('heads')}/{s.get('ffn')}"
+                         for name, s in shapes["layers"].items()]
+            info["pruned layers (heads/FFN)"] = ", ".join(per_layer)
+        return info
 
     def onnx_metadata(self, meta: ModelMeta) -> dict[str, Any]:
         text = text_params(meta)

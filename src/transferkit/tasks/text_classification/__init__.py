@@ -19,7 +19,7 @@ from ...metrics.text import classification_report, multilabel_report
 from ...text.data import TextCollate, TextExample, no_token, read_inference_inputs, write_jsonl
 from ...text.task import TextTask
 from ..base import Predictor
-from .data import LabelResolver, TextClassificationData, read_label_names, read_rows, resolve_rows, sorted_labels
+from .data import LabelResolver, TextClassificationData, label_names, read_label_names, read_rows, resolve_rows
 from .module import TextClassificationModule
 from .spec import TextClassificationSpec
 
@@ -171,12 +171,7 @@ class TextClassificationTask(TextTask):
         multi = spec.model.multi_label
         index_names = read_label_names(d.labels_file) if d.labels_file else None
         read = {split: read_rows(path, f"data.{split}_file", d, multi) for split, path in files.items()}
-        if d.labels or index_names:
-            classes, origin = list(d.labels or index_names), "data.labels" if d.labels else "data.labels_file"
-        else:
-            probe = LabelResolver([], "", None)
-            classes = sorted_labels(probe.name(t) for r in read.values() for row in r.rows for t in row.labels)
-            origin = "the files"
+        classes, origin = label_names(d, index_names, read.values(), "the files")
         resolver = LabelResolver(classes, origin, index_names)
         report: dict[str, Any] = {"output_format": c.output_format, "labels": classes}
         for split, result in read.items():

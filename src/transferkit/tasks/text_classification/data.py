@@ -2,8 +2,10 @@
 DataModule.
 
 Every row that cannot be used is named `file:line` with the reason and skipped (never a traceback): a wrong
-column count, an empty sentence, a missing or unknown label, a label index outside data.labels_file, a line that
-is not UTF-8 or not JSON. Blank lines are ignored and counted in the run's warnings.
+column count, an empty sentence, a missing or unknown label, a label index outside data.labels_file, a label that
+no class can be named (a control character: data.names), a line that is not UTF-8 or not JSON. Blank lines are
+ignored and counted in the run's warnings. A label name list (data.labels, data.labels_file) with such a name is
+refused as a whole.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ...data.module import split_validation
+from ...data.names import class_name_problem
 from ...engine.meta import ModelMeta
 from ...errors import DataError, SpecError
 from ...text.data import LineReport, TextData, TextExample, content_lines, decode_surrogates, json_line, read_lines
@@ -43,6 +46,14 @@ class ReadResult(LineReport):
     """The rows of a labelled file, and (LineReport) the lines left out with their reasons and the blank ones."""
 
     rows: list[Row] = field(default_factory=list)
+
+    def add(self, where: str, text: str, labels: tuple[str, ...]) -> None:
+        """Keep a row, or leave it out when one of its labels cannot be a class name (a control character)."""
+        problem = next((f"label {label!r} {why}" for label in labels if (why := class_name_problem(label))), None)
+        if problem:
+            self.bad[where] = problem
+        else:
+            self.rows.append(Row(where, text, labels))
 
 
 def file_format(path: Path, fmt: str, key: str) -> str:
@@ -75,7 +86,7 @@ def _read_tsv(path: Path, key: str, cfg: TCDataConfig, multi_label: bool) -> Rea
                                  + (" (is the file comma-separated? set data.format=csv)" if len(columns) == 1
                                     and "," in line else ""))
             continue
-        result.rows.append(Row(where, columns[0].strip(), _split_labels(columns[1], cfg.label_separator, multi_label)))
+        result.add(where, columns[0].strip(), _split_labels(columns[1], cfg.label_separator, multi_label))
     return result
 
 
@@ -128,8 +139,7 @@ def _read_csv(path: Path, key: str, cfg: TCDataConfig, multi_label: bool) -> Rea
         elif len(fields) != len(header):
             result.bad[where] = f"expected {len(header)} comma-separated columns as in the header, found {len(fields)}"
         else:
-            result.rows.append(Row(where, fields[text_col].strip(),
-                                   _split_labels(fields[label_col], cfg.label_separator, multi_label)))
+            result.add(where, fields[text_col].strip(), _split_labels(fields[label_col], cfg.label_separator, multi_label))
     return result
 
 
@@ -168,7 +178,7 @@ def _read_jsonl(path: Path, key: str, cfg: TCDataConfig, multi_label: bool) -> R
         if isinstance(labels, str):
             result.bad[where] = labels
             continue
-        result.rows.append(Row(where, text.strip(), labels))
+        result.add(where, text.strip(), labels)
     return result
 
 
@@ -184,9 +194,10 @@ def read_rows(path: str | Path, key: str, cfg: TCDataConfig, multi_label: bool) 
 
 
 def read_label_names(path: str | Path, key: str = "data.labels_file") -> list[str]:
-    """Label names, one per line (blank lines ignored); duplicates are refused."""
+    """Label names, one per line (blank lines ignored); duplicates and names no class can have are refused."""
     names = []
     for number, line, problem in read_lines(path, key):
+        problem = problem or (f"label {line.strip()!r} {why}" if (why := class_name_problem(line.strip())) else None)
         if problem:
             raise DataError(f"{key}: {path}:{number}: {problem}")
         if line.strip():
@@ -199,6 +210,20 @@ def read_label_names(path: str | Path, key: str = "data.labels_file") -> list[st
             raise DataError(f"{key}: {path} names the label {name!r} twice; each label once, in output order")
         seen.add(name)
     return names
+
+
+def label_names(d: TCDataConfig, index_names: list[str] | None, reads: Iterable[ReadResult], found_in: str
+                ) -> tuple[list[str], str]:
+    """The label names in output order and where they come from: data.labels, else data.labels_file
+    (`index_names`), else the sorted names the rows of `reads` use (`found_in`)."""
+    if d.labels:
+        for i, name in enumerate(d.labels):
+            if why := class_name_problem(name):
+                raise SpecError(f"data.labels[{i}] is {name!r}, which {why}")
+        return list(d.labels), "data.labels"
+    if index_names:
+        return list(index_names), "data.labels_file"
+    return sorted_labels(token for read in reads for row in read.rows for token in row.labels), found_in
 
 
 def sorted_labels(names: Iterable[str]) -> list[str]:
@@ -282,14 +307,8 @@ class TextClassificationData(TextData):
         train = read_rows(d.train_file, "data.train_file", d, self.multi_label) if d.train_file else None
         if meta is not None:
             classes, origin = list(meta.classes), "the model"
-        elif d.labels:
-            classes, origin = list(d.labels), "data.labels"
-        elif index_names:
-            classes, origin = list(index_names), "data.labels_file"
-        elif train is not None:
-            probe = LabelResolver([], "", index_names)
-            classes = sorted_labels(probe.name(t) for row in train.rows for t in row.labels)
-            origin = "data.train_file"
+        elif d.labels or index_names or train is not None:
+            classes, origin = label_names(d, index_names, [train] if train else [], "data.train_file")
         else:
             raise SpecError("data.train_file is not set; training needs it, e.g. data.train_file=train.tsv")
         if len(set(classes)) != len(classes):

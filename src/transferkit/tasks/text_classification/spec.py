@@ -21,7 +21,8 @@ class TCDataConfig(SpecModel):
     labels: list[str] | None = Field(None, description="label names in output order (empty = labels_file, else the "
                                                        "sorted names found in train_file)")
     format: Literal["auto", "tsv", "csv", "jsonl"] = Field(
-        "auto", description="auto (by extension: .tsv/.txt tsv, .csv csv, .jsonl/.json jsonl) | tsv | csv | jsonl")
+        "auto", description="auto (by extension: .tsv/.txt tsv, .csv csv, .jsonl/.json/.ndjson jsonl) | tsv | csv | "
+                            "jsonl")
     text_column: str | None = Field(None, description="CSV column / JSON field holding the text (empty = text, "
                                                       "else sentence)")
     label_column: str | None = Field(None, description="CSV column / JSON field holding the label(s) (empty = label, "

@@ -28,7 +28,8 @@ the skipped-item convention of data/items.py), the other sentences are kept:
   not_utf8            a line that is not UTF-8
   wrong_column_count  a CoNLL line with another column count than the file's (or a word without a tag)
   length_mismatch     a NeMo line pair with a different number of words and tags
-  bad_tag             a tag that the scheme does not have (E-X in iob2, B-X in io, an empty type "B-")
+  bad_tag             a tag that the scheme does not have (E-X in iob2, B-X in io, an empty type "B-"), or one
+                      no class can be named (a control character: data.names)
   invalid_sequence    an I-X that continues nothing (iob2: follows O, the sentence start or another type),
                       BIOES misuse (E-X that closes nothing, an entity not closed by E-X, S-/B-/O inside
                       an open entity)
@@ -48,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
 
+from ...data.names import class_name_problem
 from ...errors import DataError, SpecError
 from ...io import atomic_write_text
 from ...text.data import read_lines
@@ -306,6 +308,8 @@ def read_labels_file(path: str | Path, key: str = "data.labels_file") -> list[st
                             "or entity type per line")
         if fields and _PREFIX_ONLY.match(fields[0]):
             raise DataError(f"{key}: {path}:{number}: '{fields[0]}' names no entity type")
+        if fields and (why := class_name_problem(fields[0])):
+            raise DataError(f"{key}: {path}:{number}: {fields[0]!r} {why}")
         names += fields
     types = entity_types(names)
     if not types:
@@ -425,11 +429,13 @@ def _finish(raw: list[_Raw], source: str, key: str, scheme: str, invalid_tags: s
             data.skipped[where] = message
             continue
         tags, problems = to_iob2(r.tags, scheme)
+        problems += [TagProblem(i, "bad_tag", f"tag {tag!r} {why}") for i, tag in enumerate(r.tags)
+                     if (why := class_name_problem(tag))]
         if allowed is not None:
             problems += [TagProblem(i, "unknown_tag", f"tag '{r.tags[i]}' (type {parse_tag(t)[1]}) is not in the "
                                                       f"label set (types: {known_types})")
                          for i, t in enumerate(tags) if t not in allowed]
-            problems.sort(key=lambda p: p.index)
+        problems.sort(key=lambda p: p.index)
         counts.update(p.kind for p in problems)
         if not problems:
             data.sentences.append(Sentence(tuple(r.words), tuple(tags), r.where))

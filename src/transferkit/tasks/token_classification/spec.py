@@ -25,9 +25,11 @@ class TokDataConfig(SpecModel):
     invalid_tags: Literal[INVALID_TAGS] = Field(  # type: ignore[valid-type]
         "skip", description="a sentence with an I-X that continues nothing: skip it (listed under skipped_sentences) | "
                             "repair it (I-X begins an entity; counted under repaired)")
-    labels_file: str | None = Field(None, description="entity types or tags, one per line: fixes the label order; tags "
-                                                      "outside it are errors (empty = the types found in train_file)")
-    val_split: float = Field(0.2, gt=0, lt=1, description="fraction of train_file held out when there is no val_file")
+    labels_file: str | None = Field(None, description="entity types or tags, one per line: fixes the label order; a "
+                                                      "sentence with another tag is skipped and named (empty = the "
+                                                      "types found in train_file)")
+    val_split: float = Field(0.2, gt=0, lt=1, description="fraction of train_file held out (stratified by each "
+                                                          "sentence's first entity type) when there is no val_file")
     length_bucketing: bool = Field(True, description="draw each training batch from sentences of similar length "
                                                      "(less padding, faster)")
 
