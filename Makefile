@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/inference.py $(if $(QUICK),--quick)
 	$(PY) benchmarks/detection.py $(if $(QUICK),--quick)
 	$(PY) benchmarks/segmentation.py --byom $(if $(QUICK),--quick)
+	$(PY) benchmarks/nlp.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
