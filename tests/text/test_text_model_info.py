@@ -40,6 +40,7 @@ def test_model_info_of_a_pruned_text_checkpoint_and_of_its_onnx(ticket_files, tm
         shown = info(capsys, name)
         assert shown["file"] == str(name) and shown["input input_ids"] == trained["input input_ids"]
         assert shown["pruned layers (heads/FFN)"] == "0: 1/32" and shown["pruned from"] == str(run / "best.ckpt")
+        assert shown["encoder"] == trained["encoder"] + " before pruning"
 
 
 def test_model_info_of_a_missing_or_foreign_file_is_one_line(tmp_path, capsys):

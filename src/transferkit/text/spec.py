@@ -3,7 +3,7 @@ keys, INT8 export defaults, and TextSpec, the order of sections in every text ta
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, create_model
 
@@ -11,6 +11,10 @@ from ..spec import ExportConfig, SpecModel, TrainConfig
 from .prune import TextPruneConfig
 
 DEFAULT_BACKBONE = "minilm-l6"
+
+# data.length_bucketing of every text task (TextData's `bucketing`)
+LengthBucketing = Annotated[bool, Field(description="draw each training batch from sentences of similar length "
+                                                    "(less padding, faster)")]
 
 
 def with_defaults(base: type[SpecModel], name: str, doc: str, descriptions: dict[str, str] | None = None,

@@ -290,7 +290,7 @@ class TextTask(Task):
                     setattr(parent, name, _TransposedLinear(child))
         axes = {name: {0: "batch", 1: "length"} for name in self.output_names} if self.head == "token" else None
         # The .onnx needs no rebuilding, so its metadata drops pruned_shapes; the layer sizes stay for `model info`.
-        built_in = {"pruned_shapes": dict(meta.pruned_shapes)} if meta.pruned_shapes else {}
+        built_in = {"pruned_shapes": dict(meta.pruned_shapes)} if meta is not None and meta.pruned_shapes else {}
         return ExportGraph(graph, self.output_names, meta=built_in, output_axes=axes)
 
     def check_export(self, spec, net: nn.Module, graph: ExportGraph, onnx_path: Path,
@@ -313,6 +313,7 @@ class TextTask(Task):
         if isinstance(shapes, Mapping) and isinstance(shapes.get("layers"), Mapping):
             per_layer = [f"{name.rsplit('.', 1)[-1]}: {s.get('heads')}/{s.get('ffn')}"
                          for name, s in shapes["layers"].items()]
+            info["encoder"] += " before pruning"
             info["pruned layers (heads/FFN)"] = ", ".join(per_layer)
         return info
 

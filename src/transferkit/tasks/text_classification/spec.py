@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from ...spec import SpecModel
-from ...text.spec import TextInferenceConfig, TextModelConfig, TextSpec
+from ...text.spec import LengthBucketing, TextInferenceConfig, TextModelConfig, TextSpec
 
 Probability = Annotated[float, Field(gt=0, lt=1)]
 
@@ -31,8 +31,7 @@ class TCDataConfig(SpecModel):
                                                                 "one TSV/CSV label field")
     val_split: float = Field(0.2, gt=0, lt=1, description="fraction of train_file held out (stratified by label) "
                                                           "when there is no val_file")
-    length_bucketing: bool = Field(True, description="draw each training batch from sentences of similar length "
-                                                     "(less padding, faster)")
+    length_bucketing: LengthBucketing = True
 
 
 class TCModelConfig(TextModelConfig):

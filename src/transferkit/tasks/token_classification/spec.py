@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import Field
 
 from ...spec import SpecModel
-from ...text.spec import TextInferenceConfig, TextSpec
+from ...text.spec import LengthBucketing, TextInferenceConfig, TextSpec
 from .formats import INVALID_TAGS, SCHEMES, TAG_SCHEMES
 
 
@@ -30,8 +30,7 @@ class TokDataConfig(SpecModel):
                                                       "types found in train_file)")
     val_split: float = Field(0.2, gt=0, lt=1, description="fraction of train_file held out (stratified by each "
                                                           "sentence's first entity type) when there is no val_file")
-    length_bucketing: bool = Field(True, description="draw each training batch from sentences of similar length "
-                                                     "(less padding, faster)")
+    length_bucketing: LengthBucketing = True
 
 
 class TokInferenceConfig(TextInferenceConfig):
