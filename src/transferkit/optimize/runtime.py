@@ -48,11 +48,6 @@ class OnnxModel:
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3  # errors only: ORT's warnings about initialisers are noise here
-        # ORT's pool threads otherwise busy-wait for more work for ~50 ms after every run, taking the cores from
-        # whatever the process does next (eager MiniLM timed right after ONNX runs took 2-4x longer on 2 cores).
-        # The price: waking them costs 0.2-0.6 ms per batch-1 call of sub-2 ms vision models; batch 32 gains.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=list(providers or default_providers()))
         except Exception as e:  # ORT raises its own exception types, none shared with Python's
