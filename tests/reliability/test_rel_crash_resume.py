@@ -149,7 +149,7 @@ def test_second_train_into_a_busy_results_folder_is_refused(paused_run, digits, 
 def test_sigint_saves_a_safe_resumable_checkpoint_and_exits_130(paused_run, digits):
     proc, results, log = paused(paused_run)
     kill_group(proc, signal.SIGINT)  # what Ctrl-C sends to the terminal's foreground process group
-    rc = proc.wait(timeout=60)
+    rc = proc.wait(timeout=240)
     assert rc == 130, output(log)
     err = err_path(log).read_text()
     assert "train.resume=true" in err and str(results) in err, err
@@ -216,7 +216,7 @@ def test_checkpoint_killed_mid_write_never_leaves_a_broken_last_ckpt(tmp_path):
     # writes left, says how many, and leaves last.ckpt as it was.
     left = sorted(folder.glob(".last.ckpt.*.tmp"))
     next_run = subprocess.run([sys.executable, "-c", NEXT_RUN, str(folder)], capture_output=True, text=True,
-                              env=child_env(), timeout=60)
+                              env=child_env(), timeout=240)
     assert next_run.returncode == 0, next_run.stderr
     assert sorted(folder.glob(".*.tmp")) == []
     assert (f"removed {len(left)} stale temporary file(s)" in next_run.stderr) == bool(left), next_run.stderr
