@@ -4,7 +4,7 @@
     python benchmarks/train_throughput.py             # full mode, ~4 min: 224 px, 2 rounds
     python benchmarks/train_throughput.py --rounds 5 --no-naive    # more rounds, without the slow NCHW loop
     python benchmarks/train_throughput.py --untuned     # also the real path with glibc malloc left alone
-    python benchmarks/train_throughput.py --cache --bf16   # also the real path with data.cache=ram, bf16-mixed, both
+    python benchmarks/train_throughput.py --cache --bf16 --compile   # also data.cache=ram, bf16-mixed, both, compile
     python benchmarks/train_throughput.py --gpu         # ResNet-18, bf16 AMP, on a CUDA GPU
 
 Three ways of training the same network on the same image files, round after round, each run in a fresh
@@ -24,6 +24,8 @@ drifting load from other processes hits each one alike):
   real_cache (--cache)  the real path with data.cache=ram: every image decoded once, epochs augment from pixels.
   real_bf16 (--bf16)    the real path with train.precision=bf16-mixed (CPUs with avx512_bf16 or AMX);
                         with both flags also real_cache_bf16.
+  real_compile (--compile)  the real path with train.compile=true (inductor); its compile time falls in the
+                        untimed warm-up epochs, and is in run_total_s.
   real_untuned (--untuned)  the real path with TKIT_MALLOC_TUNING=0: what transferkit's glibc malloc
          setting (transferkit/engine/memory.py) buys. The hand loops run with glibc's defaults, as a
          user's own script would.
@@ -139,7 +141,8 @@ def observe_real_epoch_ends() -> None:
 
 # What each variant of the real path adds to the same overrides.
 VARIANT_OVERRIDES = {"real_cache": ["data.cache=ram"], "real_bf16": ["train.precision=bf16-mixed"],
-                     "real_cache_bf16": ["data.cache=ram", "train.precision=bf16-mixed"]}
+                     "real_cache_bf16": ["data.cache=ram", "train.precision=bf16-mixed"],
+                     "real_compile": ["train.compile=true"]}
 
 
 def run_real(data: Path, out: Path, mode: dict, epochs: int, extra: list[str] = ()) -> dict:
@@ -286,6 +289,7 @@ def main() -> None:
                         help="also run the real path with TKIT_MALLOC_TUNING=0 (what the allocator setting buys)")
     parser.add_argument("--cache", action="store_true", help="also the real path with data.cache=ram")
     parser.add_argument("--bf16", action="store_true", help="also the real path with train.precision=bf16-mixed")
+    parser.add_argument("--compile", action="store_true", help="also the real path with train.compile=true")
     parser.add_argument("--name", default="train_throughput", help="results file name (benchmarks/results/NAME.json)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: run this one variant, print RESULT json
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -310,7 +314,7 @@ def main() -> None:
           + (f", {torch.cuda.get_device_name(0)}" if mode["device"] == "cuda" else ""), flush=True)
     variants = ["real", "hand"] + ([] if args.no_naive else ["naive"]) + (["real_untuned"] if args.untuned else [])
     variants += (["real_cache"] if args.cache else []) + (["real_bf16"] if args.bf16 else []) + (
-        ["real_cache_bf16"] if args.cache and args.bf16 else [])
+        ["real_cache_bf16"] if args.cache and args.bf16 else []) + (["real_compile"] if args.compile else [])
     raw: dict[str, list[dict]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="tkit-bench-train-") as tmp:
         data = build_data(Path(tmp) / "data", mode)
@@ -348,7 +352,8 @@ def summarise(raw: dict[str, list[dict]], variants: list[str], mode: dict) -> di
     labels = {"real": "tkit classification train (api.train)", "hand": "hand loop, channels_last",
               "naive": "hand loop, NCHW (naive)", "real_untuned": "tkit ... train, TKIT_MALLOC_TUNING=0",
               "real_cache": "tkit ... train, data.cache=ram", "real_bf16": "tkit ... train, bf16-mixed",
-              "real_cache_bf16": "tkit ... train, data.cache=ram + bf16-mixed"}
+              "real_cache_bf16": "tkit ... train, data.cache=ram + bf16-mixed",
+              "real_compile": "tkit ... train, train.compile=true"}
     print()
     print(f"| path | images/s (median of {len(ips['real'])}) | per round | CPU ms/image (main + workers) "
           f"| est. GFLOP/s | others' CPU share per run |")

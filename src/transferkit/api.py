@@ -56,7 +56,7 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
           *, overwrite: bool = False, log_file: str | Path | None = None) -> dict[str, Any]:
     import lightning.pytorch as pl
 
-    from .engine.trainer import InterruptCheckpoint, build_trainer
+    from .engine.trainer import InterruptCheckpoint, build_trainer, compile_network, resolve_accelerator
 
     t, spec = _spec(task, spec_path, overrides)
     results = Path(results)
@@ -85,6 +85,8 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
         data = t.build_data(spec)
         module, report = t.build_training_module(spec, data)
         trainer = build_trainer(spec.train, results, t.monitor, t.monitor_mode, fixed_input_shape=t.fixed_input_shape)
+        if spec.train.compile:
+            compile_network(module.net, spec.train, resolve_accelerator(spec.train))
         for split in ("train", "val"):  # unusable items found (and a split left empty refused) up front
             data.scan(split)
         if replace:  # only now that the new run's data, model and trainer settings are known to work
