@@ -274,7 +274,8 @@ def measure(name: str, data: Path, out: Path, mode: dict, epochs: int) -> dict:
     result["timed_s"] = round(result["timed_s"], 4)
     print(f"  {name:<12} {result['images_per_s']:7.2f} images/s, {result['cpu_ms_per_image']:6.1f} CPU ms/image "
           f"({result['main_cpu_ms_per_image']:.1f} in the main process) "
-          f"(epochs {result['epoch_s']} s; {busy_note(result['others_cpu_share'])})", flush=True)
+          f"(epochs {result['epoch_s']} s; whole run {result.get('run_total_s', '?')} s incl. set-up and any "
+          f"compile; {busy_note(result['others_cpu_share'])})", flush=True)
     return result
 
 
