@@ -56,7 +56,7 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
           *, overwrite: bool = False, log_file: str | Path | None = None) -> dict[str, Any]:
     import lightning.pytorch as pl
 
-    from .engine.trainer import InterruptCheckpoint, build_trainer
+    from .engine.trainer import InterruptCheckpoint, build_trainer, compile_network, resolve_accelerator
 
     t, spec = _spec(task, spec_path, overrides)
     results = Path(results)
@@ -85,6 +85,8 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
         data = t.build_data(spec)
         module, report = t.build_training_module(spec, data)
         trainer = build_trainer(spec.train, results, t.monitor, t.monitor_mode, fixed_input_shape=t.fixed_input_shape)
+        if spec.train.compile:
+            compile_network(module.net, spec.train, resolve_accelerator(spec.train))
         for split in ("train", "val"):  # unusable items found (and a split left empty refused) up front
             data.scan(split)
         if replace:  # only now that the new run's data, model and trainer settings are known to work
@@ -280,10 +282,17 @@ def inference(task: str, spec_path, results, overrides: Sequence[str] = (), *, m
     with RunFolder(results, log_file=log_file, task=get_task(task).name, verb="inference", overwrite=overwrite) as run:
         t, spec, predictor = _model_verb_setup(task, spec_path, overrides, model)
         _write_spec(spec, run)
+        started = time.perf_counter()
         summary = t.inference(spec, predictor, results)
+        timing = predictor.timing(time.perf_counter() - started, summary[t.item_kind])
+        summary["throughput"] = timing
         atomic_write_json(results / "inference.json", summary)
         log.info("wrote predictions for %d %s to %s (%d skipped)", summary[t.item_kind], t.item_kind, results,
                  summary[f"skipped_{t.item_kind}"]["count"])
+        log.info("throughput: %.1f %s/s end to end (reading, model, writing; %.1f s); model (%s) p50 %.2f ms, "
+                 "p95 %.2f ms per call of up to %d, %.0f%% of the time", timing["items_per_s"], t.item_kind,
+                 timing["wall_s"], predictor.kind, timing["model_ms_p50"], timing["model_ms_p95"],
+                 timing["batch_size_max"], 100 * timing["model_share"])
         return summary
 
 
