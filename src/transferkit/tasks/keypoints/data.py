@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -97,14 +97,6 @@ class KeypointCrops(Dataset):
             self.rng = np.random.default_rng(info.seed)
             self._worker_seed = info.seed
 
-    def _params(self, pixels: np.ndarray, item: KpItem) -> tuple[np.ndarray, np.ndarray, float, bool]:
-        """(centre, scale, rotation, flip) of the crop: the padded box, or the augmentation's draw."""
-        width, height = self.input_size
-        if self.augment is None:
-            centre, scale = box_to_center_scale(item.bbox, width / height, self.padding)
-            return centre, scale, 0.0, False
-        return self.augment(self.rng, pixels, item.bbox, item.keypoints)
-
     def __getitem__(self, i: int):
         item = self.items[i]
         self._seed_worker()
@@ -113,7 +105,15 @@ class KeypointCrops(Dataset):
         except ImageError as e:
             return None, skipped_entry(item.image, e)
         width, height = self.input_size
-        centre, scale, rotation, flipped = self._params(pixels, item)
+        kps = item.keypoints.astype(np.float32).copy()
+        if self.augment is None:
+            centre, scale = box_to_center_scale(item.bbox, width / height, self.padding)
+            rotation = 0.0
+        else:
+            centre, scale, rotation, flipped = self.augment(self.rng, pixels, item.bbox, kps)
+            if flipped:  # the augmentation's centre is already in the mirrored image's coordinates
+                kps = flip_keypoints(kps, pixels.shape[1], self.pairs)
+                pixels = pixels[:, ::-1]
         matrix = crop_matrix(centre, scale, rotation, (width, height))
         crop = np.asarray(warp_image(pixels, matrix, (width, height)), dtype=np.float32)
         inverse = torch.as_tensor(invert_matrix(matrix), dtype=torch.float32)
@@ -121,11 +121,7 @@ class KeypointCrops(Dataset):
             gain = 1 + self.rng.uniform(-self.color_jitter, self.color_jitter)
             bias = 255 * self.rng.uniform(-self.color_jitter, self.color_jitter) / 2
             crop = np.clip(crop * gain + bias, 0, 255)
-        kps = item.keypoints.astype(np.float32).copy()
         kps[:, :2] = transform_points(kps[:, :2], matrix)
-        if flipped:  # in crop space: the crop mirrors about its own centre and left/right names swap
-            crop = crop[:, ::-1]
-            kps = flip_keypoints(kps, width, self.pairs)
         image = (torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1) / 255.0 - self.mean) / self.std
         if self.stride is None:
             return image, inverse, i
@@ -240,9 +236,10 @@ class KeypointData(VisionData):
         augment = None
         if train:
             a = d.augmentation
-            augment = KeypointAugment(a.scale, a.rotation, a.horizontal_flip, a.half_body, self.pairs,
-                                      upper_body_ids(self.names))
-            augment = _AugmentCall(augment, d.image_width / d.image_height, d.box_padding)
+            augment = KeypointAugment(scale_range=tuple(a.scale), rotation_deg=a.rotation, flip_prob=a.horizontal_flip,
+                                      half_body_prob=a.half_body, pairs=tuple(self.pairs),
+                                      upper_body_ids=tuple(upper_body_ids(self.names)),
+                                      aspect=d.image_width / d.image_height, padding=d.box_padding)
         return KeypointCrops(items, crop_size(self.spec), self.mean, self.std, padding=d.box_padding,
                              max_pixels=self.max_pixels, stride=self.heatmap_stride if targets else None,
                              sigma=d.heatmap_sigma, augment=augment, pairs=self.pairs,
@@ -255,16 +252,3 @@ class KeypointData(VisionData):
 
     def model_inputs(self, batch: tuple) -> torch.Tensor:
         return batch[0]
-
-
-class _AugmentCall:
-    """KeypointAugment with the crop's aspect and padding bound (what box_to_center_scale needs)."""
-
-    def __init__(self, augment: KeypointAugment, aspect: float, padding: float):
-        self.augment, self.aspect, self.padding = augment, aspect, padding
-
-    def __call__(self, rng, image, bbox, kps) -> Any:
-        try:
-            return self.augment(rng, image, bbox, kps, aspect=self.aspect, padding=self.padding)
-        except TypeError:  # an augment that takes the aspect and padding at construction
-            return self.augment(rng, image, bbox, kps)

@@ -24,7 +24,6 @@ ScaleFactor = Annotated[float, Field(gt=0, le=8)]
 class KpAugmentationConfig(SpecModel):
     scale: MinMax[ScaleFactor] = Field((0.75, 1.25), description="random zoom [min, max] of the padded box")
     rotation: float = Field(30.0, ge=0, le=180, description="random rotation up to +-this many degrees")
-    rotation_prob: float = Field(0.6, ge=0, le=1, description="probability that a crop is rotated at all")
     horizontal_flip: float = Field(0.5, ge=0, le=1, description="probability of a left-right flip (left/right "
                                                                 "keypoints swap through the flip pairs)")
     half_body: float = Field(0.0, ge=0, le=1, description="probability of cropping only the upper or lower body")
@@ -100,6 +99,10 @@ class KpInferenceConfig(SpecModel):
     detector: str | None = Field(
         None, description="a transferkit detector (best.ckpt or .onnx) run first to find the boxes")
     detector_class: list[str] | None = Field(None, description="detector classes whose boxes are used (empty = all)")
+    detector_overrides: list[str] = Field(
+        default_factory=list, description="spec overrides for the detector's post-processing, e.g. "
+                                          "[postprocess.coverage_threshold=0.01] (on top of the spec.yaml beside "
+                                          "the detector file, when there is one)")
     detector_threshold: float = Field(0.3, ge=0, le=1, description="detector boxes below this score are dropped")
     batch_size: int = Field(16, gt=0, description="object crops per batch")
     flip_test: bool = Field(False, description="average the prediction of the crop and of its mirror image")

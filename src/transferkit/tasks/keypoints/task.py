@@ -401,6 +401,7 @@ def detector_boxes(spec: KeypointsSpec, paths: list[Path]) -> dict[str, list[tup
     """Run a transferkit detector (inference.detector, .ckpt or .onnx) on `paths` as its own inference does;
     keep boxes of inference.detector_class above inference.detector_threshold, in image pixels (x, y, w, h)."""
     from ... import api
+    from ...spec import load_spec
     from ...vision.boxes import ImageBoxes
     from ...vision.datasets import DetectionImages, collate_detection
     from .. import get_task
@@ -422,7 +423,8 @@ def detector_boxes(spec: KeypointsSpec, paths: list[Path]) -> dict[str, list[tup
             raise SpecError(f"inference.detector_class: {unknown} not among the detector's classes {classes}")
         wanted = {classes.index(c) for c in inf.detector_class}
     predictor = api.load_predictor(det_task, path)
-    det_spec = det_task.spec_class()
+    beside = path.parent / "spec.yaml"  # what the detector was trained / exported with (its post-processing)
+    det_spec = load_spec(det_task.spec_class, beside if beside.is_file() else None, list(inf.detector_overrides))
     image = det_meta.image
     items = [ImageBoxes(image=p, boxes=np.zeros((0, 4)), labels=np.zeros(0)) for p in paths]
     dataset = DetectionImages(items, image.width, image.height, list(image.mean), list(image.std), None,
