@@ -338,7 +338,9 @@ def _group(items: list[KpItem]) -> dict[int, list[KpItem]]:
 
 
 def _number(value) -> float | None:
-    """A metric as a float; None for undefined values (NaN, COCOeval's -1 for 'no ground truth')."""
+    """A metric as a float; None for undefined values (None, NaN, COCOeval's -1 for 'no ground truth')."""
+    if value is None:
+        return None
     value = float(value)
     return None if not np.isfinite(value) or value < 0 else value
 
