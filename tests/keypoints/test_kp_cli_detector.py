@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kp_task_helpers import FAST, make_set, data_args, tkit
+from kp_task_helpers import FAST, tkit
 
 pytestmark = pytest.mark.slow
 
@@ -19,16 +19,14 @@ LOOSE = ["postprocess.coverage_threshold=0.0", "postprocess.clustering_algorithm
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> tuple[Path, Path, Path]:
+def models(kpset, kp_trained, tmp_path_factory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("kpdet")
-    data = make_set(root / "data", train=4, val=4)
+    data = kpset
     detector = root / "dn"
     assert tkit("detectnet_v2", "train", "-r", detector, f"data.train_images={data / 'train'}",
                 f"data.train_labels={data / 'train.json'}", f"data.val_images={data / 'val'}",
                 f"data.val_labels={data / 'val.json'}", *DN) == 0
-    kp = root / "kp"
-    assert tkit("keypoints", "train", "-r", kp, *data_args(data), *FAST, "train.epochs=1") == 0
-    return data, detector, kp
+    return data, detector, kp_trained
 
 
 def detector_boxes(detections: Path, threshold: float) -> dict[str, int]:

@@ -10,21 +10,14 @@ import torch
 
 from transferkit.engine.meta import ModelMeta
 
-from kp_task_helpers import FAST, NAMES, data_args, make_set, tkit
+from kp_task_helpers import FAST, NAMES, data_args, tkit
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def kpset(tmp_path_factory) -> Path:
-    return make_set(tmp_path_factory.mktemp("kpset"))
-
-
-@pytest.fixture(scope="module")
-def trained(kpset, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("kp") / "train"
-    assert tkit("keypoints", "train", "-r", run, *data_args(kpset), *FAST) == 0
-    return run
+@pytest.fixture
+def trained(kp_trained) -> Path:
+    return kp_trained
 
 
 def test_train_logs_val_ap_and_stores_the_keypoint_table(trained):

@@ -23,11 +23,6 @@ SMALL = ["data.image_width=64", "data.image_height=64", "train.num_workers=0", "
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-@pytest.fixture(scope="module")
-def kpset(tmp_path_factory) -> Path:
-    return make_set(tmp_path_factory.mktemp("kpdata"), train=4, val=2)
-
-
 def build(root: Path, *extra: str) -> KeypointData:
     return KeypointData(load_spec(KeypointsSpec, None, [*data_args(root), *SMALL, *extra]), MEAN, STD)
 
@@ -40,14 +35,15 @@ def decoded_in_image(sample) -> np.ndarray:
 
 def test_items_are_objects_and_targets_decode_onto_the_labelled_points(kpset):
     data = build(kpset)
-    assert len(data.train_items) == 6 and len(data.val_items) == 3  # 1 or 2 figures per image
+    assert len(data.train_items) == 12 and len(data.val_items) == 6  # 1 or 2 figures per image
     assert data.pairs == [(1, 2), (3, 4)] and data.names == NAMES
     crops = data.crops(data.val_items, train=False, targets=True)
     for i, item in enumerate(data.val_items):
         sample = crops[i]
         assert sample[0].shape == (3, 64, 64) and sample[1].shape == (5, 16, 16)
         assert torch.equal(sample[2], torch.ones(5))
-        np.testing.assert_allclose(decoded_in_image(sample), item.keypoints[:, :2], atol=0.5)
+        # One heatmap pixel is about 3 image pixels here; points near the crop's edge decode least exactly.
+        np.testing.assert_allclose(decoded_in_image(sample), item.keypoints[:, :2], atol=1.5)
 
 
 def test_a_flipped_crop_holds_the_mirrored_points_with_left_and_right_swapped(kpset):
