@@ -97,3 +97,21 @@ def test_heatmap_export_prune_and_retrain(trained, kpset, tmp_path):
     assert tkit("keypoints", "train", "-r", retrain, *data_args(kpset), *FAST, "train.epochs=1",
                 f"model.pruned={pr / 'pruned.ckpt'}") == 0
     assert json.loads((retrain / "metrics.json").read_text())["epochs_completed"] == 1
+
+
+def test_boxes_from_a_coco_detections_file(trained, kpset, tmp_path):
+    coco = json.loads((kpset / "val.json").read_text())
+    detections = [{"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 0.9}
+                  for a in coco["annotations"]]
+    detections.append({"image_id": 999, "category_id": 1, "bbox": [1, 1, 10, 10], "score": 0.9})  # no such image
+    detections.append({"image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10], "score": 0.1})  # below threshold
+    boxes = tmp_path / "dets.json"
+    boxes.write_text(json.dumps(detections))
+    out = tmp_path / "inf"
+    assert tkit("keypoints", "inference", "-r", out, "-m", trained / "best.ckpt", *FAST,
+                f"inference.images={kpset / 'val'}", f"inference.labels={kpset / 'val.json'}",
+                f"inference.boxes={boxes}", "inference.annotate=false") == 0
+    results = json.loads((out / "keypoints.json").read_text())
+    assert sorted(r["image_id"] for r in results) == sorted(a["image_id"] for a in coco["annotations"])
+    assert all(r["score"] <= 0.9 for r in results)  # the box's score scales the object's
+    assert "1 detections matched no image" in json.loads((out / "inference.json").read_text())["boxes_from"]

@@ -145,10 +145,11 @@ class KeypointData(VisionData):
         self.spec, self.mean, self.std = spec, list(mean), list(std)
         self.sets: dict[str, KeypointSet] = {}
         self.folders: dict[str, Path] = {}
-        for split in ("train", "val") if need_train and meta is None else ("val",):
+        # Training reads both splits; with a model (evaluate, export) the training split only when given, for
+        # INT8 calibration crops.
+        read_train = need_train if meta is None else bool(d.train_labels)
+        for split in ("train", "val") if read_train else ("val",):
             labels, images = getattr(d, f"{split}_labels"), getattr(d, f"{split}_images")
-            if labels is None and images is None and split == "train" and meta is not None:
-                continue
             if labels is None:
                 raise SpecError(f"data.{split}_labels is not set; give the COCO keypoints JSON of the {split} objects")
             folder = require_path(f"data.{split}_images", images, "dir")

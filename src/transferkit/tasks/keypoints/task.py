@@ -303,10 +303,14 @@ class KeypointsTask(VisionTask):
                 return boxes, ids, f"labels {inf.labels}"
         if inf.boxes:
             path = require_path("inference.boxes", inf.boxes, "file")
-            for file, box, score in read_boxes(path, {i: p for p, i in ids.items()}, by_name):
+            rows, unmatched = read_boxes(path, {i: p for p, i in ids.items()}, by_name)
+            if unmatched:
+                log.warning("inference.boxes: %d detection(s) of %s name no image of inference.images (by file_name, "
+                            "image_id through inference.labels, or a numeric file name); left out", unmatched, path)
+            for file, box, score in rows:
                 if score >= inf.detector_threshold:
                     boxes[file].append((box, score))
-            return boxes, ids, f"boxes {path}"
+            return boxes, ids, f"boxes {path}" + (f" ({unmatched} detections matched no image)" if unmatched else "")
         if inf.detector:
             return detector_boxes(spec, paths), ids, f"detector {inf.detector}"
         log.info("no inference.labels, inference.boxes or inference.detector: each whole image is one object")
@@ -366,21 +370,24 @@ def read_results(path: Path, num_keypoints: int) -> list[dict]:
     return results
 
 
-def read_boxes(path: Path, id_to_file: dict[int, str], by_name: dict[str, Path]) -> list[tuple[str, list[float], float]]:
+def read_boxes(path: Path, id_to_file: dict[int, str], by_name: dict[str, Path]
+               ) -> tuple[list[tuple[str, list[float], float]], int]:
     """(image file, box x, y, w, h, score) rows of a COCO detections JSON ([{image_id, bbox, score}], ids matched
-    through inference.labels or numeric file stems, or a file_name per entry) or a transferkit detections.json."""
+    through inference.labels or numeric file stems, or a file_name per entry) or a transferkit detections.json,
+    and how many detections matched no image."""
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"inference.boxes: {path} is not a JSON file ({str(e).splitlines()[0]})") from None
     if isinstance(rows, dict):
         rows = rows.get("annotations", [])
-    out = []
+    out, unmatched = [], 0
     if not isinstance(rows, list):
         raise DataError(f"inference.boxes: {path} must hold a list of detections")
     for n, row in enumerate(rows):
         if isinstance(row, dict) and "detections" in row and "image" in row:  # transferkit detections.json
             p = by_name.get(Path(str(row["image"])).name)
+            unmatched += 0 if p is not None else len(row["detections"])
             for det in row["detections"] if p is not None else []:
                 x1, y1, x2, y2 = (float(v) for v in det["box"])
                 out.append((str(p), [x1, y1, x2 - x1, y2 - y1], float(det.get("score", 1.0))))
@@ -394,9 +401,11 @@ def read_boxes(path: Path, id_to_file: dict[int, str], by_name: dict[str, Path])
         except (KeyError, TypeError, ValueError):
             raise DataError(f"inference.boxes: {path} entry {n} is not a detection {{image_id, bbox [x, y, w, h] "
                             "with w, h > 0, score}") from None
-        if file is not None:
+        if file is None:
+            unmatched += 1
+        else:
             out.append((file, box, float(row.get("score", 1.0))))
-    return out
+    return out, unmatched
 
 
 def detector_boxes(spec: KeypointsSpec, paths: list[Path]) -> dict[str, list[tuple[list[float], float]]]:
