@@ -177,8 +177,8 @@ def main() -> int:
     build_demo("figures", figures, seed=0, train=60, val=20)
     kp = [f"data.{split}_images={figures / split}" for split in ("train", "val")]
     kp += [f"data.{split}_labels={figures / f'{split}.json'}" for split in ("train", "val")]
-    kp += ["data.image_width=96", "data.image_height=128", "train.epochs=6", "train.batch_size=16",
-           "train.histograms=false", "data.augmentation.half_body=0.2"]
+    kp += ["data.image_width=64", "data.image_height=96", "model.deconv_channels=[64,64,64]", "train.epochs=10",
+           "train.batch_size=8", "train.learning_rate=0.002", "train.histograms=false"]
     api.train("keypoints", None, ROOT / "keypoints", kp, overwrite=True)
     kp_export = api.export("keypoints", None, ROOT / "keypoints_export", kp + ["export.output=keypoints"],
                            model=ROOT / "keypoints" / "best.ckpt")

@@ -46,6 +46,10 @@ class PoseNet(nn.Module):
             cin = int(width)
         self.head = nn.Sequential(*stages)
         self.final = nn.Conv2d(cin, num_keypoints, 1)
+        # Near-zero heatmaps at the start (SimpleBaseline's init): the loss then starts at the targets' own scale
+        # instead of a random head's, and the first epochs are not spent shrinking it.
+        nn.init.normal_(self.final.weight, std=0.001)
+        nn.init.zeros_(self.final.bias)
         self.stride = int(backbone.strides[-1]) // 2 ** len(deconv_channels)
         if self.stride < 1:
             raise ModelError(f"{len(deconv_channels)} deconvolution stages upsample past the input size of backbone "
