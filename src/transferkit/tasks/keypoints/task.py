@@ -232,6 +232,10 @@ class KeypointsTask(VisionTask):
         metrics = self.score(spec, data, seen, kept, np.asarray(points))
         metrics["model"] = {"predictions": str(path)}
         metrics["objects_without_prediction"] = len(data.val_items) - len(seen)
+        metrics["predictions_for_other_images"] = len(results) - len(kept)  # image ids not among the usable val ones
+        if len(results) > len(kept):
+            log.warning("evaluation.predictions: %d result(s) name image ids that are not usable validation images; "
+                        "left out", len(results) - len(kept))
         return metrics
 
     # -- inference -----------------------------------------------------------------------------
