@@ -230,3 +230,11 @@ def test_image_entries_without_an_integer_id_or_file_name_are_skipped_and_named(
     assert [i.id for i in ks.images] == [1, 2]
     assert ks.skipped[0].startswith("train.json: images[2] (id x7): needs an integer 'id'")
     assert ks.skipped[1].startswith("train.json: images[3] (id 9): file_name is ''")
+
+
+def test_upper_body_keypoints_are_found_by_name():
+    from transferkit.tasks.keypoints.formats import upper_body_ids
+
+    names = ["nose", "left_eye", "Right-Shoulder", "left_elbow", "r_wrist", "left_hip", "right_knee", "ankle_l",
+             "neck", "left_hand", "tail"]
+    assert upper_body_ids(names) == [0, 1, 2, 3, 4, 8, 9]
