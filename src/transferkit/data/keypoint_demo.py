@@ -21,6 +21,7 @@ landmark model's plumbing, not a benchmark. The box is the whole crop. The seed 
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import DataError
-from .demo import _background, _png_bytes, _rng, _write, register_demo
+from .demo import _background, _rng, _write, register_demo
 
 FIGURE_KEYPOINTS = ("head", "neck", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist",
                     "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")
@@ -39,6 +40,13 @@ FIGURE_SKELETON = ((0, 1), (1, 2), (1, 3), (2, 4), (4, 6), (3, 5), (5, 7), (2, 8
 _LEFT_LIMBS = ((2, 4), (4, 6), (8, 10), (10, 12))
 _RIGHT_LIMBS = ((3, 5), (5, 7), (9, 11), (11, 13))
 _MIN_LABELLED = 4  # joints in frame a figure needs to be kept
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    """PNG at zlib level 3: as small as the default level 6 for these textures, and about three times faster."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=3)
+    return buffer.getvalue()
 
 
 @dataclass
