@@ -85,3 +85,20 @@ def test_decoding_exports_to_onnx_and_gives_the_same_keypoints(method):
         got_xy, got_score = session.run(None, {"heatmaps": rows.numpy()})
         np.testing.assert_allclose(got_xy, xy[:len(rows)].numpy(), atol=1e-3)
         np.testing.assert_allclose(got_score, score[:len(rows)].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["dark", "quarter"])
+def test_untrained_or_flat_heatmaps_decode_to_finite_points_inside_the_crop(method):
+    noise = torch.randn(2, 3, 16, 12, generator=torch.Generator().manual_seed(1))
+    for maps in (noise, torch.zeros(2, 3, 16, 12), -noise.abs()):
+        xy, score = decode_heatmaps(maps, (48, 64), method)
+        assert torch.isfinite(xy).all() and torch.isfinite(score).all()
+        assert (xy[..., 0] >= -0.5).all() and (xy[..., 0] <= 47.5).all()
+        assert (xy[..., 1] >= -0.5).all() and (xy[..., 1] <= 63.5).all()
+
+
+@pytest.mark.parametrize("method", ["dark", "quarter"])
+def test_decoding_keeps_to_the_heatmaps_device(method):
+    # A device other than the CPU (here torch's shape-only "meta" device) refuses any CPU tensor mixed in, as CUDA does.
+    xy, score = decode_heatmaps(torch.zeros(2, 3, 16, 12, device="meta"), (48, 64), method)
+    assert xy.device.type == "meta" and xy.shape == (2, 3, 2) and score.shape == (2, 3)

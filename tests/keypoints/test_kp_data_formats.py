@@ -214,3 +214,27 @@ def test_results_are_written_as_a_coco_results_list(tmp_path):
                                              "score": 0.5}]
     with pytest.raises(ValueError, match="lacks score"):
         write_coco_results(tmp_path / "x.json", [{"image_id": 1, "category_id": 1, "keypoints": []}])
+
+
+def test_unlabelled_keypoints_may_hold_any_coordinates_and_read_as_zero(tmp_path):
+    ks = read_coco_keypoints(_write(tmp_path, _coco([_ann(1, keypoints=[999, -40, 0, 12, 40, 1, 48, 40, 2])])))
+    assert ks.skipped == []
+    np.testing.assert_array_equal(ks.objects[0].keypoints[0], [0, 0, 0])
+
+
+def test_image_entries_without_an_integer_id_or_file_name_are_skipped_and_named(tmp_path):
+    data = _coco([_ann(1)])
+    data["images"] += [{"id": "x7", "file_name": "c.png", "width": 5, "height": 5},
+                       {"id": 9, "file_name": "", "width": 5, "height": 5}]
+    ks = read_coco_keypoints(_write(tmp_path, data))
+    assert [i.id for i in ks.images] == [1, 2]
+    assert ks.skipped[0].startswith("train.json: images[2] (id x7): needs an integer 'id'")
+    assert ks.skipped[1].startswith("train.json: images[3] (id 9): file_name is ''")
+
+
+def test_upper_body_keypoints_are_found_by_name():
+    from transferkit.tasks.keypoints.formats import upper_body_ids
+
+    names = ["nose", "left_eye", "Right-Shoulder", "left_elbow", "r_wrist", "left_hip", "right_knee", "ankle_l",
+             "neck", "left_hand", "tail"]
+    assert upper_body_ids(names) == [0, 1, 2, 3, 4, 8, 9]

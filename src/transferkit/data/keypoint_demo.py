@@ -1,4 +1,6 @@
-"""`figures`: an offline keypoint demo of drawn, articulated stick figures on scikit-image textures.
+"""Offline keypoint demos: `figures` (drawn stick figures) and `faces` (real photos, five landmarks).
+
+`figures`: drawn, articulated stick figures on scikit-image textures.
 
 Each image holds 1-3 figures with 14 named joints (head, neck, shoulders, elbows, wrists, hips, knees, ankles),
 random lean, arm and leg angles, sizes and colours. A figure faces the viewer: its left side is on the image's
@@ -9,9 +11,17 @@ figure's drawn pixels inside the image and `area` their count (COCO's area is th
 
 Written as `train/`, `val/` PNG images plus `train.json`, `val.json` COCO keypoint files (file names relative to
 the split's image folder). Deterministic per (seed, split, index), like every demo in data/demo.py.
+
+`faces`: the 100 face photos in scikit-image's wheel (`skimage.data.lfw_subset`, 25x25 grey crops from Labeled
+Faces in the Wild; LFW publishes no licence, its images come from news photos: fine for a demo, not for a
+product), upscaled, each labelled with five landmarks by MTCNN's ONet (weights `onet.pt` from the facenet-pytorch
+wheel, MIT). The labels are a network's output, not human annotation: good for NME / PCK on real pixels and a
+landmark model's plumbing, not a benchmark. The box is the whole crop. The seed only chooses the train/val split.
 """
 from __future__ import annotations
 
+import functools
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -21,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import DataError
-from .demo import _background, _png_bytes, _rng, _write, register_demo
+from .demo import _background, _rng, _write, register_demo
 
 FIGURE_KEYPOINTS = ("head", "neck", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist",
                     "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")
@@ -30,6 +40,13 @@ FIGURE_SKELETON = ((0, 1), (1, 2), (1, 3), (2, 4), (4, 6), (3, 5), (5, 7), (2, 8
 _LEFT_LIMBS = ((2, 4), (4, 6), (8, 10), (10, 12))
 _RIGHT_LIMBS = ((3, 5), (5, 7), (9, 11), (11, 13))
 _MIN_LABELLED = 4  # joints in frame a figure needs to be kept
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    """PNG at zlib level 3: as small as the default level 6 for these textures, and about three times faster."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=3)
+    return buffer.getvalue()
 
 
 @dataclass
@@ -199,3 +216,103 @@ def _build_figures(out: Path, *, seed: int, train: int, val: int, size: int) -> 
     paths = {split: {"images": split, "labels": f"{split}.json"} for split in counts}
     return {"keypoints": list(FIGURE_KEYPOINTS), "skeleton": [list(e) for e in FIGURE_SKELETON],
             "counts": counts, "paths": paths}
+
+
+# =================================================================================================
+# faces: real photographs, five landmarks from MTCNN
+# =================================================================================================
+
+FACE_KEYPOINTS = ("right_eye", "left_eye", "nose", "right_mouth", "left_mouth")  # the person's sides, as COCO
+_ONET_FACE_PROB = 0.9  # faces ONet does not accept as faces are left out (none of the 100 in scikit-image 0.26)
+
+
+def _onet_weights() -> tuple[dict, Path]:
+    """MTCNN's output network (ONet) weights as the facenet-pytorch wheel ships them, read without importing
+    facenet_pytorch (its __init__ needs `requests`)."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.find_spec("facenet_pytorch")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "onet.pt" if spec else None
+    if path is None or not path.is_file():
+        raise DataError("the faces demo labels faces with MTCNN weights from the facenet-pytorch wheel; install it "
+                        "with `pip install --no-deps facenet-pytorch==2.6.0` (make install does)")
+    return torch.load(path, map_location="cpu", weights_only=True), path
+
+
+def _onet_landmarks(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 5, 2) landmarks as fractions of the face crop (x, y) and (N,) face probabilities for (N, H, W) grey
+    face crops in [0, 1]. The network: MTCNN's ONet (Zhang et al. 2016) as facenet-pytorch lays out its weights."""
+    import torch
+    import torch.nn.functional as F
+
+    w, _ = _onet_weights()
+
+    def block(x, n: int, pool: tuple[int, int] | None):
+        x = F.prelu(F.conv2d(x, w[f"conv{n}.weight"], w[f"conv{n}.bias"]), w[f"prelu{n}.weight"])
+        return F.max_pool2d(x, pool[0], pool[1], ceil_mode=True) if pool else x
+
+    with torch.no_grad():
+        x = torch.as_tensor(faces * 255.0, dtype=torch.float32)[:, None].repeat(1, 3, 1, 1)
+        x = (F.interpolate(x, size=(48, 48), mode="bilinear", align_corners=False) - 127.5) / 128.0
+        x = block(block(block(block(x, 1, (3, 2)), 2, (3, 2)), 3, (2, 2)), 4, None)
+        x = x.permute(0, 3, 2, 1).reshape(len(faces), -1)  # the weights expect this flattening order
+        x = F.prelu(F.linear(x, w["dense5.weight"], w["dense5.bias"]), w["prelu5.weight"])
+        prob = F.softmax(F.linear(x, w["dense6_1.weight"], w["dense6_1.bias"]), dim=1)[:, 1]
+        points = F.linear(x, w["dense6_3.weight"], w["dense6_3.bias"])
+    return torch.stack([points[:, :5], points[:, 5:]], dim=2).numpy().astype(np.float64), prob.numpy()
+
+
+@functools.lru_cache(maxsize=1)
+def _labelled_faces() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-image's 100 face crops, their ONet landmarks and face probabilities (computed once per process)."""
+    import skimage.data
+
+    crops = np.asarray(skimage.data.lfw_subset()[:100], np.float64)  # the first 100 are faces, the rest are not
+    points, prob = _onet_landmarks(crops)
+    return crops, points, prob
+
+
+@register_demo("faces", "keypoints",
+               "the 100 real face photos scikit-image ships (LFW subset, 25x25 grey, upscaled) with five landmarks "
+               "(eyes, nose, mouth corners) from MTCNN's ONet in the facenet-pytorch wheel; COCO keypoints JSON",
+               train=80, val=20, size=96)
+def _build_faces(out: Path, *, seed: int, train: int, val: int, size: int) -> dict:
+    if size < 32:
+        raise DataError(f"demo option size={size} is too small for faces; use 32 or more")
+    if train + val > 100:
+        raise DataError(f"demo options train={train} + val={val} ask for more than the 100 faces scikit-image "
+                        "ships; lower them")
+    crops, points, prob = _labelled_faces()
+    usable = np.flatnonzero(prob >= _ONET_FACE_PROB)
+    if train + val > len(usable):
+        raise DataError(f"demo options train={train} + val={val} ask for more than the {len(usable)} faces "
+                        "MTCNN accepts among scikit-image's photos; lower them")
+    order = _rng(seed, "faces", "split").permutation(usable)
+    category = {"id": 1, "name": "face", "supercategory": "face", "keypoints": list(FACE_KEYPOINTS),
+                "skeleton": [[1, 2], [1, 3], [2, 3], [3, 4], [3, 5], [4, 5]]}
+    counts: dict[str, dict] = {}
+    for split, chosen in (("val", order[:val]), ("train", order[val:val + train])):
+        images, annotations = [], []
+        for i, face in enumerate(chosen):
+            pixels = np.clip(np.rint(crops[face] * 255.0), 0, 255).astype(np.uint8)
+            picture = Image.fromarray(pixels).resize((size, size), Image.BICUBIC).convert("RGB")
+            file = f"{i:06d}.png"
+            _write(out / split / file, _png_bytes(np.asarray(picture)))
+            # ONet gives fractions of the crop measured from its first pixel; scale to this image's pixel indices.
+            xy = np.clip(points[face] * size, 0.0, size - 1.0)
+            kps = np.concatenate([xy.round(2), np.full((5, 1), 2.0)], axis=1)
+            images.append({"id": i + 1, "file_name": file, "width": size, "height": size, "lfw_subset_index": int(face)})
+            annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [0, 0, size, size],
+                                "area": size * size, "iscrowd": 0, "num_keypoints": 5,
+                                "keypoints": [float(v) if j % 3 < 2 else int(v) for j, v in enumerate(kps.reshape(-1))]})
+        coco = {"info": {"description": "transferkit demo: faces (LFW subset from scikit-image, MTCNN landmarks)",
+                         "split": split}, "images": images, "annotations": annotations, "categories": [category]}
+        _write(out / f"{split}.json", json.dumps(coco, indent=1) + "\n")
+        counts[split] = {"images": len(chosen), "objects": len(chosen)}
+    _, weights = _onet_weights()
+    sources = {"images": "skimage.data.lfw_subset() (Labeled Faces in the Wild subset, as scikit-image ships it)",
+               "landmarks": f"MTCNN ONet, {weights.name} from facenet-pytorch (MIT licence)"}
+    paths = {split: {"images": split, "labels": f"{split}.json"} for split in counts}
+    return {"keypoints": list(FACE_KEYPOINTS), "counts": counts, "paths": paths, "sources": sources}

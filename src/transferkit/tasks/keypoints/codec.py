@@ -58,7 +58,8 @@ def _neighbours(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, edge: str 
     padded = padded.reshape(maps.shape[0], k, -1)
     row = w + 2
     centre = (y + 1) * row + (x + 1)
-    offsets = torch.tensor([dy * row + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)], dtype=torch.int64)
+    offsets = torch.tensor([dy * row + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)], dtype=torch.int64,
+                           device=maps.device)
     return torch.gather(padded, 2, centre[..., None] + offsets)
 
 
@@ -82,7 +83,7 @@ def decode_heatmaps(heatmaps: torch.Tensor, input_size, method: str = "dark", *,
     else:
         if blur_sigma > 0:
             # Edge pixels repeat outwards: zeros (the DARK paper's padding) would pull peaks near the border inwards.
-            kernel = _gaussian_kernel(blur_sigma).to(heatmaps.dtype)
+            kernel = _gaussian_kernel(blur_sigma).to(device=heatmaps.device, dtype=heatmaps.dtype)
             pad = kernel.shape[-1] // 2
             padded = F.pad(heatmaps.reshape(-1, 1, h, w), (pad, pad, pad, pad), mode="replicate")
             blurred = F.conv2d(padded, kernel).reshape(heatmaps.shape)

@@ -342,6 +342,16 @@ def flip_pairs(names: list[str], given: list[list[str]] | None = None) -> list[t
     return pairs
 
 
+_UPPER_BODY_WORDS = frozenset({"head", "neck", "nose", "eye", "ear", "mouth", "chin", "face", "shoulder", "elbow",
+                               "wrist", "hand", "thumb", "finger", "chest", "throat"})
+
+
+def upper_body_ids(names: list[str]) -> list[int]:
+    """Keypoints whose name has an upper-body word (head, eye, shoulder, elbow, wrist, hand ...): half-body's top."""
+    return [i for i, name in enumerate(names)
+            if any(part.rstrip("s") in _UPPER_BODY_WORDS for part in _SEPARATORS.split(name.lower()))]
+
+
 def coco_sigmas(names: list[str]) -> np.ndarray | None:
     """COCO's OKS sigmas in `names` order when `names` are COCO's 17 person keypoints (any order, any case)."""
     lower = [n.lower() for n in names]
