@@ -172,6 +172,25 @@ def main() -> int:
     first = json.loads((ROOT / "token_classification_predictions" / "predictions.jsonl").read_text().splitlines()[0])
     console.print(f"e.g. {first['text']!r} -> " + ", ".join(f"{e['type']} {e['text']!r} [{e['start']}:{e['end']}]"
                                                             for e in first["entities"]))
+    step("13/13 keypoints: top-down heatmaps on ImageNet MobileNetV2, drawn stick figures, OKS AP, ONNX with decoding")
+    figures = ROOT / "figures"
+    build_demo("figures", figures, seed=0, train=60, val=20)
+    kp = [f"data.{split}_images={figures / split}" for split in ("train", "val")]
+    kp += [f"data.{split}_labels={figures / f'{split}.json'}" for split in ("train", "val")]
+    kp += ["data.image_width=64", "data.image_height=96", "model.deconv_channels=[64,64,64]", "train.epochs=10",
+           "train.batch_size=8", "train.learning_rate=0.002", "train.histograms=false"]
+    api.train("keypoints", None, ROOT / "keypoints", kp, overwrite=True)
+    kp_export = api.export("keypoints", None, ROOT / "keypoints_export", kp + ["export.output=keypoints"],
+                           model=ROOT / "keypoints" / "best.ckpt")
+    kp_metrics = api.evaluate("keypoints", None, ROOT / "keypoints_eval_onnx", kp,
+                              model=ROOT / "keypoints_export" / "model.onnx")
+    api.inference("keypoints", None, ROOT / "keypoints_inference",
+                  kp + [f"inference.images={figures / 'val'}", f"inference.labels={figures / 'val.json'}"],
+                  model=ROOT / "keypoints_export" / "model.onnx")
+    worst = max(kp_metrics["keypoint_error_px"].items(), key=lambda kv: kv[1] or 0)
+    console.print(f"keypoints val OKS AP = {kp_metrics['AP']:.3f} (AP50 {kp_metrics['AP50']:.3f}, PCK@0.05 "
+                  f"{kp_metrics['PCK']:.3f}; hardest joint {worst[0]}, {worst[1]:.1f} px) from {kp_export['onnx']} "
+                  f"(decoding in the graph); skeletons drawn in {ROOT / 'keypoints_inference' / 'annotated'}")
     console.print(f"demo finished in {time.time() - started:.0f} s. Results: {ROOT.resolve()}")
     console.print(f"TensorBoard: tensorboard --logdir {ROOT.resolve()}")
     return 0
