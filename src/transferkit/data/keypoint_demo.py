@@ -7,7 +7,9 @@ random lean, arm and leg angles, sizes and colours. A figure faces the viewer: i
 right, and its left limbs are drawn lighter than its body and its right limbs darker, so left and right can be
 told apart (and must swap under a horizontal flip). Visibility follows COCO: 2 visible, 1 labelled but hidden
 (under a textured occluder or a figure drawn later), 0 out of frame (x = y = 0). `bbox` is the tight box of the
-figure's drawn pixels inside the image and `area` their count (COCO's area is the object's pixel area).
+figure's drawn pixels inside the image and `area` that box's area. (COCO's `area` is a person's mask area,
+about half its box; a stick figure's thin limbs cover only a fifth to a third of its box, which would make OKS,
+whose scale is that area, far stricter than on people. Sets without masks use the box area, as this one does.)
 
 Written as `train/`, `val/` PNG images plus `train.json`, `val.json` COCO keypoint files (file names relative to
 the split's image folder). Deterministic per (seed, split, index), like every demo in data/demo.py.
@@ -162,7 +164,7 @@ def figure_scene(seed: int, split: str, index: int, size: int = 160) -> FigureSc
         if len(xs) == 0 or np.count_nonzero(kps[:, 2]) == 0:
             continue
         x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-        annotations.append({"category_id": 1, "bbox": [x0, y0, x1 - x0, y1 - y0], "area": int(mask.sum()),
+        annotations.append({"category_id": 1, "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
                             "iscrowd": 0, "num_keypoints": int(np.count_nonzero(kps[:, 2])),
                             "keypoints": [float(v) if i % 3 < 2 else int(v) for i, v in enumerate(kps.reshape(-1))]})
     return FigureScene(np.asarray(picture), annotations)

@@ -27,8 +27,9 @@ from ...data.items import collate_skipping
 from ...engine.meta import ModelMeta
 from ...errors import DataError, SpecError
 from ...spec import require_path
+from ...vision.cache import ImageCache, read_image
 from ...vision.datasets import VisionData
-from ...vision.images import ImageError, load_image, skipped_entry, undecodable
+from ...vision.images import ImageError, skipped_entry, undecodable
 from .codec import encode_heatmaps
 from .formats import KeypointSet, coco_sigmas, flip_pairs, read_coco_keypoints
 from .geometry import (KeypointAugment, box_to_center_scale, crop_matrix, flip_keypoints, invert_matrix,
@@ -80,13 +81,14 @@ class KeypointCrops(Dataset):
 
     def __init__(self, items: list[KpItem], input_size: tuple[int, int], mean, std, *, padding: float,
                  max_pixels: int, stride: int | None = None, sigma: float = 2.0, augment=None, pairs=(),
-                 color_jitter: float = 0.0, seed: int = 0):
+                 color_jitter: float = 0.0, seed: int = 0, cache: ImageCache | None = None):
         self.items, self.input_size, self.padding, self.max_pixels = items, tuple(input_size), padding, max_pixels
         self.stride, self.sigma, self.augment, self.pairs, self.color_jitter = stride, sigma, augment, pairs, color_jitter
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.rng = np.random.default_rng(seed)
         self._worker_seed: int | None = None
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.items)
@@ -101,7 +103,7 @@ class KeypointCrops(Dataset):
         item = self.items[i]
         self._seed_worker()
         try:
-            pixels = np.asarray(load_image(item.image, max_pixels=self.max_pixels))
+            pixels = np.asarray(read_image(item.image, self.max_pixels, self.cache))
         except ImageError as e:
             return None, skipped_entry(item.image, e)
         width, height = self.input_size
@@ -140,7 +142,7 @@ class KeypointData(VisionData):
         d = spec.data
         super().__init__(batch_size=spec.train.batch_size, eval_batch_size=spec.evaluation.batch_size,
                          num_workers=spec.train.num_workers, max_pixels=d.max_image_pixels,
-                         channels_last=spec.train.channels_last,
+                         cache=d.cache, cache_dir=d.cache_dir, channels_last=spec.train.channels_last,
                          spec_keys={"train": "data.train_images", "val": "data.val_images"})
         self.spec, self.mean, self.std = spec, list(mean), list(std)
         self.sets: dict[str, KeypointSet] = {}
@@ -227,7 +229,10 @@ class KeypointData(VisionData):
         return item.image
 
     def find_unusable(self, items: list) -> dict[str, str]:
-        return undecodable(sorted({str(it.image) for it in items}), self.max_pixels)
+        images = sorted({str(it.image) for it in items})  # several objects share an image: each decoded once
+        if self.image_cache is not None:
+            return self.image_cache.fill(images, self.item_kind)
+        return undecodable(images, self.max_pixels)
 
     def make_dataset(self, items: list, train: bool) -> Dataset:
         return self.crops(items, train, targets=True)
@@ -244,7 +249,8 @@ class KeypointData(VisionData):
         return KeypointCrops(items, crop_size(self.spec), self.mean, self.std, padding=d.box_padding,
                              max_pixels=self.max_pixels, stride=self.heatmap_stride if targets else None,
                              sigma=d.heatmap_sigma, augment=augment, pairs=self.pairs,
-                             color_jitter=d.augmentation.color_jitter if train else 0.0, seed=self.spec.train.seed)
+                             color_jitter=d.augmentation.color_jitter if train else 0.0, seed=self.spec.train.seed,
+                             cache=self.image_cache)
 
     heatmap_stride: int = 4  # set by the task from the network it trains
 

@@ -11,7 +11,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, field_validator
 
 from ...spec import FLOAT32_MAX, BackboneModelConfig, ExportConfig, MinMax, PruneConfig, SpecModel
-from ...vision.spec import VisionTrainConfig
+from ...vision.spec import CacheMode, VisionTrainConfig, cache_dir_field, cache_field
 
 INPUT_STRIDE = 32  # crops are multiples of the backbones' coarsest stride, so the head's maps tile exactly
 UNIFORM_SIGMA = 0.05  # OKS sigma of every keypoint when the spec gives none and the names are not COCO's 17
@@ -49,6 +49,8 @@ class KpDataConfig(SpecModel):
     box_padding: float = Field(1.25, ge=1, le=4, description="each box is enlarged by this factor before cropping")
     heatmap_sigma: float = Field(2.0, gt=0, le=32, description="Gaussian sigma of the target heatmaps, heatmap pixels")
     max_image_pixels: int = Field(100_000_000, gt=0, description="refuse images larger than this many pixels")
+    cache: CacheMode = cache_field()
+    cache_dir: str | None = cache_dir_field()
     augmentation: KpAugmentationConfig = Field(
         default_factory=KpAugmentationConfig, description="training augmentation (moves keypoints with the crop)")
 
