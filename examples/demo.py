@@ -75,9 +75,12 @@ def main() -> int:
     api.inference(TASK, SPEC, ROOT / "infer", common + [f"inference.images={data / 'val'}", "inference.annotate=true"],
                   model=best)
 
-    step("5/12 prune, then retrain the pruned model")
-    report = api.prune(TASK, SPEC, ROOT / "prune", common, model=best)
-    api.train(TASK, SPEC, ROOT / "retrain", common + [f"model.pruned={ROOT / 'prune' / 'pruned.ckpt'}"], overwrite=True)
+    step("5/12 prune half the channels of every layer group, then retrain the pruned model")
+    # prune.ratio=0.5 keeps ~1/4 of the parameters (multiples of 8 channels) and halves batch-1 latency; the
+    # spec's threshold 0.5 removed only 10 % and was no faster. So thin a network needs longer to recover.
+    report = api.prune(TASK, SPEC, ROOT / "prune", common + ["prune.ratio=0.5"], model=best)
+    api.train(TASK, SPEC, ROOT / "retrain", common + [f"model.pruned={ROOT / 'prune' / 'pruned.ckpt'}", "train.epochs=12"],
+              overwrite=True)
 
     step("6/12 export the retrained model to ONNX FP32 and INT8")
     exported = api.export(TASK, SPEC, ROOT / "export", common + ["export.int8=true"], model=ROOT / "retrain" / "best.ckpt")
