@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from common import cpu_snapshot, machine_info, others_cpu_share  # noqa: E402
 from transferkit import api  # noqa: E402
 from transferkit.data.demo import build_demo  # noqa: E402
-from transferkit.optimize import count_macs, count_params, measure_latency_ms, onnx_op_profile  # noqa: E402
+from transferkit.optimize import OnnxModel, count_macs, count_params, measure_latency_ms, onnx_op_profile  # noqa: E402
 from transferkit.tasks import get_task  # noqa: E402
 
 TASK = "classification"
@@ -101,7 +101,7 @@ def run_pipeline(root: Path, mode: dict, prune_override: str, keep_stages: int, 
     return prune_report, export_report, steps, excluded
 
 
-def measure(root: Path, mode: dict, log) -> tuple[dict, dict]:
+def measure(root: Path, mode: dict, log, threads: int | None = None) -> tuple[dict, dict]:
     files = {"unpruned": root / "train" / "best.ckpt", "pruned": root / "prune" / "pruned.ckpt",
              "retrained": root / "retrain" / "best.ckpt", "onnx_fp32": root / "export" / "model.onnx",
              "onnx_int8": root / "export" / "model_int8.onnx", "onnx_fp32_unpruned": root / "export_unpruned" / "model.onnx",
@@ -113,6 +113,9 @@ def measure(root: Path, mode: dict, log) -> tuple[dict, dict]:
     for key, label, runtime, net_key in ROWS:
         log(f"-- evaluating {label}")
         predictors[key] = api.load_predictor(get_task(TASK), files[key])
+        if threads and runtime == "onnx":  # the same file in a session with that many intra-op threads
+            session = OnnxModel(files[key], threads=threads)
+            predictors[key] = lambda x, session=session: session(x.numpy())
         net = api.load_predictor(get_task(TASK), files[net_key]).net.eval()
         with torch.inference_mode():
             params, macs = count_params(net), count_macs(net, example)
@@ -164,17 +167,34 @@ def targets(rows: dict, rx: dict) -> list[dict]:
              "met": bool(v >= need if op == ">=" else v <= need)} for name, v, op, need, unit in checks]
 
 
+# INT8 operators under the name of the float operator they replace; Q/DQ and the layout changes ONNX
+# Runtime adds around its NHWC int8 kernels are counted together as overhead.
+_AS_FLOAT = {"QGemm": "Gemm", "QLinearAdd": "Add (residual)", "QLinearMatMul": "MatMul", "QLinearMul": "Mul",
+             "QLinearGlobalAveragePool": "GlobalAveragePool", "QuantizeLinear": "Q/DQ + layout",
+             "DequantizeLinear": "Q/DQ + layout", "Transpose": "Q/DQ + layout", "ReorderInput": "Q/DQ + layout",
+             "ReorderOutput": "Q/DQ + layout", "Add": "Add (residual)"}
+
+
 def int8_by_operator(rows: dict, suffix: str) -> dict:
-    """FP32 against INT8 per operator kind; ONNX Runtime fuses differently in each (BatchNorm and ReLU6 into
-    FP32 convs, QLinearAdd for residual adds in INT8), so a kind present in one only is compared with 0."""
-    fp32, int8 = rows[f"onnx_fp32{suffix}"]["op_profile_b1"], rows[f"onnx_int8{suffix}"]["op_profile_b1"]
+    """FP32 against INT8 per operator kind. ONNX Runtime fuses differently in each (BatchNorm, ReLU6 and the
+    residual Adds into FP32 convs; QLinearAdd nodes in INT8), so a kind found in one only counts 0 in the other."""
+    def grouped(profile: dict) -> dict:
+        out: dict[str, list] = {}
+        for kind, row in profile.items():
+            acc = out.setdefault(_AS_FLOAT.get(kind, kind), [0.0, 0])
+            acc[0] += row["ms"]
+            acc[1] += row["nodes"]
+        return out
+
+    fp32 = grouped(rows[f"onnx_fp32{suffix}"]["op_profile_b1"])
+    int8 = grouped(rows[f"onnx_int8{suffix}"]["op_profile_b1"])
     table = []
     for kind in dict.fromkeys([*fp32, *int8]):
-        fp, q = fp32.get(kind, {}).get("ms", 0.0), int8.get(kind, {}).get("ms", 0.0)
-        nodes = max(fp32.get(kind, {}).get("nodes", 0), int8.get(kind, {}).get("nodes", 0))
-        table.append((kind, round(fp, 4), round(q, 4), round(fp / q, 3) if fp and q else None, nodes))
-    return {"rows": table, "not_faster": [f"{k} ({fp:.3f} -> {q:.3f} ms, {n} nodes)" for k, fp, q, _, n in table
-                                          if q >= fp and q > 0.005]}
+        (fp, n_fp), (q, n_q) = fp32.get(kind, [0.0, 0]), int8.get(kind, [0.0, 0])
+        table.append((kind, round(fp, 4), round(q, 4), round(fp / q, 3) if fp and q else None, max(n_fp, n_q)))
+    return {"rows": table,
+            "not_faster": [f"{k} ({fp:.3f} -> {q:.3f} ms, {n} nodes)" for k, fp, q, _, n in table if fp and q >= fp],
+            "int8_only": [f"{k} (+{q:.3f} ms, {n} nodes)" for k, fp, q, _, n in table if not fp and q > 0]}
 
 
 def print_report(result: dict) -> None:
@@ -203,8 +223,9 @@ def print_report(result: dict) -> None:
         print(f"  {'operator':16} {'FP32 ms':>8} {'INT8 ms':>8} {'INT8 x':>7}  nodes")
         for kind, fp, q, x, nodes in result["int8_by_operator"][model]["rows"]:
             print(f"  {kind:16} {fp:>8.3f} {q:>8.3f} {(f'{x:.2f}x' if x else '-'):>7}  {nodes}")
-        slower = result["int8_by_operator"][model]["not_faster"]
-        print("  INT8 is no faster than FP32 for: " + (", ".join(slower) if slower else "nothing"))
+        slower, extra = result["int8_by_operator"][model]["not_faster"], result["int8_by_operator"][model]["int8_only"]
+        print("  INT8 is no faster than FP32 for: " + (", ".join(slower) if slower else "nothing")
+              + "; INT8 adds: " + (", ".join(extra) if extra else "nothing"))
     print(f"\nall targets met: {all(t['met'] for t in result['targets'])}; total {result['wall_time_s']:.0f} s; "
           f"wrote {RESULTS}")
 
@@ -222,6 +243,9 @@ def main(argv=None) -> int:
                     "an earlier run left in --out (e.g. to re-time on a quieter machine)")
     ap.add_argument("--epochs", type=int, help="training epochs (default: by mode)")
     ap.add_argument("--retrain-epochs", type=int, help="retraining epochs of the pruned model (default: by mode)")
+    ap.add_argument("--threads", type=int, help="time with this many PyTorch and ONNX Runtime intra-op threads "
+                    "(default: each library's own, the physical cores); 1 is far steadier on a machine others share: "
+                    "a 2-thread call waits for whichever of its threads the OS has descheduled")
     args = ap.parse_args(argv)
     if args.reuse and not args.out:
         ap.error("--reuse needs --out DIR of an earlier run")
@@ -242,9 +266,12 @@ def main(argv=None) -> int:
             excluded, prune_override = cfg["excluded_layers"], f"prune.{key}={cfg[key]}"
         else:
             prune_report, export_report, steps, excluded = run_pipeline(root, mode, prune_override, args.keep_stages, log)
-        rows, load = measure(root, mode, log)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        rows, load = measure(root, mode, log, args.threads)
     rx = ratios(rows)
     result = {"benchmark": "optimize", "mode_name": mode_name, "mode": mode, "command": " ".join(sys.argv),
+              "timing_threads": args.threads or "library defaults",
               "prune_setting": f"{prune_override}, {len(excluded)} convs of the first backbone stages excluded",
               "reused_models": args.reuse,
               "prune_excluded_layers": excluded, "machine": {**machine_info(), **load}, "rows": rows, "ratios": rx,
