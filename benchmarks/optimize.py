@@ -4,6 +4,7 @@
     python benchmarks/optimize.py                  # full mode, ~2.5 min on an idle 2-core CPU: 96 px, 10 + 40 epochs
     python benchmarks/optimize.py --out runs/bench --threshold 0.8   # instead of the default --ratio 0.5
     python benchmarks/optimize.py --out runs/bench --reuse           # re-time that run's models only
+    OMP_NUM_THREADS=1 python benchmarks/optimize.py --threads 1      # on a machine others are using (see --threads)
 
 Every step is the public API (`api.train / prune / evaluate / export`). Prints one table (params, MACs,
 CPU latency at batch 1 and 32, file size, val top-1 per model: unpruned and pruned, each in eager PyTorch,
