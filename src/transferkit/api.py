@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import copy
+
 import json
 import logging
 import os
@@ -320,13 +322,15 @@ def prune(task: str, spec_path, results, overrides: Sequence[str] = (), *, model
         net = t.load_net(meta, state, Path(model)).eval()
         p = spec.prune
         example = t.example_inputs(meta)
+        # timed as evaluate/inference/export run it (the task's eager runner: e.g. BatchNorm folded,
+        # channels_last), on a copy, so the report compares with export_report.json's "pytorch" row
         with torch.inference_mode():
             before = {"params": count_params(net), "macs": count_macs(net, example),
-                      "latency_ms": _latency(net, example)}
+                      "latency_ms": _latency(t.eager_runner(copy.deepcopy(net), "cpu"), example)}
         result = t.prune_net(net, example, spec)
         with torch.inference_mode():
             after = {"params": count_params(net), "macs": count_macs(net, example),
-                     "latency_ms": _latency(net, example)}
+                     "latency_ms": _latency(t.eager_runner(copy.deepcopy(net), "cpu"), example)}
         new_meta = meta.with_updates(pruned_shapes=t.pruned_shapes(net),
                                      history={**meta.history, "pruned_from": str(model), "prune": p.model_dump(mode="json")})
         out = results / "pruned.ckpt"
