@@ -213,6 +213,10 @@ def load_predictor(task, model: str | Path | None, device: str = "cpu") -> Predi
     if model is None:
         raise SpecError("this verb needs a model: pass -m PATH (a best.ckpt, pruned.ckpt or exported .onnx)")
     path = Path(model)
+    if not path.exists():  # a name the task runs as it is (a zoo model, zero-shot), else a missing file below
+        named = task.named_model(str(model), device)
+        if named is not None:
+            return named
     if path.suffix.lower() == ".onnx":
         onnx_model, meta = read_onnx_meta(path, f"tkit {task.name} export")
         if meta.task != task.name:

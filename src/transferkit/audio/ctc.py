@@ -63,6 +63,11 @@ class CtcVocabulary:
             raise DataError(f"characters {missing} are not in the model's vocabulary")
         return [index[c] for c in text]
 
+    def encode_known(self, text: str) -> list[int]:
+        """Symbol ids of the characters of `text` the vocabulary has (validation loss of transcripts with others)."""
+        index = {c: i for i, c in enumerate(self.tokens)}
+        return [index[c] for c in text if c in index]
+
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.tokens[i] for i in ids if 0 < i < len(self.tokens))
 

@@ -287,17 +287,40 @@ Encode = Callable[[torch.Tensor], torch.Tensor]
 Decode = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+class PrefixStep:
+    """The next-token logits [N, vocab] of token prefixes [N, L]: the decoder re-run on the whole prefix (what an
+    exported decoder graph does)."""
+
+    def __init__(self, decode: Decode, states: torch.Tensor):
+        self.decode, self.states = decode, states
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        states = self.states if len(self.states) == len(tokens) else self.states[:1].expand(len(tokens), -1, -1)
+        return self.decode(tokens, states)[:, -1].float()
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        pass  # nothing kept between steps
+
+
+Start = Callable[[torch.Tensor], Any]  # encoder states -> a step function (PrefixStep, WhisperNet.CachedStep)
+
+
+def _starter(decode: Decode | Start) -> Start:
+    return decode if getattr(decode, "incremental", False) else (lambda states: PrefixStep(decode, states))
+
+
 @torch.inference_mode()
-def greedy_decode(encode: Encode, decode: Decode, features: torch.Tensor, text: WhisperText,
+def greedy_decode(encode: Encode, decode: Decode | Start, features: torch.Tensor, text: WhisperText,
                   max_tokens: int = 96) -> list[list[int]]:
-    """Token ids (prompt and <|endoftext|> left out) of each features row, most likely token first."""
-    states = encode(features)
+    """Token ids (prompt and <|endoftext|> left out) of each features row, most likely token first. `decode` is
+    (tokens, states) -> logits, or a starter marked `incremental` (WhisperNet.start: cached keys and values)."""
+    step = _starter(decode)(encode(features))
     n = features.shape[0]
     tokens = torch.tensor([list(PROMPT)] * n, dtype=torch.int64)
     done = torch.zeros(n, dtype=torch.bool)
-    for step in range(max_tokens):
-        logits = decode(tokens, states)[:, -1].float()
-        logits = logits + _mask(logits.shape[-1], text, step == 0)
+    for i in range(max_tokens):
+        logits = step(tokens)
+        logits = logits + _mask(logits.shape[-1], text, i == 0)
         nxt = logits.argmax(-1)
         nxt[done] = EOT
         tokens = torch.cat([tokens, nxt[:, None]], 1)
@@ -308,37 +331,67 @@ def greedy_decode(encode: Encode, decode: Decode, features: torch.Tensor, text: 
 
 
 @torch.inference_mode()
-def beam_decode(encode: Encode, decode: Decode, features: torch.Tensor, text: WhisperText, beam: int = 4,
+def beam_decode(encode: Encode, decode: Decode | Start, features: torch.Tensor, text: WhisperText, beam: int = 4,
                 max_tokens: int = 96, length_penalty: float = 1.0) -> list[list[int]]:
     """Beam search per features row: the finished hypothesis of the best log-probability / length**penalty."""
     states = encode(features)
+    start = _starter(decode)
     results = []
     for row in range(features.shape[0]):
-        enc = states[row:row + 1]
+        step = start(states[row:row + 1])
         beams: list[tuple[float, list[int]]] = [(0.0, list(PROMPT))]
         finished: list[tuple[float, list[int]]] = []
-        for step in range(max_tokens):
+        for i in range(max_tokens):
             tokens = torch.tensor([b[1] for b in beams], dtype=torch.int64)
-            logits = decode(tokens, enc.expand(len(beams), *enc.shape[1:]))[:, -1].float()
-            logp = torch.log_softmax(logits + _mask(logits.shape[-1], text, step == 0), -1)
+            logp = torch.log_softmax(step(tokens) + _mask(step_vocab(step, tokens), text, i == 0), -1)
             candidates = []
-            for (score, seq), lp in zip(beams, logp):
+            for parent, ((score, seq), lp) in enumerate(zip(beams, logp)):
                 top = torch.topk(lp, beam)
-                candidates += [(score + float(v), seq + [int(i)]) for v, i in zip(top.values, top.indices)]
+                candidates += [(score + float(v), seq + [int(t)], parent) for v, t in zip(top.values, top.indices)]
             candidates.sort(key=lambda c: -c[0])
-            beams = []
-            for score, seq in candidates:
+            beams, parents = [], []
+            for score, seq, parent in candidates:
                 if seq[-1] == EOT:
                     finished.append((score / max(1, len(seq) - len(PROMPT)) ** length_penalty, seq))
                 elif len(beams) < beam:
                     beams.append((score, seq))
+                    parents.append(parent)
             if len(finished) >= beam or not beams:
                 break
+            step.reorder(torch.tensor(parents, dtype=torch.int64))
         if not finished:
             finished = [(s / max(1, len(q) - len(PROMPT)) ** length_penalty, q) for s, q in beams]
         best = max(finished, key=lambda f: f[0])[1]
         results.append([t for t in best[len(PROMPT):] if t != EOT])
     return results
+
+
+def step_vocab(step: Any, tokens: torch.Tensor) -> int:
+    return int(getattr(step, "vocab", TINY_EN_CONFIG["vocab_size"]))
+
+
+class CachedStep:
+    """Next-token logits with the decoder's keys and values kept between steps (cross-attention computed once):
+    only the new tokens of each prefix are run."""
+
+    def __init__(self, model: nn.Module, states: torch.Tensor):
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+        self.model, self.states = model, states
+        self.cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        self.seen = 0
+        self.vocab = model.proj_out.out_features
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        states = self.states if len(self.states) == len(tokens) else self.states[:1].expand(len(tokens), -1, -1)
+        out = self.model.model.decoder(input_ids=tokens[:, self.seen:], encoder_hidden_states=states,
+                                       past_key_values=self.cache, use_cache=True)
+        self.cache = out.past_key_values
+        self.seen = tokens.shape[1]
+        return self.model.proj_out(out.last_hidden_state[:, -1]).float()
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        self.cache.reorder_cache(rows)  # also grows the first step's one row into every beam
 
 
 class WhisperNet(nn.Module):
@@ -355,6 +408,12 @@ class WhisperNet(nn.Module):
 
     def encode(self, features: torch.Tensor) -> torch.Tensor:
         return self.model.model.encoder(features).last_hidden_state
+
+    def start(self, states: torch.Tensor) -> CachedStep:
+        """Incremental decoding from encoder states (greedy_decode / beam_decode take this as `decode`)."""
+        return CachedStep(self.model, states)
+
+    start.incremental = True
 
     def decode(self, tokens: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         hidden = self.model.model.decoder(input_ids=tokens, encoder_hidden_states=states, use_cache=False)
