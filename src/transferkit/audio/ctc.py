@@ -215,7 +215,7 @@ def build_ctc_net(arch: Mapping[str, Any]) -> CtcNet:
 
 def greedy_ctc(logits: torch.Tensor, lengths: torch.Tensor | None = None) -> list[list[int]]:
     """Best symbol per step, repeats merged, blanks removed; one id list per row (its first `lengths` steps)."""
-    best = logits.argmax(-1).cpu().numpy()
+    best = logits.detach().argmax(-1).cpu().numpy()
     steps = lengths.tolist() if lengths is not None else [best.shape[1]] * best.shape[0]
     out = []
     for row, n in zip(best, steps):
@@ -266,7 +266,7 @@ def prefix_beam_ctc(log_probs: np.ndarray, beam: int = 8, prune: float = -12.0) 
 
 def beam_ctc(logits: torch.Tensor, lengths: torch.Tensor | None = None, beam: int = 8) -> list[list[int]]:
     """prefix_beam_ctc for each row of a batch of logits [N, steps, vocabulary]."""
-    logp = torch.log_softmax(logits.float(), -1).cpu().numpy()
+    logp = torch.log_softmax(logits.detach().float(), -1).cpu().numpy()
     steps = lengths.tolist() if lengths is not None else [logp.shape[1]] * logp.shape[0]
     return [prefix_beam_ctc(row[: int(n)], beam) for row, n in zip(logp, steps)]
 
