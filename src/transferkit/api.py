@@ -399,7 +399,8 @@ def export(task: str, spec_path, results, overrides: Sequence[str] = (), *, mode
         log.info("ONNX parity on %d %s %s: max |PyTorch - ONNX Runtime| = %.2e (tolerance %.0e)", len(probe[0]),
                  "training" if real is not None else "random", t.item_kind, parity["max_abs_diff"],
                  spec.export.parity_tolerance)
-        weights = {k: v.contiguous() for k, v in net.state_dict().items()}
+        # cloned: tied weights (a decoder's token embedding and output projection) share memory, which safetensors refuses
+        weights = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
         atomic_write_with(results / "model.safetensors",
                           lambda tmp: save_file(weights, tmp, {META_KEY: json.dumps(meta.to_dict())}))
         report: dict[str, Any] = {"model": str(model), "onnx": str(fp32), "parity": parity,

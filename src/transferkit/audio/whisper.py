@@ -416,8 +416,16 @@ class WhisperNet(nn.Module):
     start.incremental = True
 
     def decode(self, tokens: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        hidden = self.model.model.decoder(input_ids=tokens, encoder_hidden_states=states, use_cache=False)
-        return self.model.proj_out(hidden.last_hidden_state)
+        """Logits of every prefix position: the decoder's layers run with a plain causal mask (what transformers'
+        own decoder computes, in operations the ONNX exporter knows)."""
+        dec = self.model.model.decoder
+        length = tokens.shape[1]
+        x = dec.embed_tokens(tokens) + dec.embed_positions.weight[:length]
+        causal = torch.full((length, length), float("-inf"), device=tokens.device).triu(1)[None, None]
+        for layer in dec.layers:
+            out = layer(x, attention_mask=causal, encoder_hidden_states=states, use_cache=False)
+            x = out[0] if isinstance(out, tuple) else out
+        return self.model.proj_out(dec.layer_norm(x))
 
     def forward(self, features: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return self.decode(tokens, self.encode(features))

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...audio.ctc import BLANK, CtcVocabulary, beam_ctc, build_ctc_net, greedy_ctc, output_lengths, transfer_ctc_weights
+from ...audio.ctc import (BLANK, CtcVocabulary, beam_ctc, build_ctc_net, greedy_ctc, output_lengths,
+                          transfer_ctc_weights, with_transposed_linears)
 from ...audio.text import TextNorm, normalize
 from ...audio.whisper import (EOT, N_MELS, ZOO_NAME, WhisperNet, WhisperText, beam_decode, build_whisper,
                               find_whisper, greedy_decode, load_whisper, whisper_config, whisper_state)
@@ -404,15 +405,17 @@ class SpeechToTextTask(Task):
 
     # -- export -----------------------------------------------------------------------------------------------
     def export_graph(self, net: nn.Module, meta: ModelMeta, spec) -> ExportGraph:
+        """The network with its linear layers' weights stored transposed (so dynamic INT8 quantises them); logits
+        [batch, steps, symbols] (ctc) or [batch, tokens, vocabulary] (whisper: features and the token prefix in)."""
         axes = {"logits": {0: "batch", 1: "tokens" if meta_kind(meta) == "whisper" else "steps"}}
-        return ExportGraph(net, self.output_names, output_axes=axes)
+        return ExportGraph(with_transposed_linears(net), self.output_names, output_axes=axes)
 
     def check_export(self, spec, net: nn.Module, graph: ExportGraph, onnx_path: Path, probe) -> dict:
         """Logits within export.parity_tolerance, and the same greedy transcripts (ctc) on the probe utterances."""
         from ...optimize import verify_export
         from ...optimize.runtime import OnnxModel
 
-        result = verify_export(graph.module, onnx_path, probe, atol=spec.export.parity_tolerance, rtol=0)
+        result = verify_export(net, onnx_path, probe, atol=spec.export.parity_tolerance, rtol=0)
         if meta_kind_of(net) == "ctc":
             with torch.inference_mode():
                 eager = greedy_ctc(net(*probe))
