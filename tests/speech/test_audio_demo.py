@@ -50,6 +50,19 @@ def test_layout_manifests_and_voices(built):
     assert len((root / "long.txt").read_text().split()) > 6
 
 
+def test_vad_finds_the_long_recordings_utterances(built):
+    from transferkit.audio.io import load_audio
+    from transferkit.audio.subtitles import read_srt
+    from transferkit.audio.vad import SpeechSegmenter
+
+    out, _ = built
+    reference = read_srt(out / "a" / "long_reference.srt")
+    found = SpeechSegmenter().segments(load_audio(out / "a" / "long.wav", 16000), 16000)
+    assert len(found) == len(reference) == 2
+    for (start, end), (true_start, true_end, _) in zip(found, reference):
+        assert abs(start - true_start) < 0.3 and abs(end - true_end) < 0.3, (found, reference)
+
+
 def test_same_options_give_the_same_bytes(built):
     out, _ = built
     build_demo("speech", out / "b", train=4, val=3, long=2)

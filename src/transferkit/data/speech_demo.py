@@ -9,7 +9,7 @@ with a little silence before and after each utterance.
 Files: `train/NNNN.wav`, `val/NNNN.wav`, NeMo manifests `train.json` and `val.json` (paths relative to
 them; transcripts with capitals and punctuation, as people write them), and `long.wav`: `long` val-voice
 utterances with pauses between them, for cutting long audio at pauses, with its transcript `long.txt`
-and the true timings `long_reference.srt`.
+and the true timings `long_reference.srt` (from the first to the last sounding sample of each utterance).
 
 Val sentences are drawn first and train rejects any sentence val holds, so val does not change when
 the training count changes. espeak-ng output depends only on its arguments, so a build is deterministic.
@@ -181,7 +181,8 @@ def _build_speech(out: Path, *, seed: int, train: int, val: int, long: int) -> d
     pieces, cues, clock = [np.zeros(SAMPLE_RATE // 2, np.float32)], [], 0.5
     for utt in plans["long"]:
         wave = waves[utt.name]
-        cues.append((clock + utt.lead, clock + len(wave) / SAMPLE_RATE - utt.tail, utt.text))
+        sounding = np.flatnonzero(np.abs(wave) > 1e-3)  # espeak's own lead-in and trailing silence excluded
+        cues.append((clock + sounding[0] / SAMPLE_RATE, clock + (sounding[-1] + 1) / SAMPLE_RATE, utt.text))
         pause = np.zeros(int(round(float(pause_rng.uniform(0.6, 1.6)), 2) * SAMPLE_RATE), np.float32)
         pieces += [wave, pause]
         clock += (len(wave) + len(pause)) / SAMPLE_RATE
