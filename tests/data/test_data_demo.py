@@ -22,6 +22,7 @@ SMALL = {
     "shapes_seg": {"num_train": 4, "num_val": 2, "size": 48},
     "sentences": {"per_class": 8, "val_per_class": 4, "num_test": 7},
     "entities": {"num_train": 12, "num_val": 6, "num_test": 4},
+    "speech": {"train": 2, "val": 1, "long": 1},
 }
 
 
@@ -40,7 +41,8 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 def test_registry_lists_the_datasets_with_their_tasks():
     assert {name: d.task for name, d in DEMO_DATASETS.items()} == {
         "digits": "classification", "objects": "classification", "kitti_digits": "detection",
-        "shapes_seg": "segmentation", "sentences": "text_classification", "entities": "token_classification"}
+        "shapes_seg": "segmentation", "sentences": "text_classification", "entities": "token_classification",
+        "speech": "speech_to_text"}
     assert all(d.description for d in DEMO_DATASETS.values())
 
 

@@ -42,7 +42,8 @@ def test_folder_with_transcript_files_and_tables(tmp_path):
         "c\tambiguous stem\n"            # 3 two files have this stem
         "zzz\tno such audio\n"           # 4
         "no tab here\n"                  # 5
-        "spk1/b.wav\tsecond again\n",    # 6 a second transcript for b
+        "spk1/b.wav\tsecond again\n"     # 6 a second transcript for b
+        "a\tshadowed by a.txt\n",         # 7 a.txt beside a.wav wins
         encoding="utf-8")
     out = tmp_path / "manifests" / "train.json"
     written, skipped = manifest_from_folder(data, out)
@@ -53,9 +54,10 @@ def test_folder_with_transcript_files_and_tables(tmp_path):
     assert all(Path(r["audio_filepath"]).is_absolute() for r in rows)  # outside the manifest's folder
     assert next(r for r in rows if r["text"] == "Hello there")["duration"] == pytest.approx(1.0)
     problems = "\n".join(skipped)
-    assert len(skipped) == 8, problems
+    assert len(skipped) == 9, problems
     for expected in ("transcripts.txt:3: 2 audio files for key 'c'", "transcripts.txt:4: no audio file for key 'zzz'",
                      "transcripts.txt:5: no TAB", "transcripts.txt:6: a second transcript for spk1/b.wav",
+                     "transcripts.txt:7: not used, a.txt beside a.wav is",
                      "d.wav: no transcript", "e.wav: empty transcript", "f.wav: unreadable audio",
                      "spk1/c.wav: no transcript"):
         assert expected in problems

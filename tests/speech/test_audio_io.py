@@ -43,6 +43,16 @@ def test_resampling_22050_to_16000_keeps_frequency_and_length(tmp_path):
     assert np.sqrt(np.mean(got[2000:-2000] ** 2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.01)
 
 
+def test_offset_and_duration_read_a_stretch(tmp_path):
+    path = tmp_path / "ramp.wav"
+    wave = np.linspace(-0.9, 0.9, 8000).astype(np.float32)
+    write_wav(path, wave, 8000)
+    part = load_audio(path, 8000, offset=0.25, duration=0.5)
+    np.testing.assert_allclose(part, wave[2000:6000], atol=1e-4)
+    assert len(load_audio(path, 16000, offset=0.5)) == 8000
+    assert len(load_audio(path, 8000, offset=2.0)) == 0  # past the end: nothing, not an error
+
+
 def test_duration_comes_from_the_header(tmp_path):
     path = tmp_path / "a.wav"
     write_wav(path, np.zeros(12345, np.float32), 16000)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from transferkit.audio.subtitles import format_timestamp, srt_text, write_srt
+from transferkit.audio.subtitles import format_timestamp, read_srt, srt_text, write_srt
 
 
 @pytest.mark.parametrize("seconds, text", [(0, "00:00:00,000"), (1.5, "00:00:01,500"), (61.0004, "00:01:01,000"),
@@ -28,6 +28,8 @@ def test_write_srt(tmp_path):
         "3\n00:00:08,000 --> 00:00:09,000\ncaf\u00e9\n"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["talk.srt"]
+    assert read_srt(path) == [(0.5, 2.25, "hello there"), (4.5, 7.125, "second line\nwith a break"),
+                              (8.0, 9.0, "caf\u00e9")]
     assert srt_text([]) == ""
     with pytest.raises(ValueError, match="ends before"):
         srt_text([(2.0, 1.0, "x")])

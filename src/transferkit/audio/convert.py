@@ -87,6 +87,8 @@ def manifest_from_folder(directory: str | os.PathLike, out: str | os.PathLike, *
         beside = audio.with_suffix(ext)
         if beside.is_file():
             text = " ".join(_read_text(beside).split())
+            if audio in from_tables:
+                skipped.append(f"{from_tables[audio][1]}: not used, {beside.name} beside {name} is (keep one)")
         elif audio in from_tables:
             text = from_tables[audio][0]
         else:

@@ -55,14 +55,21 @@ def resample(wave: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def decode_audio(data: bytes | Path | str, sample_rate: int | None = None, *, name: str | None = None
-                 ) -> tuple[np.ndarray, int]:
-    """(mono float32 wave, its rate) from a file or bytes; resampled when `sample_rate` is given."""
+def decode_audio(data: bytes | Path | str, sample_rate: int | None = None, *, name: str | None = None,
+                 offset: float = 0.0, duration: float | None = None) -> tuple[np.ndarray, int]:
+    """(mono float32 wave, its rate) from a file or bytes; resampled when `sample_rate` is given. `offset` and
+    `duration` (seconds) read only that stretch (a NeMo manifest item of a longer file)."""
     sf = _soundfile()
     label = name or (str(data) if not isinstance(data, bytes) else "<audio bytes>")
     source = io.BytesIO(data) if isinstance(data, bytes) else str(data)
     try:
-        frames, sr = sf.read(source, dtype="float32", always_2d=True)
+        with sf.SoundFile(source) as f:
+            sr = f.samplerate
+            start = min(max(0, int(round(offset * sr))), f.frames) if offset else 0
+            if start:
+                f.seek(start)
+            count = -1 if duration is None else max(0, int(round(duration * sr)))
+            frames = f.read(count, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError) as e:
         raise UnreadableAudio(label, first_line(e)) from e
     except OSError as e:
@@ -76,12 +83,13 @@ def decode_audio(data: bytes | Path | str, sample_rate: int | None = None, *, na
     return np.clip(wave, -1.0, 1.0).astype(np.float32, copy=False), int(sr)
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
-    """The file as mono float32 in [-1, 1] at `sample_rate` (channels averaged); DataError naming the file
-    when it is missing or libsndfile cannot decode it."""
+def load_audio(path: str | os.PathLike, sample_rate: int, *, offset: float = 0.0, duration: float | None = None
+               ) -> np.ndarray:
+    """The file as mono float32 in [-1, 1] at `sample_rate` (channels averaged), or the stretch `offset` ..
+    `offset + duration` seconds; DataError naming the file when it is missing or libsndfile cannot decode it."""
     path = Path(path)
     _check_exists(path)
-    return decode_audio(path, sample_rate)[0]
+    return decode_audio(path, sample_rate, offset=offset, duration=duration)[0]
 
 
 def audio_info(path: str | os.PathLike) -> tuple[float, int, int]:

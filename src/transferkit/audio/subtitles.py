@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -32,6 +33,25 @@ def srt_text(segments: Sequence[tuple[float, float, str]]) -> str:
             cues.append(f"{len(cues) + 1}\n{format_timestamp(start)} --> {format_timestamp(end)}\n"
                         + "\n".join(lines) + "\n")
     return "\n".join(cues)
+
+
+_CUE_TIMES = re.compile(r"(\d+):(\d\d):(\d\d)[,.](\d{3})\s*-->\s*(\d+):(\d\d):(\d\d)[,.](\d{3})")
+
+
+def read_srt(path: str | os.PathLike) -> list[tuple[float, float, str]]:
+    """The (start, end, text) cues of an SRT file, in file order (multi-line texts joined by newlines)."""
+    cues = []
+    for block in re.split(r"\n\s*\n", Path(path).read_text(encoding="utf-8-sig").replace("\r\n", "\n")):
+        lines = block.strip().splitlines()
+        for i, line in enumerate(lines[:2]):
+            match = _CUE_TIMES.search(line)
+            if match:
+                g = [int(x) for x in match.groups()]
+                start = g[0] * 3600 + g[1] * 60 + g[2] + g[3] / 1000
+                end = g[4] * 3600 + g[5] * 60 + g[6] + g[7] / 1000
+                cues.append((start, end, "\n".join(lines[i + 1:])))
+                break
+    return cues
 
 
 def write_srt(path: str | os.PathLike, segments: Sequence[tuple[float, float, str]]) -> Path:
