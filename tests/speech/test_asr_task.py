@@ -142,3 +142,19 @@ def test_spec_mistakes_are_one_line_errors(clips, tmp_path, capsys):
         assert tkit(*args) == 2, args
         err = capsys.readouterr().err
         assert expected in err and "Traceback" not in err, err
+
+
+def test_dataset_convert_writes_a_manifest_training_reads(clips, tmp_path):
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    for name in ("train_000", "train_001"):
+        (folder / f"{name}.wav").write_bytes((clips["root"] / f"{name}.wav").read_bytes())
+    (folder / "train_000.txt").write_text("Hello, World!\n")
+    (folder / "train_001.txt").write_text("the red cat sat down\n")
+    out = tmp_path / "made.json"
+    assert tkit("dataset_convert", "-r", tmp_path / "conv", f"dataset_convert.audio_dir={folder}",
+                f"dataset_convert.output={out}") == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2 and {"audio_filepath", "duration", "text"} <= set(rows[0])
+    report = json.loads((tmp_path / "conv" / "dataset_convert.json").read_text())
+    assert report["utterances"] == 2 and report["skipped"]["count"] == 0
