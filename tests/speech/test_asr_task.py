@@ -158,3 +158,30 @@ def test_dataset_convert_writes_a_manifest_training_reads(clips, tmp_path):
     assert len(rows) == 2 and {"audio_filepath", "duration", "text"} <= set(rows[0])
     report = json.loads((tmp_path / "conv" / "dataset_convert.json").read_text())
     assert report["utterances"] == 2 and report["skipped"]["count"] == 0
+
+
+def test_whisper_export_parity_and_onnx_decoding(clips, tmp_path):
+    """A whisper-arch checkpoint (a tiny random Whisper with the real tokenizer) exports encoder and decoder in one
+    graph with a dynamic token axis; ONNX Runtime gives PyTorch's logits and the same transcripts."""
+    from transferkit.audio.whisper import WhisperNet, build_whisper, find_whisper, whisper_config
+    from transferkit.audio.text import TextNorm
+    from transferkit.engine.checkpoint import META_KEY
+    from transferkit.tasks.speech_to_text import whisper_meta
+
+    folder = find_whisper()
+    torch.manual_seed(0)
+    config = whisper_config({"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
+                             "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64}).to_dict()
+    net = WhisperNet(build_whisper(config))
+    meta = whisper_meta("tiny", config, folder.tokenizer_json, folder.suppress, folder.suppress_begin, TextNorm(), 8)
+    ckpt = tmp_path / "tiny.ckpt"
+    torch.save({META_KEY: meta.to_dict(), "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, ckpt)
+    run = tmp_path / "ex"
+    assert tkit("export", "-r", run, "-m", ckpt, f"data.val_manifest={clips['val']}") == 0
+    report = json.loads((run / "export_report.json").read_text())
+    assert report["parity"]["max_abs_diff"] < 1e-3
+    evals = {}
+    for name, model in (("pt", ckpt), ("onnx", run / "model.onnx")):
+        assert tkit("evaluate", "-r", tmp_path / name, "-m", model, f"data.val_manifest={clips['val']}") == 0
+        evals[name] = [r["hypothesis"] for r in csv.DictReader((tmp_path / name / "utterances.csv").open())]
+    assert evals["pt"] == evals["onnx"]
