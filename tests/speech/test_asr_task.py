@@ -66,6 +66,11 @@ def test_training_names_bad_lines_and_stores_the_vocabulary(trained, clips):
     meta = meta_of(trained / "best.ckpt")
     assert meta.classes[0] == "<blank>" and set(meta.classes[1:]) == set("".join(SENTENCES))
     assert meta.inputs[0].shape == ("batch", 80, "frames")  # no 30 s padding for CTC
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((trained / "tensorboard").rglob("events*"))))
+    events.Reload()
+    assert "val/wer" in events.Tags()["scalars"] and "val/transcripts/text_summary" in events.Tags()["tensors"]
 
 
 def test_evaluate_writes_wer_cer_and_per_utterance_rows(trained, clips, tmp_path):

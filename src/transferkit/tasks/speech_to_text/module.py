@@ -83,11 +83,20 @@ class SpeechModule(TaskModule):
         self._hyps += hyps
 
     def on_validation_epoch_end(self) -> None:
-        if not self._refs:
+        # corpus-level over every process's share of the val set: errors and lengths summed, then divided (a process
+        # with no val batch still takes part in the gather)
+        counts = torch.zeros(4, dtype=torch.long, device=self.device)
+        if self._refs:
+            scores = wer_cer(self._refs, self._hyps)
+            counts += torch.tensor([scores["substitutions"] + scores["deletions"] + scores["insertions"],
+                                    scores["words"], scores["char_errors"], scores["chars"]], device=self.device)
+        if self.trainer is not None and self.trainer.world_size > 1:
+            counts = self.all_gather(counts).reshape(-1, 4).sum(0)
+        if int(counts[1]) == 0:
             return
-        scores = wer_cer(self._refs, self._hyps)
-        self.log("val/wer", scores["wer"], prog_bar=True)
-        self.log("val/cer", scores["cer"], prog_bar=False)
+        word_errors, words, char_errors, chars = counts.tolist()
+        self.log("val/wer", word_errors / max(words, 1.0), prog_bar=True)
+        self.log("val/cer", char_errors / max(chars, 1.0), prog_bar=False)
         writer = self.tensorboard
         if writer is not None and not self.trainer.sanity_checking:
             lines = [f"    ref: {r}\n    hyp: {h}" for r, h in zip(self._refs[:SHOWN_TRANSCRIPTS],
