@@ -25,7 +25,6 @@ assertions. Run by hand; tests never run it. Results: benchmarks/results/asr[_qu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile

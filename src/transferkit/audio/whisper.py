@@ -343,7 +343,8 @@ def beam_decode(encode: Encode, decode: Decode | Start, features: torch.Tensor, 
         finished: list[tuple[float, list[int]]] = []
         for i in range(max_tokens):
             tokens = torch.tensor([b[1] for b in beams], dtype=torch.int64)
-            logp = torch.log_softmax(step(tokens) + _mask(step_vocab(step, tokens), text, i == 0), -1)
+            logits = step(tokens)
+            logp = torch.log_softmax(logits + _mask(logits.shape[-1], text, i == 0), -1)
             candidates = []
             for parent, ((score, seq), lp) in enumerate(zip(beams, logp)):
                 top = torch.topk(lp, beam)
@@ -366,10 +367,6 @@ def beam_decode(encode: Encode, decode: Decode | Start, features: torch.Tensor, 
     return results
 
 
-def step_vocab(step: Any, tokens: torch.Tensor) -> int:
-    return int(getattr(step, "vocab", TINY_EN_CONFIG["vocab_size"]))
-
-
 class CachedStep:
     """Next-token logits with the decoder's keys and values kept between steps (cross-attention computed once):
     only the new tokens of each prefix are run."""
@@ -380,7 +377,6 @@ class CachedStep:
         self.model, self.states = model, states
         self.cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         self.seen = 0
-        self.vocab = model.proj_out.out_features
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         states = self.states if len(self.states) == len(tokens) else self.states[:1].expand(len(tokens), -1, -1)
@@ -429,12 +425,3 @@ class WhisperNet(nn.Module):
 
     def forward(self, features: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return self.decode(tokens, self.encode(features))
-
-
-def pad_features(features: torch.Tensor, frames: int = CHUNK_FRAMES) -> torch.Tensor:
-    """Log-mel features [N, 80, T] padded (with silence's value per row) or cut to Whisper's 30 s window."""
-    if features.shape[-1] >= frames:
-        return features[..., :frames]
-    floor = features.amin(dim=(1, 2), keepdim=True)  # Whisper pads the waveform with zeros: its log-mel floor
-    pad = floor.expand(features.shape[0], features.shape[1], frames - features.shape[-1])
-    return torch.cat([features, pad], -1)

@@ -3,7 +3,6 @@ CTC head over the transcripts' characters (arch ctc: Whisper's pretrained encode
 scratch). Scored by corpus-level WER and CER; long recordings are cut at pauses (Silero VAD) for inference."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from torch import nn
 from ...audio.ctc import (BLANK, CtcVocabulary, beam_ctc, build_ctc_net, greedy_ctc, output_lengths,
                           transfer_ctc_weights, with_transposed_linears)
 from ...audio.text import TextNorm, normalize
-from ...audio.whisper import (EOT, N_MELS, ZOO_NAME, WhisperNet, WhisperText, beam_decode, build_whisper,
+from ...audio.whisper import (EOT, N_MELS, WhisperNet, WhisperText, beam_decode, build_whisper,
                               find_whisper, greedy_decode, load_whisper, whisper_config, whisper_state)
 from ...data.items import skipped_report, usable_batches
 from ...engine.checkpoint import LoadReport, read_checkpoint, strip_prefix, transfer_weights
@@ -26,7 +25,7 @@ from ...io import atomic_write_json
 from ...metrics.speech import utterance_rows, wer_cer, worst_utterances, write_utterance_csv
 from ...spec import require_path
 from ..base import ExportGraph, Predictor, Task
-from .data import SAMPLE_RATE, SpeechCollate, SpeechData, decoder_inputs, eval_order, features_of, require_manifest, text_norm
+from .data import SAMPLE_RATE, SpeechData, eval_order, features_of, require_manifest, text_norm
 from .module import SpeechModule
 from .spec import WHISPER, SpeechToTextSpec
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ...audio.ctc import CtcVocabulary, output_lengths
+from ...audio.ctc import CtcVocabulary
 from ...audio.features import log_mel
 from ...audio.io import load_audio
 from ...audio.manifest import Utterance, read_manifest
@@ -227,9 +226,6 @@ class SpeechData(TaskData):
             augment = None
         return WaveDataset(items, augment)
 
-    def collate_fn(self, train: bool) -> Callable[[list], tuple]:
-        raise NotImplementedError("SpeechData builds its collate per item list (loader)")
-
     def collate_for(self, items: list, train: bool) -> SpeechCollate:
         return SpeechCollate(items, self.kind, self.vocabulary, self.text, self.max_tokens,
                              self.spec.data.augment if train else None)
@@ -260,10 +256,6 @@ class SpeechData(TaskData):
 def eval_order(items: Sequence[Item]) -> list[Item]:
     """Items sorted by duration (batches with little padding); results go back to manifest order by index."""
     return sorted(items, key=lambda it: it.utt.duration)
-
-
-def frames_to_steps(frames: torch.Tensor) -> torch.Tensor:
-    return output_lengths(frames)
 
 
 def require_manifest(spec, key: str = "val") -> str:
