@@ -190,3 +190,8 @@ def test_whisper_export_parity_and_onnx_decoding(clips, tmp_path):
         assert tkit("evaluate", "-r", tmp_path / name, "-m", model, f"data.val_manifest={clips['val']}") == 0
         evals[name] = [r["hypothesis"] for r in csv.DictReader((tmp_path / name / "utterances.csv").open())]
     assert evals["pt"] == evals["onnx"]
+    assert {"whisper_encoder", "whisper_decoder_int8"} <= set(report)  # the two halves ONNX Runtime decodes with
+    for half in ("encoder", "decoder"):
+        (run / f"whisper_{half}.onnx").rename(run / f"whisper_{half}.onnx.off")  # the one-graph fallback agrees too
+    assert tkit("evaluate", "-r", tmp_path / "whole", "-m", run / "model.onnx", f"data.val_manifest={clips['val']}") == 0
+    assert [r["hypothesis"] for r in csv.DictReader((tmp_path / "whole" / "utterances.csv").open())] == evals["pt"]

@@ -79,6 +79,73 @@ def meta_norm(meta: ModelMeta) -> TextNorm | None:
     return TextNorm(**n) if n else None
 
 
+# -- Whisper's two halves as ONNX files (fast decoding from ONNX Runtime) -------------------------------------------
+
+SPLIT_FILES = {"encoder": "whisper_encoder{}.onnx", "decoder": "whisper_decoder{}.onnx"}
+
+
+class _EncoderHalf(nn.Module):
+    def __init__(self, net: WhisperNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net.encode(features)
+
+
+class _DecoderHalf(nn.Module):
+    def __init__(self, net: WhisperNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, tokens: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        return self.net.decode(tokens, states)
+
+
+def split_paths(model_onnx: Path) -> dict[str, Path]:
+    """The encoder and decoder files beside an exported whisper model.onnx (model_int8.onnx: their INT8 copies)."""
+    tag = "_int8" if model_onnx.stem.endswith("_int8") else ""
+    return {half: model_onnx.with_name(name.format(tag)) for half, name in SPLIT_FILES.items()}
+
+
+def export_whisper_halves(net: WhisperNet, meta: ModelMeta, out_dir: Path) -> dict[str, str]:
+    """whisper_encoder.onnx (features -> states) and whisper_decoder.onnx (tokens, states -> logits), FP32 and
+    dynamic INT8, checked against PyTorch: ONNX Runtime then runs the encoder once per utterance, not once per token."""
+    from ...optimize import export_onnx, verify_export
+    from ...optimize.quantize import quantize_int8_dynamic
+
+    d_model = int(meta.arch["whisper_config"]["d_model"])
+    positions = int(meta.arch["whisper_config"]["max_source_positions"])
+    states = InputSpec(name="states", dtype="float32", shape=("batch", positions, d_model))
+    halves = {"encoder": (_EncoderHalf(net), (features_input(3000),), ("states",), None),
+              "decoder": (_DecoderHalf(net), (meta.inputs[1], states), ("logits",), {"logits": {0: "batch", 1: "tokens"}})}
+    written: dict[str, str] = {}
+    for half, (module, inputs, outputs, axes) in halves.items():
+        graph = with_transposed_linears(module)
+        path = export_onnx(graph, out_dir / SPLIT_FILES[half].format(""), inputs, {"half": half}, output_names=outputs,
+                           output_axes=axes)
+        probe = tuple(spec.example(batch=2, sizes={"tokens": 5}, seed=i) for i, spec in enumerate(inputs))
+        verify_export(module.eval(), path, probe, atol=1e-3, rtol=0)
+        int8 = quantize_int8_dynamic(path, out_dir / SPLIT_FILES[half].format("_int8"))
+        written[f"whisper_{half}"], written[f"whisper_{half}_int8"] = str(path), str(int8)
+    return written
+
+
+class _OnnxHalves:
+    """encode / decode callables over a whisper export's two ONNX files."""
+
+    def __init__(self, paths: dict[str, Path]):
+        from ...optimize.runtime import OnnxModel
+
+        self.encoder, self.decoder = OnnxModel(paths["encoder"]), OnnxModel(paths["decoder"])
+
+    def encode(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.encoder(features.numpy())[0])
+
+    def decode(self, tokens: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.decoder(tokens.numpy(), states.contiguous().numpy())[0])
+
+
 # -- decoding on either runtime ------------------------------------------------------------------------------------
 
 class Transcriber:
@@ -97,7 +164,13 @@ class Transcriber:
         net = self.predictor.net
         if net is not None:
             return net.encode, net.start
-        # An exported whisper graph is (features, tokens) -> logits: its "encoder" passes the features on.
+        paths = split_paths(Path(self.predictor.source))
+        if all(p.is_file() for p in paths.values()):
+            if not hasattr(self, "_onnx_halves"):
+                self._onnx_halves = _OnnxHalves(paths)
+            return self._onnx_halves.encode, self._onnx_halves.decode
+        # Only the whole graph, (features, tokens) -> logits: its "encoder" passes the features on, and every token
+        # runs the encoder again.
         return (lambda features: features), (lambda tokens, features: self.predictor(features, tokens)[0])
 
     def __call__(self, features: torch.Tensor, frames: torch.Tensor) -> list[str]:
@@ -408,6 +481,17 @@ class SpeechToTextTask(Task):
         [batch, steps, symbols] (ctc) or [batch, tokens, vocabulary] (whisper: features and the token prefix in)."""
         axes = {"logits": {0: "batch", 1: "tokens" if meta_kind(meta) == "whisper" else "steps"}}
         return ExportGraph(with_transposed_linears(net), self.output_names, output_axes=axes)
+
+    def export_files(self, meta: ModelMeta, out_dir: Path) -> dict[str, str]:
+        """whisper: the encoder and decoder as two more ONNX files (FP32 and INT8), which evaluate and inference
+        use in place of the one-graph model.onnx / model_int8.onnx beside them."""
+        if meta_kind(meta) != "whisper":
+            return {}
+        from safetensors.torch import load_file
+
+        net = self.build_net(meta)
+        net.load_state_dict(load_file(str(Path(out_dir) / "model.safetensors")))
+        return export_whisper_halves(net.eval(), meta, Path(out_dir))
 
     def check_export(self, spec, net: nn.Module, graph: ExportGraph, onnx_path: Path, probe) -> dict:
         """Logits within export.parity_tolerance, and the same greedy transcripts (ctc) on the probe utterances."""
