@@ -134,6 +134,15 @@ def test_zero_shot_whisper_by_zoo_name(clips, tmp_path):
     assert metrics["wer"] < 1.0 and metrics["model"]["file"].endswith("model.bin")
 
 
+def test_whisper_gets_its_own_learning_rate_unless_the_spec_names_one():
+    from transferkit.spec import load_spec
+    from transferkit.tasks.speech_to_text.spec import SpeechToTextSpec
+
+    assert load_spec(SpeechToTextSpec, None, ["model.arch=whisper", "train.epochs=2"]).train.learning_rate == 1e-4
+    assert load_spec(SpeechToTextSpec, None, ["model.arch=whisper", "train.learning_rate=3e-5"]).train.learning_rate == 3e-5
+    assert load_spec(SpeechToTextSpec, None, []).train.learning_rate == 1e-3
+
+
 def test_spec_mistakes_are_one_line_errors(clips, tmp_path, capsys):
     cases = [
         (["train", "-r", tmp_path / "a", "model.arch=whisper", "model.encoder=conv"], "model.encoder='conv'"),

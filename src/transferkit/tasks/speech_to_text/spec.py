@@ -9,6 +9,7 @@ from pydantic import Field, create_model, model_validator
 from ...spec import ExportConfig, MinMax, SpecModel, TrainConfig
 
 WHISPER = "whisper_tiny_en"
+WHISPER_LEARNING_RATE = 1e-4
 
 
 def _defaults(base: type[SpecModel], name: str, doc: str, descriptions: dict[str, str], **defaults: Any
@@ -104,7 +105,8 @@ ASRTrainConfig = _defaults(
     "Training defaults for fine-tuning on a few hundred utterances on a CPU: AdamW, linear decay after 10% warm-up, "
     "the pretrained encoder at a tenth of the learning rate, gradient clipping.",
     {"batch_size": "utterances per step on each device (accumulate_grad_batches multiplies it)",
-     "learning_rate": "peak learning rate of the new head (the whisper arch: of the decoder)",
+     "learning_rate": "peak learning rate of the new head (ctc) or of the decoder (whisper); when not given, 1e-3 "
+                      "for ctc and 1e-4 for whisper (spec.yaml of the run shows the one used)",
      "backbone_lr_scale": "the pretrained encoder's learning rate is learning_rate x this",
      "early_stopping_metric": "metric early stopping watches (empty = val/wer)",
      "num_workers": "DataLoader worker processes (audio is decoded in them)"},
@@ -155,3 +157,11 @@ class SpeechToTextSpec(SpecModel):
     inference: ASRInferenceConfig = Field(default_factory=ASRInferenceConfig, description="inference verb")
     export: ASRExportConfig = Field(default_factory=ASRExportConfig, description="export verb")
     dataset_convert: ASRConvertConfig = Field(default_factory=ASRConvertConfig, description="dataset_convert verb")
+
+    @model_validator(mode="after")
+    def _whisper_learning_rate(self) -> "SpeechToTextSpec":
+        """Fine-tuning all of Whisper wants a tenth of a new CTC head's rate, unless the spec names one."""
+        if self.model.arch == "whisper" and "learning_rate" not in self.train.model_fields_set:
+            train = self.train.model_copy(update={"learning_rate": WHISPER_LEARNING_RATE})
+            object.__setattr__(self, "train", train)  # the spec is frozen once validated: this is its validation
+        return self
