@@ -217,6 +217,10 @@ def load_predictor(task, model: str | Path | None, device: str = "cpu") -> Predi
     if model is None:
         raise SpecError("this verb needs a model: pass -m PATH (a best.ckpt, pruned.ckpt or exported .onnx)")
     path = Path(model)
+    if not path.exists():  # a name the task runs as it is (a zoo model, zero-shot), else a missing file below
+        named = task.named_model(str(model), device)
+        if named is not None:
+            return named
     if path.suffix.lower() == ".onnx":
         onnx_model, meta = read_onnx_meta(path, f"tkit {task.name} export")
         if meta.task != task.name:
@@ -408,7 +412,8 @@ def export(task: str, spec_path, results, overrides: Sequence[str] = (), *, mode
         log.info("ONNX parity on %d %s %s: max |PyTorch - ONNX Runtime| = %.2e (tolerance %.0e)", len(probe[0]),
                  "training" if real is not None else "random", t.item_kind, parity["max_abs_diff"],
                  spec.export.parity_tolerance)
-        weights = {k: v.contiguous() for k, v in net.state_dict().items()}
+        # cloned: tied weights (a decoder's token embedding and output projection) share memory, which safetensors refuses
+        weights = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
         atomic_write_with(results / "model.safetensors",
                           lambda tmp: save_file(weights, tmp, {META_KEY: json.dumps(meta.to_dict())}))
         report: dict[str, Any] = {"model": str(model), "onnx": str(fp32), "parity": parity,

@@ -338,10 +338,68 @@ def build_token_classification(spec, picture: Path) -> None:
     assert module(ids, torch.ones_like(ids)).shape == logits.shape
 
 
+_SEGMENTERS: list = []
+
+
+def _segmenter(kind):
+    if not _SEGMENTERS:
+        _SEGMENTERS.append(kind())
+    return _SEGMENTERS[0]
+
+
+def build_speech_to_text(spec, picture: Path) -> None:
+    import json
+
+    import soundfile as sf
+
+    from transferkit.errors import DataError
+    from transferkit.audio.ctc import CtcVocabulary, beam_ctc, build_ctc_net, greedy_ctc, output_lengths
+    from transferkit.tasks.speech_to_text.data import SpeechData
+    from transferkit.tasks.speech_to_text.module import SpeechModule
+    from transferkit.tasks.speech_to_text import ctc_meta
+    from transferkit.tasks.speech_to_text.data import text_norm
+
+    folder = picture.parent
+    wav = folder / "tone.wav"
+    if not wav.exists():
+        t = np.arange(8000) / 16000
+        sf.write(wav, (0.3 * np.sin(2 * np.pi * 440 * t) * (t > 0.1)).astype(np.float32), 16000)
+        (folder / "speech.json").write_text("".join(json.dumps({"audio_filepath": "tone.wav", "duration": 0.5,
+                                                                "text": f"a tone {i}"}) + "\n" for i in range(3)))
+    manifest = str(folder / "speech.json")
+    spec = spec.model_copy(update={"data": spec.data.model_copy(update={"train_manifest": manifest,
+                                                                        "val_manifest": manifest})})
+    if spec.data.max_duration < 0.5:  # the 0.5 s clip is skipped, and a manifest with nothing left is refused
+        with pytest.raises(DataError, match="max_duration"):
+            SpeechData(spec, "ctc")
+        return
+    data = SpeechData(spec, "ctc")
+    vocab = CtcVocabulary.from_texts(data.train_texts, spec.model.vocabulary)
+    data.set_vocabulary(vocab)
+    arch = {"encoder": "conv", "conv": spec.model.conv.model_dump(), "dropout": spec.model.dropout, "n_mels": 80}
+    net = build_ctc_net({**arch, "vocabulary": vocab.tokens})
+    module = SpeechModule(net, ctc_meta("conv", arch, vocab, text_norm(spec)), spec.train, kind="ctc",
+                          vocabulary=vocab, text=None, norm=text_norm(spec), val_texts=data.train_texts,
+                          pretrained_encoder=False)
+    dataset = data.make_dataset(data.train_items, True)
+    batch = [dataset[i] for i in range(min(len(dataset), spec.train.batch_size))]
+    features, frames, targets, lengths, _, _ = data.collate_for(data.train_items, True)(batch)
+    assert torch.isfinite(module.loss(features, frames, targets, lengths))
+    logits = torch.randn(len(features), int(output_lengths(frames).max()), len(vocab))
+    steps = output_lengths(frames)
+    assert len(greedy_ctc(logits, steps)) == len(beam_ctc(logits, steps, spec.evaluation.beam_size))
+    inf = spec.inference
+    from transferkit.audio.vad import SpeechSegmenter
+
+    wave = sf.read(wav, dtype="float32")[0]
+    _segmenter(SpeechSegmenter).segments(wave, 16000, threshold=inf.vad_threshold, min_silence=inf.min_silence,
+                               max_segment=inf.max_segment)
+
+
 BUILDERS = {"classification": build_classification, "detectnet_v2": build_detectnet_v2,
             "yolo_v4_tiny": build_yolo_v4_tiny, "segmentation": build_segmentation,
             "text_classification": build_text_classification,
-            "token_classification": build_token_classification}
+            "token_classification": build_token_classification, "speech_to_text": build_speech_to_text}
 
 
 def test_every_task_has_a_runtime_builder():

@@ -24,6 +24,7 @@ SMALL = {
     "entities": {"num_train": 12, "num_val": 6, "num_test": 4},
     "figures": {"train": 3, "val": 2, "size": 64},
     "faces": {"train": 4, "val": 2, "size": 32},
+    "speech": {"train": 2, "val": 1, "long": 1},
 }
 
 
@@ -43,7 +44,7 @@ def test_registry_lists_the_datasets_with_their_tasks():
     assert {name: d.task for name, d in DEMO_DATASETS.items()} == {
         "digits": "classification", "objects": "classification", "kitti_digits": "detection",
         "shapes_seg": "segmentation", "sentences": "text_classification", "entities": "token_classification",
-        "figures": "keypoints", "faces": "keypoints"}
+        "figures": "keypoints", "faces": "keypoints", "speech": "speech_to_text"}
     assert all(d.description for d in DEMO_DATASETS.values())
 
 

@@ -18,11 +18,12 @@ def _tasks() -> dict[str, Task]:
     from .detection.yolo_v4_tiny import TASK as yolo_v4_tiny
     from .keypoints import TASK as keypoints
     from .segmentation import TASK as segmentation
+    from .speech_to_text import TASK as speech_to_text
     from .text_classification import TASK as text_classification
     from .token_classification import TASK as token_classification
 
     return {**{t.name: t for t in (classification, detectnet_v2, yolo_v4_tiny, segmentation, text_classification,
-                                   token_classification, keypoints)},
+                                   token_classification, keypoints, speech_to_text)},
             **_registered}
 
 

@@ -130,6 +130,11 @@ class Task:
                              f"({str(e).splitlines()[0][:200]})") from None
         return net
 
+    def named_model(self, name: str, device: str = "cpu") -> "Predictor | None":
+        """A Predictor for `-m NAME` when NAME is not a file but a model the task can run as it is (speech_to_text:
+        a zoo model, zero-shot); None: the task has no such models and NAME is read as a path."""
+        return None
+
     def example_inputs(self, meta: ModelMeta, batch: int = 1) -> tuple[torch.Tensor, ...]:
         """Inputs of the right names, dtypes and shapes for latency, prune tracing and export probes."""
         return meta.example_inputs(batch)

