@@ -75,6 +75,7 @@ class Context:
     stop: BaseException | None = None
     failures: list[str] = field(default_factory=list)
     trials_run: int = 0
+    current: int | None = None  # the number of the trial this worker runs
 
     @property
     def cfg(self):
@@ -312,6 +313,7 @@ def _objective(ctx: Context):
     space = ctx.cfg.search_space
 
     def objective(trial) -> float:
+        ctx.current = trial.number
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("worker", ctx.worker)
@@ -382,18 +384,17 @@ def work(study, ctx: Context) -> None:
         trials = study.get_trials(deepcopy=False)
         if len(counted(trials)) >= cfg.max_trials:
             return
-        before = {t.number for t in trials}
+        ctx.current = None
         try:
             study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=True)
         except StudyStopped:
-            stopped = [t for t in study.get_trials(deepcopy=False) if t.number not in before
-                       and t.user_attrs.get("pid") == os.getpid() and t.state == TrialState.FAIL]
-            for t in stopped:
-                retry_trial(study, t)
+            if ctx.current is not None:
+                trial = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, ctx.current)
+                retry_trial(study, study._storage.get_trial(trial))
             raise ctx.stop from None
         ctx.trials_run += 1
-        mine = [t for t in study.get_trials(deepcopy=False) if t.number not in before and t.user_attrs.get("pid") == os.getpid()]
-        for t in mine:
+        if ctx.current is not None:
+            t = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(study._study_id, ctx.current))
             _log_trial(t, ctx.metric)
             if t.state == TrialState.FAIL:
                 ctx.failures.append(t.user_attrs.get("fail_reason", ""))
@@ -494,7 +495,7 @@ def run_study(task_name: str, spec_path, results, overrides: list[str], *, log_f
                         f"{task.monitor_mode}; drop the key")
     results = Path(results)
     worker = int(os.environ.get(WORKER_ENV, "0") or 0)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are logged here, once
     with RunFolder(results, log_file=log_file, lock=False, task=task.name, verb="automl", overwrite=overwrite) as run:
         run.claim()
         if worker == 0:
