@@ -23,8 +23,8 @@ def _study_trials(url: str, name: str = "classification"):
 
 def test_sigkill_then_the_same_command_resumes_keeping_finished_trials(digits, tmp_path):
     results = tmp_path / "killed"
-    args = ["classification", "automl", "-r", results, *data_args(digits), *TINY, "train.epochs=4", LR_SPACE,
-            "automl.max_trials=4", "automl.algorithm=random"]
+    args = ["classification", "automl", "-r", results, *data_args(digits), *TINY, "train.epochs=3", LR_SPACE,
+            "automl.max_trials=3", "automl.algorithm=random", "automl.pruner=none"]
     proc = tkit_process(*args, output=tmp_path / "first.txt")
     try:
         hang_guard = time.monotonic() + 600
@@ -46,13 +46,13 @@ def test_sigkill_then_the_same_command_resumes_keeping_finished_trials(digits, t
     assert killed["state"] == "FAIL" and "ended without finishing it" in killed["reason"]
     retried = [r for r in rows if r["reason"] == "retry of trial 2"]
     assert len(retried) == 1 and retried[0]["train.learning_rate"] == killed["train.learning_rate"]
-    assert len(rows) == 5 and sum(r["state"] == "COMPLETE" for r in rows) == 4
+    assert len(rows) == 4 and sum(r["state"] == "COMPLETE" for r in rows) == 3
 
 
 def test_two_worker_processes_share_one_sqlite_study(digits, tmp_path):
     results = tmp_path / "parallel"
     assert tkit("classification", "automl", "-r", results, *data_args(digits), *TINY, "train.epochs=2", LR_SPACE,
-                "automl.max_trials=8", "automl.parallel=2", "automl.algorithm=random") == 0
+                "automl.max_trials=8", "automl.parallel=2", "automl.algorithm=random", "automl.pruner=none") == 0
     rows = read_trials(results)
     assert [int(r["number"]) for r in rows] == list(range(len(rows)))  # no number twice, none skipped
     assert 8 <= len(rows) <= 9 and all(r["state"] == "COMPLETE" for r in rows)  # two workers may both take the 8th
@@ -106,7 +106,7 @@ def postgres():
 def test_two_workers_fill_one_study_on_a_postgresql_server(digits, tmp_path, postgres):
     results = tmp_path / "pg"
     args = ["classification", "automl", "-r", results, *data_args(digits), *TINY, "train.epochs=2", LR_SPACE,
-            "automl.max_trials=4", "automl.algorithm=bayesian", f"automl.storage={postgres}", "automl.study_name=pg"]
+            "automl.max_trials=4", "automl.algorithm=bayesian", "automl.pruner=none", f"automl.storage={postgres}", "automl.study_name=pg"]
     workers = [tkit_process(*args, output=tmp_path / f"worker{k}.txt") for k in range(2)]  # as on two machines
     codes = [finished(p, tmp_path / f"worker{k}.txt") for k, p in enumerate(workers)]
     assert codes == [0, 0]

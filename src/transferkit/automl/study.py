@@ -146,7 +146,8 @@ class TrialReporter(Callback):
             return
         self.values.append(value)
         self.trial.report(value, trainer.current_epoch)
-        if self.trial.should_prune():
+        last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+        if not last_epoch and self.trial.should_prune():  # after the last epoch there is nothing left to save
             self.pruned_at = trainer.current_epoch
             trainer.should_stop = True
 
