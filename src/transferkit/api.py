@@ -119,6 +119,9 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
                     f"resumed. Start a new run from its weights: model.pretrained={start_from} with another -r DIR"
                 ) from None
             raise
+        if trainer.world_size > 1:  # every rank says so on its own console: proof that all of them trained
+            log.info("rank %d of %d (node %d) trained %d steps", trainer.global_rank, trainer.world_size,
+                     trainer.node_rank, trainer.global_step)
         if is_rank_zero():  # the run finished: requeue checkpoints have served their purpose
             for p in results.glob(REQUEUE_CHECKPOINTS):
                 p.unlink(missing_ok=True)

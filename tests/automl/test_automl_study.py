@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from conftest import LR_SPACE, TINY, data_args, read_trials, tkit
+from automl_helpers import LR_SPACE, TINY, data_args, read_trials, tkit
 from transferkit.automl.config import check_search_space, spec_schema
 from transferkit.errors import SpecError
 from transferkit.tasks import get_task, task_names
