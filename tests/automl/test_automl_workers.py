@@ -117,3 +117,32 @@ def test_two_workers_fill_one_study_on_a_postgresql_server(digits, tmp_path, pos
     assert {t.user_attrs["pid"] for t in trials} == {p.pid for p in workers}
     assert not (results / "study.db").exists()  # the study lives in PostgreSQL
     assert len(read_trials(results)) == len(trials)
+
+
+def test_sigterm_ends_the_study_cleanly_and_the_stopped_trial_is_run_again(digits, tmp_path):
+    import signal
+
+    results = tmp_path / "terminated"
+    args = ["classification", "automl", "-r", results, *data_args(digits), *TINY, "train.epochs=3", LR_SPACE,
+            "automl.max_trials=2", "automl.algorithm=random", "automl.pruner=none"]
+    proc = tkit_process(*args, output=tmp_path / "out.txt")
+    try:
+        hang_guard = time.monotonic() + 600
+        while not (results / "trial_0001" / "status.json").exists():  # trial 1 is training
+            assert proc.poll() is None, (tmp_path / "out.txt").read_text()[-3000:]
+            assert time.monotonic() < hang_guard, "the study never reached its second trial"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = (tmp_path / "out.txt").read_text()
+    assert code == 143, output[-3000:]
+    assert "Continue the study with the same command" in " ".join(output.split()) and "Traceback" not in output
+    first, stopped, again = read_trials(results)
+    assert first["state"] == "COMPLETE"
+    assert stopped["state"] == "FAIL" and stopped["reason"] == "interrupted (SIGTERM)"
+    assert again["state"] == "WAITING" and again["reason"] == "retry of trial 1"
+    assert again["train.learning_rate"] == stopped["train.learning_rate"]

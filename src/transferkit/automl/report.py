@@ -56,9 +56,8 @@ def trial_rows(study, ctx) -> tuple[list[str], list[list[Any]]]:
     rows = []
     for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         value = trial.value if trial.state.name == "COMPLETE" else None
-        if value is None and trial.state.name == "PRUNED" and trial.intermediate_values:
-            value = None  # a pruned trial has no final metric; its last report is in the study
-        params = [from_param(space.get(k), trial.params[k]) if k in trial.params else "" for k in keys]
+        given = trial.params or (trial.system_attrs.get("fixed_params") or {} if trial.state.name == "WAITING" else {})
+        params = [from_param(space.get(k), given[k]) if k in given else "" for k in keys]
         rows.append([trial.number, trial.state.name, "" if value is None else value, *params, _seconds(trial) or "",
                      _reason(trial)])
     return header, rows
