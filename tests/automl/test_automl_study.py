@@ -120,3 +120,14 @@ def test_a_search_space_on_a_task_class_becomes_its_default():
     assert spec_schema(Tuned()).model_validate({}).automl.search_space == {"train.epochs": {"int": [1, 4]}}
     with pytest.raises(SpecError, match="automl.enqueue\\[0\\].train.epochs: 9 is outside"):
         check_search_space(spec_schema(Tuned()), {}, {"train.epochs": {"int": [1, 4]}}, [{"train.epochs": 9}])
+
+
+def test_max_minutes_stops_the_study_from_starting_trials(digits, tmp_path):
+    results = tmp_path / "timed"
+    assert tkit("classification", "automl", "-r", results, *data_args(digits), *TINY, LR_SPACE,
+                "automl.max_minutes=0.00001") == 0
+    assert read_trials(results) == []
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert metrics["trials"] == 0 and metrics["best"] == {}
+    assert not (results / "best_spec.yaml").exists()
+    assert "automl.max_minutes=1e-05 reached: no more trials" in (results / "log.txt").read_text()

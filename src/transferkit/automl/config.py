@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, create_model
-from typing_extensions import Annotated
 
 from ..errors import SpecError
 from ..spec import SpecModel, _section_type, key_paths, suggest_key, validate
@@ -78,8 +77,8 @@ class AutoMLConfig(SpecModel):
         None, description="maximize | minimize (empty = the way the task's monitor improves)")
     max_trials: int = Field(20, gt=0, le=100_000, description="trials in the study, all workers together")
     max_minutes: float | None = Field(
-        None, gt=0, le=1_000_000, description="start no trial after this much wall-clock time; the one running "
-                                              "then stops early (empty = no limit)")
+        None, gt=0, le=1_000_000, description="this worker starts no trial after this many minutes; the one running "
+                                              "then stops there (empty = no limit)")
     parallel: int = Field(1, ge=1, le=64, description="worker processes on this machine sharing the study")
     storage: str | None = Field(
         None, description="Optuna RDB URL, e.g. postgresql+psycopg://user@host/db (empty = sqlite study.db in -r)")

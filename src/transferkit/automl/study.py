@@ -332,8 +332,8 @@ def _objective(ctx: Context):
                     cut_at = ctx.deadline
             log.info("automl trial %d: %s", trial.number, ", ".join(f"{k}={_shown(v)}" for k, v in values.items()))
             reporter = TrialReporter(trial, ctx.metric, ctx.direction)
-            api.train(ctx.task.name, ctx.spec_path, trial_dir, [*ctx.overrides, *extra], callbacks=[reporter],
-                      overwrite=ctx.overwrite)
+            metrics = api.train(ctx.task.name, ctx.spec_path, trial_dir, [*ctx.overrides, *extra], callbacks=[reporter],
+                                overwrite=ctx.overwrite)
         except optuna.TrialPruned:
             raise
         except MetricNotLogged as e:
@@ -359,7 +359,8 @@ def _objective(ctx: Context):
         if value is None:
             trial.set_user_attr("fail_reason", f"{ctx.metric} was never finite")
             raise TrialFailed(f"{ctx.metric} was never finite")
-        if cut_at is not None and time.time() >= cut_at:
+        epochs = values.get("train.epochs", ctx.spec.train.epochs)
+        if cut_at is not None and time.time() >= cut_at - 1 and metrics.get("epochs_completed", epochs) < epochs:
             trial.set_user_attr("pruned_at_epoch", len(reporter.values))
             trial.set_user_attr("fail_reason", "stopped at automl.max_minutes")
             raise optuna.TrialPruned("stopped at automl.max_minutes")
@@ -512,9 +513,8 @@ def run_study(task_name: str, spec_path, results, overrides: list[str], *, log_f
         if not existing and not overwrite and worker == 0 and any(results.glob("trial_[0-9]*")):
             raise SpecError(f"results folder {results} holds trial_NNNN folders of another study, but study "
                             f"'{study.study_name}' in {shown_url(url)} is new; pass another -r DIR or --overwrite")
-        if cfg.max_minutes:
-            first = min((t.datetime_start.timestamp() for t in existing if t.datetime_start), default=time.time())
-            ctx.deadline = first + cfg.max_minutes * 60  # the study's clock, kept across resumes and workers
+        if cfg.max_minutes:  # this command's time: a resumed study gets max_minutes more
+            ctx.deadline = ctx.started + cfg.max_minutes * 60
         recover_local_trials(study)
         for values in cfg.enqueue:
             study.enqueue_trial({k: to_param(cfg.search_space.get(k), v) for k, v in values.items()}, skip_if_exists=True)
