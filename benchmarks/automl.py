@@ -1,6 +1,6 @@
 """AutoML vs the example spec at the same wall time, and trials per hour, on the demo classification and detection sets.
 
-    python benchmarks/automl.py --quick     # ~5 min on 2 busy cores: tiny sets, 45 s of search per task
+    python benchmarks/automl.py --quick     # a smoke run: tiny sets, 30 s of search per task
     python benchmarks/automl.py             # full: the demo sets at the examples' sizes, 10 min of search per task
 
 For each of classification (`digits`, examples/classification.yaml) and DetectNet_v2 (`kitti_digits`,
@@ -30,7 +30,7 @@ from transferkit.data.demo import build_demo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = {
-    "quick": {"budget_s": 45, "classification": {"per_class": 6, "val_per_class": 3, "size": 32},
+    "quick": {"budget_s": 30, "classification": {"per_class": 6, "val_per_class": 3, "size": 32},
               "detection": {"num_train": 12, "num_val": 6, "width": 64, "height": 64},
               "cls_overrides": ["data.image_size=32", "train.epochs=2", "train.num_workers=0", "train.histograms=false"],
               "det_overrides": ["data.image_width=64", "data.image_height=64", "train.epochs=2", "train.num_workers=0",
@@ -76,7 +76,7 @@ def run_task(task: str, monitor: str, example: Path, data_overrides: list[str], 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sets and 45 s of search per task (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="tiny sets and 30 s of search per task (a smoke run)")
     parser.add_argument("--keep", action="store_true", help="keep the run folders (printed)")
     args = parser.parse_args()
     mode = MODES["quick" if args.quick else "full"]

@@ -131,3 +131,11 @@ def test_max_minutes_stops_the_study_from_starting_trials(digits, tmp_path):
     assert metrics["trials"] == 0 and metrics["best"] == {}
     assert not (results / "best_spec.yaml").exists()
     assert "automl.max_minutes=1e-05 reached: no more trials" in (results / "log.txt").read_text()
+
+
+def test_trial_folders_of_another_study_are_not_overwritten(digits, tmp_path, capsys):
+    results = tmp_path / "other"
+    (results / "trial_0000").mkdir(parents=True)
+    code = tkit("classification", "automl", "-r", results, *data_args(digits), *TINY, LR_SPACE, "automl.max_trials=1")
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "holds trial_0000 (and 0 more trial folders) that study 'classification'" in err

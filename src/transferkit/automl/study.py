@@ -510,9 +510,14 @@ def run_study(task_name: str, spec_path, results, overrides: list[str], *, log_f
         existing = study.get_trials(deepcopy=False)
         if existing:  # a resumed study samples new values, not the first run's sequence again
             study.sampler = make_sampler(cfg, cfg.seed + worker + 7919 * len(existing))
-        if not existing and not overwrite and worker == 0 and any(results.glob("trial_[0-9]*")):
-            raise SpecError(f"results folder {results} holds trial_NNNN folders of another study, but study "
-                            f"'{study.study_name}' in {shown_url(url)} is new; pass another -r DIR or --overwrite")
+        # A trial's folder is made after the study holds the trial: folders of numbers the study does not know are
+        # another study's (its database deleted, or another storage / study name).
+        folders = {int(p.name[6:]) for p in results.glob("trial_[0-9]*") if p.name[6:].isdigit()}
+        strangers = sorted(folders - {t.number for t in study.get_trials(deepcopy=False)})
+        if strangers and not overwrite:
+            raise SpecError(f"results folder {results} holds trial_{strangers[0]:04d} (and {len(strangers) - 1} more "
+                            f"trial folders) that study '{study.study_name}' in {shown_url(url)} does not know; pass "
+                            "another -r DIR, the study's own automl.storage / automl.study_name, or --overwrite")
         if cfg.max_minutes:  # this command's time: a resumed study gets max_minutes more
             ctx.deadline = ctx.started + cfg.max_minutes * 60
         recover_local_trials(study)
