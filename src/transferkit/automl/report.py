@@ -41,6 +41,8 @@ def _reason(trial) -> str:
         parts.append(attrs.get("fail_reason") or f"pruned after epoch {attrs.get('pruned_at_epoch', '?')}")
     elif trial.state.name == "FAIL":
         parts.append(attrs.get("fail_reason", "failed"))
+    if "note" in attrs:
+        parts.append(attrs["note"])
     if "retry_of" in attrs:
         parts.append(f"retry of trial {attrs['retry_of']}")
     return "; ".join(parts)

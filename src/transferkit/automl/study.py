@@ -355,15 +355,16 @@ def _objective(ctx: Context):
         value = reporter.best()
         if reporter.pruned_at is not None:
             trial.set_user_attr("pruned_at_epoch", reporter.pruned_at + 1)
-            raise optuna.TrialPruned(f"worse than the median of earlier trials at epoch {reporter.pruned_at + 1}")
+            raise optuna.TrialPruned(f"worse than earlier trials at epoch {reporter.pruned_at + 1}")
         if value is None:
-            trial.set_user_attr("fail_reason", f"{ctx.metric} was never finite")
-            raise TrialFailed(f"{ctx.metric} was never finite")
+            reason = (f"stopped at automl.max_minutes before its first validation" if cut_at is not None
+                      and time.time() >= cut_at - 1 else f"{ctx.metric} was never finite")
+            trial.set_user_attr("fail_reason", reason)
+            raise TrialFailed(reason)
         epochs = values.get("train.epochs", ctx.spec.train.epochs)
-        if cut_at is not None and time.time() >= cut_at - 1 and metrics.get("epochs_completed", epochs) < epochs:
-            trial.set_user_attr("pruned_at_epoch", len(reporter.values))
-            trial.set_user_attr("fail_reason", "stopped at automl.max_minutes")
-            raise optuna.TrialPruned("stopped at automl.max_minutes")
+        done = metrics.get("epochs_completed", epochs)
+        if cut_at is not None and time.time() >= cut_at - 1 and done < epochs:  # its value is what the budget gave
+            trial.set_user_attr("note", f"stopped at automl.max_minutes after {done} of {epochs} epochs")
         return value
 
     return objective
