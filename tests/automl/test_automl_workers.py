@@ -14,6 +14,8 @@ import pytest
 
 from automl_helpers import LR_SPACE, TINY, data_args, finished, read_trials, tkit, tkit_process
 
+pytestmark = pytest.mark.slow  # child processes: seconds each
+
 
 def _study_trials(url: str, name: str = "classification"):
     import optuna

@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from automl_helpers import TINY, child_env, data_args
+
+pytestmark = pytest.mark.slow  # child processes: seconds each
 
 
 def _free_port() -> int:
@@ -53,8 +57,6 @@ def test_two_torchrun_nodes_train_together_and_only_rank_zero_writes(digits, tmp
 
 
 def test_the_torchrun_launch_decides_the_shape_and_a_contradicting_spec_is_refused():
-    import pytest
-
     from transferkit.engine.trainer import cluster_shape
     from transferkit.errors import SpecError
     from transferkit.spec import TrainConfig
