@@ -530,20 +530,20 @@ def run_study(task_name: str, spec_path, results, overrides: list[str], *, log_f
         if cfg.parallel > 1 and worker == 0:
             procs = start_workers(ctx, _command_line(task.name, spec_path, results, overrides, log_file, overwrite),
                                   cfg.parallel - 1)
-        interrupted = False
+        ended_early = True  # by a signal or an error: the other workers are stopped too
         try:
             work(study, ctx)
+            ended_early = False
         except (TrainingInterrupted, KeyboardInterrupt, Terminated) as e:
-            interrupted = True
             code = getattr(e, "exit_code", 143 if isinstance(e, Terminated) else 130)
             raise TrainingInterrupted(
                 f"automl {'interrupted (Ctrl-C)' if code == 130 else 'stopped by SIGTERM'}; finished trials are kept in "
                 f"{shown_url(url)}. Continue the study with the same command: tkit {task.name} automl "
                 f"{'-e ' + str(spec_path) + ' ' if spec_path else ''}-r {results} ...", exit_code=code) from None
         finally:
-            stop_workers(procs, interrupted)
+            stop_workers(procs, ended_early)
             try:
-                if worker == 0 or interrupted:
+                if ended_early:
                     from .report import write_trials_csv
 
                     write_trials_csv(study, ctx)
