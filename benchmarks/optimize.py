@@ -4,11 +4,14 @@
     python benchmarks/optimize.py                  # full mode, ~2.5 min on an idle 2-core CPU: 96 px, 10 + 40 epochs
     python benchmarks/optimize.py --out runs/bench --threshold 0.8   # instead of the default --ratio 0.5
     python benchmarks/optimize.py --out runs/bench --reuse           # re-time that run's models only
+    OMP_NUM_THREADS=1 python benchmarks/optimize.py --threads 1      # on a machine others are using (see --threads)
 
 Every step is the public API (`api.train / prune / evaluate / export`). Prints one table (params, MACs,
-CPU latency at batch 1 and 32, file size, val top-1 per model), the ratios, whether the issue's
-targets are met, and writes benchmarks/results/optimize.json with machine info and every raw timing.
-Run by hand; the tests never run it.
+CPU latency at batch 1 and 32, file size, val top-1 per model: unpruned and pruned, each in eager PyTorch,
+ONNX Runtime FP32 and ONNX Runtime INT8), the ratios, whether the issue's targets are met, and where
+ONNX Runtime spends a batch-1 call by kind of operator (its own profiler, FP32 against INT8), which names
+the operators that keep INT8 from paying; writes benchmarks/results/optimize.json with machine info and
+every raw timing. Run by hand; the tests never run it.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ import torch  # noqa: E402
 from common import cpu_snapshot, machine_info, others_cpu_share  # noqa: E402
 from transferkit import api  # noqa: E402
 from transferkit.data.demo import build_demo  # noqa: E402
-from transferkit.optimize import count_macs, count_params, measure_latency_ms  # noqa: E402
+from transferkit.optimize import OnnxModel, count_macs, count_params, measure_latency_ms, onnx_op_profile  # noqa: E402
 from transferkit.tasks import get_task  # noqa: E402
 
 TASK = "classification"
@@ -40,10 +43,15 @@ MODES = {  # image size, epochs to train / retrain, timing rounds, timed runs pe
 }
 # (key, label, runtime, checkpoint whose nn.Module gives params/MACs); `measure` maps keys to files
 ROWS = [("unpruned", "unpruned (eager)", "pytorch", "unpruned"),
+        ("onnx_fp32_unpruned", "unpruned, ONNX Runtime FP32", "onnx", "unpruned"),
+        ("onnx_int8_unpruned", "unpruned, ONNX Runtime INT8", "onnx", "unpruned"),
         ("pruned", "pruned, not retrained (eager)", "pytorch", "pruned"),
         ("retrained", "pruned + retrained (eager)", "pytorch", "retrained"),
-        ("onnx_fp32", "ONNX Runtime FP32", "onnx", "retrained"),
-        ("onnx_int8", "ONNX Runtime INT8", "onnx", "retrained")]
+        ("onnx_fp32", "pruned, ONNX Runtime FP32", "onnx", "retrained"),
+        ("onnx_int8", "pruned, ONNX Runtime INT8", "onnx", "retrained")]
+# what each row's ratios compare against
+BASELINE = {"onnx_fp32_unpruned": "unpruned", "onnx_int8_unpruned": "onnx_fp32_unpruned", "onnx_fp32": "onnx_fp32_unpruned",
+            "onnx_int8": "onnx_fp32"}
 
 
 def round_timings(predictors: dict, size: int, batch: int, rounds: int, runs: int, warmup: int) -> dict[str, list[float]]:
@@ -90,13 +98,15 @@ def run_pipeline(root: Path, mode: dict, prune_override: str, keep_stages: int, 
     step("retrain", api.train, f"model.pruned={root / 'prune' / 'pruned.ckpt'}", f"train.epochs={mode['retrain_epochs']}",
          overwrite=True)
     export_report = step("export", api.export, "export.int8=true", model=root / "retrain" / "best.ckpt")
+    step("export_unpruned", api.export, "export.int8=true", model=root / "train" / "best.ckpt")
     return prune_report, export_report, steps, excluded
 
 
-def measure(root: Path, mode: dict, log) -> tuple[dict, dict]:
+def measure(root: Path, mode: dict, log, threads: int | None = None) -> tuple[dict, dict]:
     files = {"unpruned": root / "train" / "best.ckpt", "pruned": root / "prune" / "pruned.ckpt",
              "retrained": root / "retrain" / "best.ckpt", "onnx_fp32": root / "export" / "model.onnx",
-             "onnx_int8": root / "export" / "model_int8.onnx"}
+             "onnx_int8": root / "export" / "model_int8.onnx", "onnx_fp32_unpruned": root / "export_unpruned" / "model.onnx",
+             "onnx_int8_unpruned": root / "export_unpruned" / "model_int8.onnx"}
     data = [f"data.train_dir={root / 'data' / 'train'}", f"data.val_dir={root / 'data' / 'val'}"]
     size = mode["image_size"]
     example = torch.randn(1, 3, size, size)
@@ -104,6 +114,9 @@ def measure(root: Path, mode: dict, log) -> tuple[dict, dict]:
     for key, label, runtime, net_key in ROWS:
         log(f"-- evaluating {label}")
         predictors[key] = api.load_predictor(get_task(TASK), files[key])
+        if threads and runtime == "onnx":  # the same file in a session with that many intra-op threads
+            session = OnnxModel(files[key], threads=threads)
+            predictors[key] = lambda x, session=session: session(x.numpy())
         net = api.load_predictor(get_task(TASK), files[net_key]).net.eval()
         with torch.inference_mode():
             params, macs = count_params(net), count_macs(net, example)
@@ -119,15 +132,20 @@ def measure(root: Path, mode: dict, log) -> tuple[dict, dict]:
             rows[key][f"latency_ms_b{b}"] = statistics.median(times)
             rows[key]["raw_latency_ms"][f"b{b}"] = times
     load.update(loadavg_after_timing=os.getloadavg(), other_processes_cpu_share_during_timing=others_cpu_share(before, cpu_snapshot()))
+    log("-- ONNX Runtime's per-operator profile at batch 1 (1 thread)")
+    x = example.numpy()
+    for key in ("onnx_fp32_unpruned", "onnx_int8_unpruned", "onnx_fp32", "onnx_int8"):
+        rows[key]["op_profile_b1"] = onnx_op_profile(files[key], x, runs=mode["runs_b1"] * mode["rounds"])
     return rows, load
 
 
 def ratios(rows: dict) -> dict:
-    base, fp32 = rows["unpruned"], rows["onnx_fp32"]
+    base = rows["unpruned"]
     out = {}
     for key, r in rows.items():
-        ref = fp32 if key == "onnx_int8" else base
-        out[key] = {"vs": "onnx_fp32" if key == "onnx_int8" else "unpruned", "params_x": base["params"] / r["params"],
+        vs = BASELINE.get(key, "unpruned")
+        ref = rows[vs]
+        out[key] = {"vs": vs, "params_x": base["params"] / r["params"],
                     **{f"latency_x_b{b}": ref[f"latency_ms_b{b}"] / r[f"latency_ms_b{b}"] for b in (1, 32)},
                     "top1_delta_points": 100 * (r["top1"] - ref["top1"])}
     return out
@@ -141,6 +159,8 @@ def targets(rows: dict, rx: dict) -> list[dict]:
     for b in (1, 32):
         checks += [(f"pruning: >=2x lower CPU latency, batch {b} (retrained eager vs unpruned eager)",
                     rx["retrained"][f"latency_x_b{b}"], ">=", 2.0, "x"),
+                   (f"pruning: >=2x lower CPU latency, batch {b} (ONNX Runtime FP32, pruned vs unpruned)",
+                    rx["onnx_fp32"][f"latency_x_b{b}"], ">=", 2.0, "x"),
                    (f"ONNX Runtime FP32 >=2x eager (same pruned model), batch {b}",
                     eager[f"latency_ms_b{b}"] / ort[f"latency_ms_b{b}"], ">=", 2.0, "x"),
                    (f"INT8 >=1.5x over ONNX FP32, batch {b}", rx["onnx_int8"][f"latency_x_b{b}"], ">=", 1.5, "x")]
@@ -148,17 +168,47 @@ def targets(rows: dict, rx: dict) -> list[dict]:
              "met": bool(v >= need if op == ">=" else v <= need)} for name, v, op, need, unit in checks]
 
 
+# INT8 operators under the name of the float operator they replace; Q/DQ and the layout changes ONNX
+# Runtime adds around its NHWC int8 kernels are counted together as overhead.
+_AS_FLOAT = {"QGemm": "Gemm", "QLinearAdd": "Add (residual)", "QLinearMatMul": "MatMul", "QLinearMul": "Mul",
+             "QLinearGlobalAveragePool": "GlobalAveragePool", "QuantizeLinear": "Q/DQ + layout",
+             "DequantizeLinear": "Q/DQ + layout", "Transpose": "Q/DQ + layout", "ReorderInput": "Q/DQ + layout",
+             "ReorderOutput": "Q/DQ + layout", "Add": "Add (residual)"}
+
+
+def int8_by_operator(rows: dict, suffix: str) -> dict:
+    """FP32 against INT8 per operator kind. ONNX Runtime fuses differently in each (BatchNorm, ReLU6 and the
+    residual Adds into FP32 convs; QLinearAdd nodes in INT8), so a kind found in one only counts 0 in the other."""
+    def grouped(profile: dict) -> dict:
+        out: dict[str, list] = {}
+        for kind, row in profile.items():
+            acc = out.setdefault(_AS_FLOAT.get(kind, kind), [0.0, 0])
+            acc[0] += row["ms"]
+            acc[1] += row["nodes"]
+        return out
+
+    fp32 = grouped(rows[f"onnx_fp32{suffix}"]["op_profile_b1"])
+    int8 = grouped(rows[f"onnx_int8{suffix}"]["op_profile_b1"])
+    table = []
+    for kind in dict.fromkeys([*fp32, *int8]):
+        (fp, n_fp), (q, n_q) = fp32.get(kind, [0.0, 0]), int8.get(kind, [0.0, 0])
+        table.append((kind, round(fp, 4), round(q, 4), round(fp / q, 3) if fp and q else None, max(n_fp, n_q)))
+    return {"rows": table,
+            "not_faster": [f"{k} ({fp:.3f} -> {q:.3f} ms, {n} nodes)" for k, fp, q, _, n in table if fp and q >= fp],
+            "int8_only": [f"{k} (+{q:.3f} ms, {n} nodes)" for k, fp, q, _, n in table if not fp and q > 0]}
+
+
 def print_report(result: dict) -> None:
     rows, rx, m = result["rows"], result["ratios"], result["machine"]
-    head = f"{'model':32} {'params':>10} {'MMACs':>8} {'b1 ms':>8} {'b32 ms':>8} {'size MB':>8} {'top-1':>7} " \
+    head = f"{'model':34} {'params':>10} {'MMACs':>8} {'b1 ms':>8} {'b32 ms':>8} {'size MB':>8} {'top-1':>7} " \
            f"{'params x':>8} {'b1 x':>6} {'b32 x':>6} {'dtop1':>6}  vs"
     print("\n" + head + "\n" + "-" * len(head))
     for key, r in rows.items():
         q = rx[key]
-        print(f"{r['label']:32} {r['params']:>10,} {r['macs'] / 1e6:>8.1f} {r['latency_ms_b1']:>8.2f} {r['latency_ms_b32']:>8.2f} "
+        print(f"{r['label']:34} {r['params']:>10,} {r['macs'] / 1e6:>8.1f} {r['latency_ms_b1']:>8.2f} {r['latency_ms_b32']:>8.2f} "
               f"{r['file_bytes'] / 1e6:>8.2f} {100 * r['top1']:>6.2f}% {q['params_x']:>7.2f}x {q['latency_x_b1']:>5.2f}x "
               f"{q['latency_x_b32']:>5.2f}x {q['top1_delta_points']:>+6.2f}  {q['vs']}")
-    print("(ONNX rows: params/MACs are those of the retrained PyTorch network they were exported from; "
+    print("(ONNX rows: params/MACs are those of the PyTorch network they were exported from; "
           f"{rows['unpruned']['val_images']} val images, 1 image = {100 / rows['unpruned']['val_images']:.2f} points)")
     print(f"\nprune setting: {result['prune_setting']}; mode {result['mode_name']} {result['mode']}")
     busy = m["other_processes_cpu_share_during_timing"]
@@ -168,6 +218,15 @@ def print_report(result: dict) -> None:
     print("\ntargets:")
     for t in result["targets"]:
         print(f"  {'MET    ' if t['met'] else 'NOT MET'}  {t['target']}: {t['value']} (need {t['need']})")
+    for model in ("unpruned", "pruned"):
+        print(f"\nONNX Runtime at batch 1, {model} model, by operator kind (its profiler, 1 thread, median kernel ms "
+              "summed over the nodes):")
+        print(f"  {'operator':16} {'FP32 ms':>8} {'INT8 ms':>8} {'INT8 x':>7}  nodes")
+        for kind, fp, q, x, nodes in result["int8_by_operator"][model]["rows"]:
+            print(f"  {kind:16} {fp:>8.3f} {q:>8.3f} {(f'{x:.2f}x' if x else '-'):>7}  {nodes}")
+        slower, extra = result["int8_by_operator"][model]["not_faster"], result["int8_by_operator"][model]["int8_only"]
+        print("  INT8 is no faster than FP32 for: " + (", ".join(slower) if slower else "nothing")
+              + "; INT8 adds: " + (", ".join(extra) if extra else "nothing"))
     print(f"\nall targets met: {all(t['met'] for t in result['targets'])}; total {result['wall_time_s']:.0f} s; "
           f"wrote {RESULTS}")
 
@@ -185,6 +244,9 @@ def main(argv=None) -> int:
                     "an earlier run left in --out (e.g. to re-time on a quieter machine)")
     ap.add_argument("--epochs", type=int, help="training epochs (default: by mode)")
     ap.add_argument("--retrain-epochs", type=int, help="retraining epochs of the pruned model (default: by mode)")
+    ap.add_argument("--threads", type=int, help="time with this many PyTorch and ONNX Runtime intra-op threads "
+                    "(default: each library's own, the physical cores); 1 is far steadier on a machine others share: "
+                    "a 2-thread call waits for whichever of its threads the OS has descheduled")
     args = ap.parse_args(argv)
     if args.reuse and not args.out:
         ap.error("--reuse needs --out DIR of an earlier run")
@@ -205,13 +267,18 @@ def main(argv=None) -> int:
             excluded, prune_override = cfg["excluded_layers"], f"prune.{key}={cfg[key]}"
         else:
             prune_report, export_report, steps, excluded = run_pipeline(root, mode, prune_override, args.keep_stages, log)
-        rows, load = measure(root, mode, log)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        rows, load = measure(root, mode, log, args.threads)
     rx = ratios(rows)
     result = {"benchmark": "optimize", "mode_name": mode_name, "mode": mode, "command": " ".join(sys.argv),
+              "timing_threads": args.threads or "library defaults",
               "prune_setting": f"{prune_override}, {len(excluded)} convs of the first backbone stages excluded",
               "reused_models": args.reuse,
               "prune_excluded_layers": excluded, "machine": {**machine_info(), **load}, "rows": rows, "ratios": rx,
-              "targets": targets(rows, rx), "step_wall_time_s": steps,
+              "targets": targets(rows, rx), "int8_by_operator": {"unpruned": int8_by_operator(rows, "_unpruned"),
+                                                                  "pruned": int8_by_operator(rows, "")},
+              "step_wall_time_s": steps,
               "prune_report": {k: v for k, v in prune_report.items() if k != "layers"},
               "pruned_layers": [r for r in prune_report["layers"] if r["kept"] != r["total"]],
               "export_report_runtimes": export_report["runtimes"], "export_parity": export_report["parity"],

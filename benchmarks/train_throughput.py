@@ -4,6 +4,7 @@
     python benchmarks/train_throughput.py             # full mode, ~4 min: 224 px, 2 rounds
     python benchmarks/train_throughput.py --rounds 5 --no-naive    # more rounds, without the slow NCHW loop
     python benchmarks/train_throughput.py --untuned     # also the real path with glibc malloc left alone
+    python benchmarks/train_throughput.py --cache --bf16 --compile   # also data.cache=ram, bf16-mixed, both, compile
     python benchmarks/train_throughput.py --gpu         # ResNet-18, bf16 AMP, on a CUDA GPU
 
 Three ways of training the same network on the same image files, round after round, each run in a fresh
@@ -20,6 +21,11 @@ drifting load from other processes hits each one alike):
          builder), channels_last, the same optimiser (SGD, Nesterov momentum, weight decay on weights only),
          the same per-step cosine schedule and loss, and the same validation pass at each epoch's end.
   naive  the hand loop in the default NCHW memory layout (what most tutorials write).
+  real_cache (--cache)  the real path with data.cache=ram: every image decoded once, epochs augment from pixels.
+  real_bf16 (--bf16)    the real path with train.precision=bf16-mixed (CPUs with avx512_bf16 or AMX);
+                        with both flags also real_cache_bf16.
+  real_compile (--compile)  the real path with train.compile=true (inductor); its compile time falls in the
+                        untimed warm-up epochs, and is in run_total_s.
   real_untuned (--untuned)  the real path with TKIT_MALLOC_TUNING=0: what transferkit's glibc malloc
          setting (transferkit/engine/memory.py) buys. The hand loops run with glibc's defaults, as a
          user's own script would.
@@ -133,12 +139,19 @@ def observe_real_epoch_ends() -> None:
     StatusCallback.on_train_epoch_end = observed
 
 
-def run_real(data: Path, out: Path, mode: dict, epochs: int) -> dict:
+# What each variant of the real path adds to the same overrides.
+VARIANT_OVERRIDES = {"real_cache": ["data.cache=ram"], "real_bf16": ["train.precision=bf16-mixed"],
+                     "real_cache_bf16": ["data.cache=ram", "train.precision=bf16-mixed"],
+                     "real_compile": ["train.compile=true"]}
+
+
+def run_real(data: Path, out: Path, mode: dict, epochs: int, extra: list[str] = ()) -> dict:
     overrides = [f"data.train_dir={data / 'train'}", f"data.val_dir={data / 'val'}", f"data.image_size={mode['image_size']}",
                  f"model.backbone={mode['backbone']}", f"model.pretrained={str(mode['pretrained']).lower()}",
                  f"train.epochs={epochs}", f"train.batch_size={mode['batch']}", f"train.num_workers={mode['workers']}",
                  f"train.learning_rate={LR}", f"evaluation.batch_size={mode['batch']}",
-                 f"train.accelerator={'gpu' if mode['device'] == 'cuda' else 'cpu'}", f"train.precision={mode['precision']}"]
+                 f"train.accelerator={'gpu' if mode['device'] == 'cuda' else 'cpu'}", f"train.precision={mode['precision']}",
+                 *extra]
     EPOCH_ENDS.clear()
     t0 = time.perf_counter()
     metrics = api.train("classification", None, out, overrides, overwrite=True)
@@ -237,7 +250,7 @@ def run_variant(variant: str, data: Path, out: Path, mode: dict, epochs: int) ->
     """One run, in this process (called in the child that measure() starts)."""
     if variant.startswith("real"):
         observe_real_epoch_ends()
-        return run_real(data, out, mode, epochs)
+        return run_real(data, out, mode, epochs, VARIANT_OVERRIDES.get(variant, []))
     return run_hand(data, mode, epochs, channels_last=variant == "hand")
 
 
@@ -261,7 +274,8 @@ def measure(name: str, data: Path, out: Path, mode: dict, epochs: int) -> dict:
     result["timed_s"] = round(result["timed_s"], 4)
     print(f"  {name:<12} {result['images_per_s']:7.2f} images/s, {result['cpu_ms_per_image']:6.1f} CPU ms/image "
           f"({result['main_cpu_ms_per_image']:.1f} in the main process) "
-          f"(epochs {result['epoch_s']} s; {busy_note(result['others_cpu_share'])})", flush=True)
+          f"(epochs {result['epoch_s']} s; whole run {result.get('run_total_s', '?')} s incl. set-up and any "
+          f"compile; {busy_note(result['others_cpu_share'])})", flush=True)
     return result
 
 
@@ -274,6 +288,9 @@ def main() -> None:
     parser.add_argument("--no-naive", action="store_true", help="skip the NCHW loop (it is the slowest)")
     parser.add_argument("--untuned", action="store_true",
                         help="also run the real path with TKIT_MALLOC_TUNING=0 (what the allocator setting buys)")
+    parser.add_argument("--cache", action="store_true", help="also the real path with data.cache=ram")
+    parser.add_argument("--bf16", action="store_true", help="also the real path with train.precision=bf16-mixed")
+    parser.add_argument("--compile", action="store_true", help="also the real path with train.compile=true")
     parser.add_argument("--name", default="train_throughput", help="results file name (benchmarks/results/NAME.json)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: run this one variant, print RESULT json
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -297,6 +314,8 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads"
           + (f", {torch.cuda.get_device_name(0)}" if mode["device"] == "cuda" else ""), flush=True)
     variants = ["real", "hand"] + ([] if args.no_naive else ["naive"]) + (["real_untuned"] if args.untuned else [])
+    variants += (["real_cache"] if args.cache else []) + (["real_bf16"] if args.bf16 else []) + (
+        ["real_cache_bf16"] if args.cache and args.bf16 else []) + (["real_compile"] if args.compile else [])
     raw: dict[str, list[dict]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="tkit-bench-train-") as tmp:
         data = build_data(Path(tmp) / "data", mode)
@@ -332,7 +351,10 @@ def summarise(raw: dict[str, list[dict]], variants: list[str], mode: dict) -> di
     macs = forward_macs(mode["backbone"], mode["image_size"])
     gflops = {v: round(6 * macs * x / 1e9, 2) for v, x in median_ips.items()}  # fwd + 2x fwd for backward, 2 FLOP/MAC
     labels = {"real": "tkit classification train (api.train)", "hand": "hand loop, channels_last",
-              "naive": "hand loop, NCHW (naive)", "real_untuned": "tkit ... train, TKIT_MALLOC_TUNING=0"}
+              "naive": "hand loop, NCHW (naive)", "real_untuned": "tkit ... train, TKIT_MALLOC_TUNING=0",
+              "real_cache": "tkit ... train, data.cache=ram", "real_bf16": "tkit ... train, bf16-mixed",
+              "real_cache_bf16": "tkit ... train, data.cache=ram + bf16-mixed",
+              "real_compile": "tkit ... train, train.compile=true"}
     print()
     print(f"| path | images/s (median of {len(ips['real'])}) | per round | CPU ms/image (main + workers) "
           f"| est. GFLOP/s | others' CPU share per run |")
@@ -346,12 +368,18 @@ def summarise(raw: dict[str, list[dict]], variants: list[str], mode: dict) -> di
         print(f"{k} images/s: median {median_ratio[k]:.3f} (per round {', '.join(f'{v:.3f}' for v in x)}); "
               f"CPU work per image, {k.split('/')[1]}/real: median {median_cpu_ratio[k]:.3f} "
               f"(per round {', '.join(f'{v:.3f}' for v in cpu_ratios[k])})")
+    speedups = {f"{v}/real": [round(b / a, 4) for a, b in zip(ips["real"], ips[v])]
+                for v in variants if v.startswith("real_")}
+    for k, x in speedups.items():
+        print(f"{k} images/s (the speed-up of that setting): median {statistics.median(x):.3f} "
+              f"(per round {', '.join(f'{v:.3f}' for v in x)})")
     if quiet and len(quiet) < len(ips["real"]):
         for k, x in ratios.items():
             print(f"{k} images/s in the {len(quiet)} round(s) where no run saw others use > 10% of the CPU: "
                   f"median {statistics.median([x[i] for i in quiet]):.3f}")
     print(busy_note(max(shares)) + " (worst run)")
     return {"images_per_s_median": median_ips, "ratio_median": median_ratio, "ratios_per_round": ratios,
+            "setting_speedups_per_round": speedups,
             "cpu_work_ratio_median": median_cpu_ratio, "cpu_work_ratios_per_round": cpu_ratios,
             "quiet_rounds": quiet, "forward_macs_per_image": macs, "est_gflops_median": gflops,
             "max_others_cpu_share": max(shares)}

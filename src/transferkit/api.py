@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import copy
+
 import json
 import logging
 import os
@@ -58,7 +60,7 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
     """Train a model into `results`; `callbacks` are extra Lightning callbacks (automl's trial reporter)."""
     import lightning.pytorch as pl
 
-    from .engine.trainer import InterruptCheckpoint, build_trainer
+    from .engine.trainer import InterruptCheckpoint, build_trainer, compile_network, resolve_accelerator
 
     t, spec = _spec(task, spec_path, overrides)
     results = Path(results)
@@ -88,6 +90,8 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
         module, report = t.build_training_module(spec, data)
         trainer = build_trainer(spec.train, results, t.monitor, t.monitor_mode, callbacks=list(callbacks),
                                 fixed_input_shape=t.fixed_input_shape)
+        if spec.train.compile:
+            compile_network(module.net, spec.train, resolve_accelerator(spec.train))
         for split in ("train", "val"):  # unusable items found (and a split left empty refused) up front
             data.scan(split)
         if replace:  # only now that the new run's data, model and trainer settings are known to work
@@ -295,10 +299,17 @@ def inference(task: str, spec_path, results, overrides: Sequence[str] = (), *, m
     with RunFolder(results, log_file=log_file, task=get_task(task).name, verb="inference", overwrite=overwrite) as run:
         t, spec, predictor = _model_verb_setup(task, spec_path, overrides, model)
         _write_spec(spec, run)
+        started = time.perf_counter()
         summary = t.inference(spec, predictor, results)
+        timing = predictor.timing(time.perf_counter() - started, summary[t.item_kind])
+        summary["throughput"] = timing
         atomic_write_json(results / "inference.json", summary)
         log.info("wrote predictions for %d %s to %s (%d skipped)", summary[t.item_kind], t.item_kind, results,
                  summary[f"skipped_{t.item_kind}"]["count"])
+        log.info("throughput: %.1f %s/s end to end (reading, model, writing; %.1f s); model (%s) p50 %.2f ms, "
+                 "p95 %.2f ms per call of up to %d, %.0f%% of the time", timing["items_per_s"], t.item_kind,
+                 timing["wall_s"], predictor.kind, timing["model_ms_p50"], timing["model_ms_p95"],
+                 timing["batch_size_max"], 100 * timing["model_share"])
         return summary
 
 
@@ -326,13 +337,15 @@ def prune(task: str, spec_path, results, overrides: Sequence[str] = (), *, model
         net = t.load_net(meta, state, Path(model)).eval()
         p = spec.prune
         example = t.example_inputs(meta)
+        # timed as evaluate/inference/export run it (the task's eager runner: e.g. BatchNorm folded,
+        # channels_last), on a copy, so the report compares with export_report.json's "pytorch" row
         with torch.inference_mode():
             before = {"params": count_params(net), "macs": count_macs(net, example),
-                      "latency_ms": _latency(net, example)}
+                      "latency_ms": _latency(t.eager_runner(copy.deepcopy(net), "cpu"), example)}
         result = t.prune_net(net, example, spec)
         with torch.inference_mode():
             after = {"params": count_params(net), "macs": count_macs(net, example),
-                     "latency_ms": _latency(net, example)}
+                     "latency_ms": _latency(t.eager_runner(copy.deepcopy(net), "cpu"), example)}
         new_meta = meta.with_updates(pruned_shapes=t.pruned_shapes(net),
                                      history={**meta.history, "pruned_from": str(model), "prune": p.model_dump(mode="json")})
         out = results / "pruned.ckpt"

@@ -106,6 +106,14 @@ class TrainConfig(SpecModel):
     precision: Literal["32", "bf16-mixed", "16-mixed"] = Field(
         "32", description="32 | bf16-mixed | 16-mixed (AMP); --use_amp picks a mixed one"
     )
+    compile: bool = Field(
+        False, description="torch.compile the network for training (its first steps pay the compile time, once per "
+                           "run; on a CPU it needs a C++ compiler)")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        "default", description="torch.compile mode: default | reduce-overhead (CUDA graphs, GPU) | max-autotune")
+    compile_backend: str = Field(
+        "inductor", min_length=1, description="torch.compile backend: inductor (generates kernels) | aot_eager | "
+                                              "eager (debugging: traces only)")
     accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto | cpu | gpu")
     num_devices: int = Field(1, gt=0, le=64, description="devices (GPUs or CPU processes); >1 uses DDP")
     num_nodes: int = Field(1, gt=0, description="machines for multi-node DDP (torchrun / SLURM)")

@@ -123,6 +123,13 @@ def test_evaluate_and_inference_from_checkpoint(trained, digits, tmp_path):
     # annotated/ mirrors inference.images: val/<class>/<image> -> annotated/<class>/<image stem>.png
     assert len(list((out / "annotated").rglob("*.png"))) == 20
     assert sorted(p.name for p in (out / "annotated").iterdir()) == sorted(p.name for p in (digits / "val").iterdir())
+    # The throughput summary: every image went through the model, in batches of inference.batch_size at most.
+    speed = json.loads((out / "inference.json").read_text())["throughput"]
+    assert speed["items"] == 20 and speed["items_per_s"] > 0
+    batch = yaml.safe_load((out / "spec.yaml").read_text())["inference"]["batch_size"]
+    assert speed["model_calls"] == -(-20 // batch) and speed["batch_size_max"] == min(batch, 20)
+    assert 0 < speed["model_ms_p50"] <= speed["model_ms_p95"] and 0 < speed["model_share"] <= 1
+    assert "throughput:" in (out / "log.txt").read_text()
 
 
 def test_resume_continues_the_step_count_and_may_add_epochs(digits, tmp_path):

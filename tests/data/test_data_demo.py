@@ -22,6 +22,8 @@ SMALL = {
     "shapes_seg": {"num_train": 4, "num_val": 2, "size": 48},
     "sentences": {"per_class": 8, "val_per_class": 4, "num_test": 7},
     "entities": {"num_train": 12, "num_val": 6, "num_test": 4},
+    "figures": {"train": 3, "val": 2, "size": 64},
+    "faces": {"train": 4, "val": 2, "size": 32},
 }
 
 
@@ -40,7 +42,8 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 def test_registry_lists_the_datasets_with_their_tasks():
     assert {name: d.task for name, d in DEMO_DATASETS.items()} == {
         "digits": "classification", "objects": "classification", "kitti_digits": "detection",
-        "shapes_seg": "segmentation", "sentences": "text_classification", "entities": "token_classification"}
+        "shapes_seg": "segmentation", "sentences": "text_classification", "entities": "token_classification",
+        "figures": "keypoints", "faces": "keypoints"}
     assert all(d.description for d in DEMO_DATASETS.values())
 
 
@@ -198,7 +201,7 @@ def test_shapes_seg_builds_from_the_command_line(tmp_path, capsys):
 
 
 def test_unknown_dataset_name_lists_the_valid_names(tmp_path):
-    names = "digits, entities, kitti_digits, objects, sentences, shapes_seg"
+    names = "digits, entities, faces, figures, kitti_digits, objects, sentences, shapes_seg"
     with pytest.raises(DataError, match=f"unknown demo dataset 'mnist'.*{names}"):
         build_demo("mnist", tmp_path / "x")
 

@@ -105,3 +105,29 @@ def test_unknown_int8_target_is_refused(fp32_and_int8, tmp_path):
     fp32, _ = fp32_and_int8
     with pytest.raises(ModelError, match="cpu, tensorrt"):
         quantize_int8(fp32, tmp_path / "x.onnx", [smooth_images(2, 0)], target="gpu")
+
+
+def float_weight_convs(path) -> list[str]:
+    """Conv nodes whose weight is a plain float initialiser (not the output of a DequantizeLinear)."""
+    graph = onnx.load(str(path)).graph
+    inits = {i.name for i in graph.initializer}
+    return [n.name for n in graph.node if n.op_type == "Conv" and n.input[1] in inits]
+
+
+def test_cpu_target_keeps_the_image_stem_conv_in_float(fp32_and_int8, tmp_path):
+    fp32, int8 = fp32_and_int8
+    kept = float_weight_convs(int8)
+    assert len(kept) == 1  # resnet18's conv1, fed by the image: twice as slow in INT8 in ONNX Runtime
+    graph = onnx.load(str(int8)).graph
+    stem = next(n for n in graph.node if n.name == kept[0])
+    assert stem.input[0] == graph.input[0].name  # it reads the image itself, no QuantizeLinear before it
+    assert len([n for n in graph.node if n.op_type == "Conv"]) == 20  # the other 19 convs run on int8 weights
+    assert OnnxModel(int8).metadata["float_nodes"] == f'["{kept[0]}"]'
+    everything = quantize_int8(fp32, tmp_path / "all.onnx", [smooth_images(8, 0)], exclude_nodes=[])
+    assert float_weight_convs(everything) == [] and "float_nodes" not in OnnxModel(everything).metadata
+
+
+def test_tensorrt_target_quantises_the_stem_too(fp32_and_int8, tmp_path):
+    fp32, _ = fp32_and_int8
+    trt = quantize_int8(fp32, tmp_path / "trt.onnx", [smooth_images(8, 0)], target="tensorrt")
+    assert float_weight_convs(trt) == []

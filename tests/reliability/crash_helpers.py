@@ -22,7 +22,11 @@ import time
 from pathlib import Path
 
 PAUSED_TRAIN = r"""
-import json, os, sys, time
+import json, os, signal, sys, time
+# A process started from a background job of a non-interactive shell (`make test &`, nohup, some CI
+# runners) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt: Ctrl-C would be
+# lost. A terminal's foreground command always has it, so the child restores it to be that command.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 marker, epoch, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 import lightning.pytorch as pl
 import transferkit.engine.trainer as trainer_module

@@ -146,9 +146,6 @@ def test_second_train_into_a_busy_results_folder_is_refused(paused_run, digits, 
     assert (results / LOCK_NAME).read_text() == owner
 
 
-@pytest.mark.xfail(strict=False, reason="OPEN DEFECT (session 5 note): on a loaded 2-core machine the SIGINT'd child "
-                   "did not exit within 240 s in two fresh-clone CI runs (passes when the machine is idle); "
-                   "investigate the pause callback's interaction with the new SIGTERM/SIGINT handling")
 def test_sigint_saves_a_safe_resumable_checkpoint_and_exits_130(paused_run, digits):
     proc, results, log = paused(paused_run)
     kill_group(proc, signal.SIGINT)  # what Ctrl-C sends to the terminal's foreground process group

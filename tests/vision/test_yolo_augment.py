@@ -401,6 +401,7 @@ def test_detection_data_augments_with_the_yolo_section_without_detectnet_keys(tm
                            train_labels=str(tmp_path / "train/labels"), val_images=str(tmp_path / "val/images"),
                            val_labels=str(tmp_path / "val/labels"), yolo_names=None, classes=None,
                            target_class_mapping={}, image_width=64, image_height=48, max_image_pixels=10_000_000,
+                               cache="none", cache_dir=None,
                            augmentation=augmentation)
     spec = SimpleNamespace(data=data, train=SimpleNamespace(seed=0, num_workers=0, batch_size=2),
                            evaluation=SimpleNamespace(batch_size=2))

@@ -531,3 +531,4 @@ def _build_shapes_seg(out: Path, *, seed: int, num_train: int, num_val: int, siz
 
 
 from . import text_demo  # noqa: E402,F401  (registers the NLP demos "sentences" and "entities")
+from . import keypoint_demo  # noqa: E402,F401  (registers the keypoint demos "figures" and "faces")

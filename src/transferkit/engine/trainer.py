@@ -348,6 +348,28 @@ def resolve_precision(train: TrainConfig, accelerator: str) -> str:
     return precision
 
 
+def compile_network(net: torch.nn.Module, train: TrainConfig, accelerator: str) -> None:
+    """train.compile: compile `net`'s forward in place (nn.Module.compile), so its parameters, state_dict keys and
+    checkpoints stay those of the plain network; every verb after training loads it uncompiled."""
+    import shutil
+
+    import torch._dynamo
+
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if train.compile_backend not in backends:
+        raise SpecError(f"train.compile_backend={train.compile_backend!r} is not a torch.compile backend here; "
+                        f"choose one of: {', '.join(sorted(backends))}")
+    if train.compile_backend == "inductor" and accelerator == "cpu" and not (
+            shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
+        raise SpecError("train.compile=true with the inductor backend needs a C++ compiler on the CPU (e.g. "
+                        "apt-get install g++); or set train.compile=false")
+    if train.compile_mode == "reduce-overhead" and accelerator == "cpu":
+        log.warning("train.compile_mode=reduce-overhead uses CUDA graphs; on the CPU it compiles like 'default'")
+    log.info("train.compile=true (%s, mode %s): the first training and validation steps compile the network "
+             "(tens of seconds on a CPU, once per run and input shape)", train.compile_backend, train.compile_mode)
+    net.compile(backend=train.compile_backend, mode=None if train.compile_mode == "default" else train.compile_mode)
+
+
 def resolve_accelerator(train: TrainConfig) -> str:
     if train.accelerator == "auto":
         return "gpu" if torch.cuda.is_available() else "cpu"

@@ -5,7 +5,8 @@ Everything here works on any `nn.Module` and the input specs its checkpoint's `M
 task reuses it unchanged.
 """
 from .export import check_parity, export_onnx, export_tensorrt, set_metadata, verify_export
-from .profile import count_macs, count_params, file_size_bytes, measure_latency_ms
+from .fuse import fold_batchnorm
+from .profile import count_macs, count_params, file_size_bytes, measure_latency_ms, onnx_op_profile
 from .prune import PrunedLayer, PruneConfig, PruneResult, apply_layer_shapes, layer_shapes, prune_model
 from .quantize import quantize_int8, quantize_int8_dynamic
 from .runtime import OnnxModel, default_providers
@@ -23,8 +24,10 @@ __all__ = [
     "export_onnx",
     "export_tensorrt",
     "file_size_bytes",
+    "fold_batchnorm",
     "layer_shapes",
     "measure_latency_ms",
+    "onnx_op_profile",
     "prune_model",
     "quantize_int8",
     "quantize_int8_dynamic",

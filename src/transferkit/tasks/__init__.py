@@ -16,12 +16,13 @@ def _tasks() -> dict[str, Task]:
     from .classification import TASK as classification
     from .detection.detectnet_v2 import TASK as detectnet_v2
     from .detection.yolo_v4_tiny import TASK as yolo_v4_tiny
+    from .keypoints import TASK as keypoints
     from .segmentation import TASK as segmentation
     from .text_classification import TASK as text_classification
     from .token_classification import TASK as token_classification
 
     return {**{t.name: t for t in (classification, detectnet_v2, yolo_v4_tiny, segmentation, text_classification,
-                                   token_classification)},
+                                   token_classification, keypoints)},
             **_registered}
 
 

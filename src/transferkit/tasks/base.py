@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,9 +32,29 @@ class Predictor:
         self.kind = kind  # "pytorch" | "onnx"
         self.source = source
         self.net = net  # the eager network (None for ONNX)
+        self.calls: list[tuple[float, int]] = []  # (seconds, batch size) of every call: inference's summary
 
     def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
-        return self.run(*inputs)
+        start = time.perf_counter()
+        outputs = self.run(*inputs)
+        batch = int(inputs[0].shape[0]) if inputs and getattr(inputs[0], "ndim", 0) else 1
+        self.calls.append((time.perf_counter() - start, batch))
+        return outputs
+
+    def timing(self, wall_s: float, items: int) -> dict[str, float | int]:
+        """Throughput of a run that made `items` predictions in `wall_s` seconds, and the model's own share:
+        per-call latency percentiles (p50, p95) over the calls made so far."""
+        seconds = sorted(s for s, _ in self.calls)
+        model_s = sum(seconds)
+
+        def percentile(q: float) -> float:
+            return round(1000 * seconds[min(len(seconds) - 1, int(q * len(seconds)))], 3) if seconds else 0.0
+
+        return {"items": items, "wall_s": round(wall_s, 3),
+                "items_per_s": round(items / wall_s, 2) if wall_s > 0 else 0.0,
+                "model_calls": len(seconds), "batch_size_max": max((b for _, b in self.calls), default=0),
+                "model_s": round(model_s, 3), "model_ms_p50": percentile(0.5), "model_ms_p95": percentile(0.95),
+                "model_share": round(model_s / wall_s, 3) if wall_s > 0 else 0.0}
 
     @property
     def info(self) -> dict[str, str]:

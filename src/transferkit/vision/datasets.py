@@ -25,7 +25,8 @@ from ..data.module import TaskData
 from .box_augment import (DetectionAugment, DetectionAugmentationConfig, YoloAugment, YoloAugmentationConfig,
                           resize_with_boxes)
 from .boxes import ImageBoxes
-from .images import ImageError, load_image, skipped_entry, undecodable
+from .cache import ImageCache, build_cache, read_image
+from .images import ImageError, skipped_entry, undecodable
 
 
 def normalise(mean, std) -> T.Compose:
@@ -38,10 +39,12 @@ def normalise(mean, std) -> T.Compose:
 class ImageDataset(Dataset):
     """(path, label) items -> (image tensor, label), or (None, skipped_entry) for a file that fails to decode."""
 
-    def __init__(self, items: list[tuple[Path, int]], transform: Callable, max_pixels: int):
+    def __init__(self, items: list[tuple[Path, int]], transform: Callable, max_pixels: int,
+                 cache: ImageCache | None = None):
         self.items = items
         self.transform = transform
         self.max_pixels = max_pixels
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.items)
@@ -49,7 +52,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int):
         path, label = self.items[i]
         try:
-            image = load_image(path, max_pixels=self.max_pixels)
+            image = read_image(path, self.max_pixels, self.cache)
         except ImageError as e:
             return None, skipped_entry(path, e)
         return self.transform(image), label
@@ -94,7 +97,7 @@ class DetectionImages(Dataset):
 
     def __init__(self, items: list[ImageBoxes], width: int, height: int, mean, std,
                  augment: DetectionAugmentationConfig | YoloAugmentationConfig | None, max_pixels: int,
-                 seed: int = 0):
+                 seed: int = 0, cache: ImageCache | None = None):
         self.items, self.width, self.height = items, width, height
         if augment is None:
             self.augment = None
@@ -107,6 +110,7 @@ class DetectionImages(Dataset):
                             f"not {type(augment)}")
         self._worker_seed: int | None = None  # worker_info.seed this copy's rng was reseeded from
         self.max_pixels = max_pixels
+        self.cache = cache
         self.to_tensor = normalise(mean, std)
 
     def __len__(self) -> int:
@@ -115,7 +119,7 @@ class DetectionImages(Dataset):
     def load(self, i: int):
         """Item i as (RGB image, boxes, labels), DontCare regions appended with label -1; ImageError if bad."""
         item = self.items[i]
-        image = load_image(item.image, max_pixels=self.max_pixels)
+        image = read_image(item.image, self.max_pixels, self.cache)
         # Ignore regions travel through the same transform as boxes, marked with label -1.
         boxes = np.concatenate([item.boxes, item.ignore]).reshape(-1, 4)
         labels = np.concatenate([item.labels, np.full(len(item.ignore), -1, np.int64)])
@@ -170,10 +174,13 @@ class VisionData(TaskData):
 
     item_kind = "images"
 
-    def __init__(self, *, max_pixels: int, channels_last: bool = False, **kwargs: Any):
+    def __init__(self, *, max_pixels: int, channels_last: bool = False, cache: str = "none",
+                 cache_dir: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.max_pixels = max_pixels
         self.channels_last = channels_last
+        # data.cache: the split check below decodes every image anyway; with a cache it keeps the pixels.
+        self.image_cache = build_cache(cache, max_pixels, cache_dir)
 
     def image_path(self, item: Any) -> Path:
         raise NotImplementedError
@@ -182,7 +189,10 @@ class VisionData(TaskData):
         return str(self.image_path(item))
 
     def find_unusable(self, items: list) -> dict[str, str]:
-        return undecodable([self.image_path(it) for it in items], self.max_pixels)
+        paths = [self.image_path(it) for it in items]
+        if self.image_cache is not None:
+            return self.image_cache.fill(paths, self.item_kind)
+        return undecodable(paths, self.max_pixels)
 
     def stacking(self, train: bool) -> bool:
         """channels_last for training batches only: evaluation, calibration and export keep plain NCHW

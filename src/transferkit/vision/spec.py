@@ -1,9 +1,25 @@
 """Spec keys every image task shares on top of the core sections."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from ..spec import TrainConfig
+
+
+def cache_field():
+    """`data.cache`: decode every image once and train from the pixels (vision/cache.py)."""
+    return Field("none", description="decoded-image cache: none | ram (shared memory) | disk (memory-mapped "
+                                     "files under data.cache_dir); images are decoded once, not every epoch")
+
+
+def cache_dir_field():
+    return Field(None, description="data.cache=disk: folder of the cached images (default "
+                                   "$TRANSFERKIT_HOME/image_cache; shared by runs, keyed by file content)")
+
+
+CacheMode = Literal["none", "ram", "disk"]
 
 
 class VisionTrainConfig(TrainConfig):

@@ -61,6 +61,7 @@ class ClassificationData(VisionData):
             "data.val_csv" if d.val_csv and not d.val_dir else "data.val_dir")
         super().__init__(batch_size=spec.train.batch_size, eval_batch_size=spec.evaluation.batch_size,
                          num_workers=spec.train.num_workers, max_pixels=d.max_image_pixels,
+                         cache=d.cache, cache_dir=d.cache_dir,
                          channels_last=spec.train.channels_last, spec_keys={"train": train_key, "val": val_key})
         self.spec = spec
         self.mean, self.std = mean, std
@@ -93,7 +94,8 @@ class ClassificationData(VisionData):
         return item[0]
 
     def make_dataset(self, items: list, train: bool) -> Dataset:
-        return ImageDataset(items, build_transforms(self.spec, self.mean, self.std, train), self.max_pixels)
+        return ImageDataset(items, build_transforms(self.spec, self.mean, self.std, train), self.max_pixels,
+                            self.image_cache)
 
     def after_scan(self, split: str) -> None:
         if split == "train":

@@ -6,7 +6,7 @@ from typing import Annotated
 from pydantic import Field
 
 from ...spec import BackboneModelConfig, ExportConfig, MinMax, PruneConfig, SpecModel
-from ...vision.spec import VisionTrainConfig
+from ...vision.spec import CacheMode, VisionTrainConfig, cache_dir_field, cache_field
 
 
 AreaFraction = Annotated[float, Field(gt=0, le=1)]
@@ -31,6 +31,8 @@ class DataConfig(SpecModel):
     image_size: int = Field(224, ge=16, le=4096, description="square network input size in pixels")
     classes: list[str] | None = Field(None, description="class names in output order; empty = sorted folder names")
     max_image_pixels: int = Field(100_000_000, gt=0, description="refuse images larger than this many pixels")
+    cache: CacheMode = cache_field()
+    cache_dir: str | None = cache_dir_field()
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig, description="training augmentation")
 
 

@@ -32,6 +32,7 @@ from ...optimize.prune import apply_layer_shapes
 from ...spec import SpecModel, require_path
 from ...zoo import get_image_entry
 from ...engine.meta import ModelMeta, image_input
+from ...vision.spec import CacheMode, cache_dir_field, cache_field
 from ...vision.task import VisionModule, VisionTask
 from ..base import Predictor
 
@@ -55,6 +56,8 @@ class DetectionDataConfig(SpecModel):
     image_width: int = Field(384, ge=32, le=4096, description="network input width (multiple of the output stride)")
     image_height: int = Field(256, ge=32, le=4096, description="network input height (multiple of the output stride)")
     max_image_pixels: int = Field(100_000_000, gt=0, description="refuse images larger than this many pixels")
+    cache: CacheMode = cache_field()
+    cache_dir: str | None = cache_dir_field()
 
 
 class EvaluationConfig(SpecModel):

@@ -56,6 +56,7 @@ class DetectionData(VisionData):
         d = spec.data
         super().__init__(batch_size=spec.train.batch_size, eval_batch_size=spec.evaluation.batch_size,
                          num_workers=spec.train.num_workers, max_pixels=d.max_image_pixels,
+                         cache=d.cache, cache_dir=d.cache_dir,
                          channels_last=getattr(spec.train, "channels_last", False),
                          spec_keys={"train": "data.train_images", "val": "data.val_images"})
         self.spec = spec
@@ -87,7 +88,8 @@ class DetectionData(VisionData):
     def make_dataset(self, items: list, train: bool) -> Dataset:
         d = self.spec.data
         return DetectionImages(items, d.image_width, d.image_height, self.mean, self.std,
-                               d.augmentation if train else None, self.max_pixels, self.spec.train.seed)
+                               d.augmentation if train else None, self.max_pixels, self.spec.train.seed,
+                               cache=self.image_cache)
 
     def collate_fn(self, train: bool) -> Callable[[list], tuple]:
         return partial(collate_detection, channels_last=self.stacking(train))

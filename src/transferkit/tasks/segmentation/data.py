@@ -37,6 +37,7 @@ from ...data.items import skipped_entry
 from ...errors import DataError, SpecError
 from ...spec import require_path
 from ...vision.datasets import VisionData, stack_images
+from ...vision.cache import ImageCache, read_image
 from ...vision.images import ImageError, load_image
 from ...vision.masks import (ClassTable, MaskProblems, SegItem, coco_class_table, load_coco,
                              load_target, pair_masks, read_coco_masks, scan_targets)
@@ -135,8 +136,10 @@ class SegmentationTransform:
 class SegmentationImages(Dataset):
     """SegItems -> (image tensor, mask tensor) at the input size, or (None, skipped_entry) for a bad pair."""
 
-    def __init__(self, items: list[SegItem], table: ClassTable, transform: SegmentationTransform, max_pixels: int):
+    def __init__(self, items: list[SegItem], table: ClassTable, transform: SegmentationTransform, max_pixels: int,
+                 cache: ImageCache | None = None):
         self.items, self.table, self.transform, self.max_pixels = items, table, transform, max_pixels
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.items)
@@ -144,7 +147,7 @@ class SegmentationImages(Dataset):
     def __getitem__(self, i: int):
         item = self.items[i]
         try:
-            image = load_image(item.image, max_pixels=self.max_pixels)
+            image = read_image(item.image, self.max_pixels, self.cache)
             mask = load_target(item, self.table, self.max_pixels)
         except ImageError as e:  # MaskError is one too
             return None, skipped_entry(item.image, e)
@@ -216,6 +219,7 @@ class SegmentationData(VisionData):
         held_out = not (d.val_images or d.val_masks)
         super().__init__(batch_size=spec.train.batch_size, eval_batch_size=spec.evaluation.batch_size,
                          num_workers=spec.train.num_workers, max_pixels=d.max_image_pixels,
+                         cache=d.cache, cache_dir=d.cache_dir,
                          channels_last=getattr(spec.train, "channels_last", False),
                          spec_keys={"train": "data.train_images",
                                     "val": f"data.val_split={d.val_split} of data.train_images" if held_out
@@ -304,7 +308,7 @@ class SegmentationData(VisionData):
         d = self.spec.data
         transform = SegmentationTransform(d.image_width, d.image_height, self.mean, self.std, d.ignore_index,
                                           d.augmentation if train else None)
-        return SegmentationImages(items, self.table, transform, self.max_pixels)
+        return SegmentationImages(items, self.table, transform, self.max_pixels, self.image_cache)
 
     def collate_fn(self, train: bool) -> Callable[[list], tuple]:
         return partial(collate_segmentation, channels_last=self.stacking(train))

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Discriminator, Field, Tag, field_validator
 
 from ...spec import FLOAT32_MAX, BackboneModelConfig, ExportConfig, MinMax, PruneConfig, SpecModel
-from ...vision.spec import VisionTrainConfig
+from ...vision.spec import CacheMode, VisionTrainConfig, cache_dir_field, cache_field
 
 ColourValue = Annotated[int, Field(ge=0, le=255)]
 SourceId = Annotated[int, Field(ge=0)]
@@ -77,6 +77,8 @@ class SegDataConfig(SpecModel):
     val_split: float = Field(
         0.2, ge=0, lt=1, description="fraction of the training images held out as val when no val data is given")
     max_image_pixels: int = Field(100_000_000, gt=0, description="refuse images and masks larger than this many pixels")
+    cache: CacheMode = cache_field()
+    cache_dir: str | None = cache_dir_field()
     augmentation: SegAugmentationConfig = Field(
         default_factory=SegAugmentationConfig, description="training augmentation (moves masks with images)")
 
