@@ -24,6 +24,7 @@ from .engine.meta import ModelMeta, as_inputs
 from .engine.run import RunFolder, is_rank_zero
 from .errors import ModelError, SpecError, TrainingInterrupted
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text, atomic_write_with
+from .automl.config import spec_schema
 from .spec import load_spec, render_default_spec, to_yaml
 from .tasks import get_task
 from .tasks.base import Predictor
@@ -37,12 +38,12 @@ REQUEUE_CHECKPOINTS = "hpc_ckpt_*.ckpt"
 
 def default_spec(task: str) -> str:
     t = get_task(task)
-    return render_default_spec(t.spec_class, t.default_spec_header())
+    return render_default_spec(spec_schema(t), t.default_spec_header())
 
 
 def _spec(task, spec_path, overrides):
     t = get_task(task)
-    return t, load_spec(t.spec_class, spec_path, overrides or [])
+    return t, load_spec(spec_schema(t), spec_path, overrides or [])
 
 
 def _write_spec(spec, run: RunFolder) -> None:
@@ -55,7 +56,8 @@ def _write_spec(spec, run: RunFolder) -> None:
 # -- train --------------------------------------------------------------------------------------
 
 def train(task: str, spec_path: str | Path | None, results: str | Path, overrides: Sequence[str] = (),
-          *, overwrite: bool = False, log_file: str | Path | None = None) -> dict[str, Any]:
+          *, overwrite: bool = False, log_file: str | Path | None = None, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Train a model into `results`; `callbacks` are extra Lightning callbacks (automl's trial reporter)."""
     import lightning.pytorch as pl
 
     from .engine.trainer import InterruptCheckpoint, build_trainer, compile_network, resolve_accelerator
@@ -86,7 +88,8 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
         pl.seed_everything(spec.train.seed, workers=True, verbose=False)
         data = t.build_data(spec)
         module, report = t.build_training_module(spec, data)
-        trainer = build_trainer(spec.train, results, t.monitor, t.monitor_mode, fixed_input_shape=t.fixed_input_shape)
+        trainer = build_trainer(spec.train, results, t.monitor, t.monitor_mode, callbacks=list(callbacks),
+                                fixed_input_shape=t.fixed_input_shape)
         if spec.train.compile:
             compile_network(module.net, spec.train, resolve_accelerator(spec.train))
         for split in ("train", "val"):  # unusable items found (and a split left empty refused) up front
@@ -120,6 +123,9 @@ def train(task: str, spec_path: str | Path | None, results: str | Path, override
                     f"resumed. Start a new run from its weights: model.pretrained={start_from} with another -r DIR"
                 ) from None
             raise
+        if trainer.world_size > 1:  # every rank says so on its own console: proof that all of them trained
+            log.info("rank %d of %d (node %d) trained %d steps", trainer.global_rank, trainer.world_size,
+                     trainer.node_rank, trainer.global_step)
         if is_rank_zero():  # the run finished: requeue checkpoints have served their purpose
             for p in results.glob(REQUEUE_CHECKPOINTS):
                 p.unlink(missing_ok=True)
@@ -174,6 +180,15 @@ def _final_train_metrics(trainer, module, data, started: float, kind: str) -> di
         "ranks_that_trained": getattr(module, "ranks_seen", None),
         "wall_time_s": round(time.time() - started, 2),
     }
+
+
+def automl(task: str, spec_path, results, overrides: Sequence[str] = (), *, log_file=None,
+           overwrite: bool = False) -> dict[str, Any]:
+    """Hyper-parameter search (the spec's `automl` section): trials are `train` runs in results/trial_NNNN;
+    writes trials.csv, best_spec.yaml, metrics.json and plots. The same call on the same folder resumes."""
+    from .automl.study import run_study
+
+    return run_study(task, spec_path, results, list(overrides), log_file=log_file, overwrite=overwrite)
 
 
 def run_extra_verb(task: str, verb: str, spec_path, results, overrides: Sequence[str] = (), *, model=None,

@@ -17,7 +17,7 @@ from .errors import Terminated, TrainingInterrupted, TransferkitError
 
 log = logging.getLogger("transferkit")
 
-TASK_VERBS = ("default_spec", "train", "evaluate", "inference", "prune", "export")
+TASK_VERBS = ("default_spec", "train", "evaluate", "inference", "prune", "export", "automl")
 MODEL_VERBS = ("inference", "prune", "export")  # evaluate may score predictions on disk instead
 
 
@@ -70,6 +70,8 @@ def run_task(task: str, argv: list[str]) -> int:
     try:
         if args.verb == "train":
             api.train(task, args.spec, args.results, overrides, **common)
+        elif args.verb == "automl":
+            api.automl(task, args.spec, args.results, overrides, **common)
         elif args.verb in extra:
             api.run_extra_verb(task, args.verb, args.spec, args.results, overrides, model=args.model, **common)
         else:
@@ -234,7 +236,7 @@ USAGE = """usage: tkit <task> <verb> [-e SPEC] [-r RESULTS] [-m MODEL] [key=valu
        tkit data demo NAME DIR
 
 tasks: %s
-verbs: default_spec, train, evaluate, inference, prune, export
+verbs: default_spec, train, evaluate, inference, prune, export, automl
 """
 
 

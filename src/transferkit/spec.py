@@ -512,11 +512,19 @@ def _render(schema: type[BaseModel], instance: BaseModel, indent: int, lines: li
             lines.append(f"{pad}{name}:{comment}")
             _render(sub, value, indent + 1, lines)
             continue
-        dumped = yaml.safe_dump(_jsonable(value), default_flow_style=True, width=10_000).strip()
-        if dumped.endswith("\n..."):
-            dumped = dumped[: -len("\n...")]
-        dumped = dumped.removesuffix("...").strip()
-        lines.append(f"{pad}{name}: {dumped}{comment}")
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            lines.append(f"{pad}{name}:{comment}")  # a mapping of mappings (automl.search_space): one entry a line
+            lines.extend(f"{pad}  {_flow(k)}: {_flow(v)}" for k, v in value.items())
+            continue
+        lines.append(f"{pad}{name}: {_flow(value)}{comment}")
+
+
+def _flow(value: Any) -> str:
+    """`value` as one line of flow-style YAML."""
+    dumped = yaml.safe_dump(_jsonable(value), default_flow_style=True, width=10_000).strip()
+    if dumped.endswith("\n..."):
+        dumped = dumped[: -len("\n...")]
+    return dumped.removesuffix("...").strip()
 
 
 def _jsonable(value: Any) -> Any:

@@ -28,6 +28,7 @@ RUN_RECORD = ".tkit-run.json"
 # Files that only this verb writes, in the order a folder is recognised by (a training folder also holds
 # metrics.json, so train comes before evaluate).
 VERB_FILES = {
+    "automl": ("trials.csv", "study.db", "best_spec.yaml"),
     "train": ("best.ckpt", "last.ckpt", "status.json"),
     "prune": ("pruned.ckpt", "prune_report.json"),
     "export": ("export_report.json", "model.onnx"),

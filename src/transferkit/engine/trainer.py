@@ -5,6 +5,7 @@ import gc
 import json
 import logging
 import math
+import os
 import sys
 import time
 import warnings
@@ -387,6 +388,28 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
+def cluster_shape(train: TrainConfig, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """(machines, processes per machine) of the run: those of the torchrun launch this process is part of, else
+    train.num_nodes and train.num_devices (which SLURM's srun needs: Lightning checks them against SLURM_NTASKS).
+    Lightning's cluster environment then takes the ranks and the rendezvous from the launcher; a spec that names
+    another shape than torchrun's is refused, naming both."""
+    env = os.environ if environ is None else environ
+    launched = None
+    if "TORCHELASTIC_RUN_ID" in env and "WORLD_SIZE" in env and "LOCAL_WORLD_SIZE" in env:  # torchrun
+        world, local = int(env["WORLD_SIZE"]), int(env["LOCAL_WORLD_SIZE"])
+        launched = ("torchrun", max(1, world // max(1, local)), local, world)
+    if launched is None or launched[3] <= 1:
+        return train.num_nodes, train.num_devices
+    launcher, nodes, per_node, world = launched
+    if (train.num_nodes, train.num_devices) not in ((1, 1), (nodes, per_node)):
+        raise SpecError(f"train.num_nodes={train.num_nodes} x train.num_devices={train.num_devices} does not match the "
+                        f"{launcher} launch ({nodes} node(s) x {per_node} process(es) = world size {world}); drop the "
+                        "keys (the launch decides) or make them match")
+    if (train.num_nodes, train.num_devices) == (1, 1) and is_rank_zero():
+        log.info("%s launch: %d node(s) x %d process(es), world size %d", launcher, nodes, per_node, world)
+    return nodes, per_node
+
+
 def cudnn_benchmark(train: TrainConfig, accelerator: str, fixed_input_shape: bool) -> bool:
     """cuDNN's per-shape algorithm search: worth it on a GPU when batches keep one shape; it picks kernels by
     timing, so runs asked to be deterministic go without."""
@@ -410,7 +433,8 @@ def build_trainer(
     quiet_lightning()
     accelerator = resolve_accelerator(train)
     stopper = early_stopping(train, monitor, mode)
-    ddp = train.num_devices > 1 or train.num_nodes > 1
+    num_nodes, devices = cluster_shape(train)
+    ddp = devices > 1 or num_nodes > 1
     checkpoint = ModelCheckpoint(
         dirpath=results, filename="best", monitor=monitor, mode=mode, save_top_k=1,
         auto_insert_metric_name=False, enable_version_counter=False,
@@ -433,8 +457,8 @@ def build_trainer(
     return pl.Trainer(
         default_root_dir=str(results),
         accelerator=accelerator,
-        devices=train.num_devices,
-        num_nodes=train.num_nodes,
+        devices=devices,
+        num_nodes=num_nodes,
         strategy="ddp" if ddp else "auto",
         precision=resolve_precision(train, accelerator),
         max_epochs=max_epochs or train.epochs,

@@ -102,10 +102,41 @@ class Task:
     # Every training batch has one input shape (images resized to one size): cuDNN may then benchmark its
     # algorithms once and keep the fastest. False for variable-length inputs (audio, text), where it would re-tune often.
     fixed_input_shape: bool = True
+    # The default `automl.search_space` ({dotted key: {float: [lo, hi], log: true} | {int: ..} | {choice: [..]}});
+    # None: default_search_space() derives one from the spec's own training keys.
+    automl_search_space: dict[str, dict] | None = None
 
     def default_spec_header(self) -> str:
         return (f"transferkit {self.name} spec. Every key is optional; values shown are the defaults.\n"
                 f"Override any key on the command line: tkit {self.name} train -e spec.yaml -r runs/x train.epochs=3")
+
+    def default_search_space(self) -> dict[str, dict]:
+        """What `tkit <task> automl` searches when the spec names no keys: `automl_search_space`, else the learning
+        rate around the spec's default, weight decay, the backbone's learning-rate scale, batch size, and dropout /
+        colour jitter where the spec has them (TAO's AutoML keys)."""
+        if self.automl_search_space is not None:
+            return {k: dict(v) for k, v in self.automl_search_space.items()}
+        spec = self.spec_class()
+        train = getattr(spec, "train", None)
+        space: dict[str, dict] = {}
+        if train is None:
+            return space
+        lr = getattr(train, "learning_rate", None)
+        if lr:
+            space["train.learning_rate"] = {"float": [float(f"{lr / 10:.3g}"), float(f"{lr * 3:.3g}")], "log": True}
+        if hasattr(train, "weight_decay"):
+            space["train.weight_decay"] = {"float": [1e-6, 1e-2], "log": True}
+        if getattr(train, "backbone_lr_scale", None) is not None:
+            space["train.backbone_lr_scale"] = {"float": [0.03, 1.0], "log": True}
+        batch = getattr(train, "batch_size", None)
+        if batch and batch >= 8:
+            space["train.batch_size"] = {"choice": [batch // 2, batch]}
+        model, data = getattr(spec, "model", None), getattr(spec, "data", None)
+        if hasattr(model, "dropout"):
+            space["model.dropout"] = {"float": [0.0, 0.5]}
+        if hasattr(getattr(data, "augmentation", None), "color_jitter"):
+            space["data.augmentation.color_jitter"] = {"float": [0.0, 0.4]}
+        return space
 
     # data and model ------------------------------------------------------------------------
     def build_data(self, spec, meta: ModelMeta | None = None):
