@@ -178,11 +178,12 @@ def main() -> int:
                                                             for e in first["entities"]))
     step("13/14 keypoints: top-down heatmaps on ImageNet MobileNetV2, drawn stick figures, OKS AP, ONNX with decoding")
     figures = ROOT / "figures"
-    build_demo("figures", figures, seed=0, train=60, val=20)
+    build_demo("figures", figures, seed=0, train=100, val=20)
     kp = [f"data.{split}_images={figures / split}" for split in ("train", "val")]
     kp += [f"data.{split}_labels={figures / f'{split}.json'}" for split in ("train", "val")]
-    kp += ["data.image_width=64", "data.image_height=96", "model.deconv_channels=[64,64,64]", "train.epochs=10",
-           "train.batch_size=8", "train.learning_rate=0.002", "train.histograms=false"]
+    # 96x128 crops (heatmaps 24x32): 64x96 crops trained twice as fast but reached about half the AP
+    kp += ["data.image_width=96", "data.image_height=128", "model.deconv_channels=[64,64,64]", "train.epochs=24",
+           "train.batch_size=16", "train.learning_rate=0.003", "train.histograms=false"]
     api.train("keypoints", None, ROOT / "keypoints", kp, overwrite=True)
     kp_export = api.export("keypoints", None, ROOT / "keypoints_export", kp + ["export.output=keypoints"],
                            model=ROOT / "keypoints" / "best.ckpt")
