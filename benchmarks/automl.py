@@ -2,6 +2,7 @@
 
     python benchmarks/automl.py --quick     # a smoke run: tiny sets, 30 s of search per task
     python benchmarks/automl.py             # full: the demo sets at the examples' sizes, 10 min of search per task
+    python benchmarks/automl.py --minutes 4 # the same with 4 min of search per task (~20 min in all)
 
 For each of classification (`digits`, examples/classification.yaml) and DetectNet_v2 (`kitti_digits`,
 examples/detectnet_v2.yaml):
@@ -78,8 +79,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sets and 30 s of search per task (a smoke run)")
     parser.add_argument("--keep", action="store_true", help="keep the run folders (printed)")
+    parser.add_argument("--minutes", type=float, help="search budget per task (default: the mode's)")
     args = parser.parse_args()
-    mode = MODES["quick" if args.quick else "full"]
+    mode = dict(MODES["quick" if args.quick else "full"])
+    if args.minutes:
+        mode["budget_s"] = 60 * args.minutes
     work = Path(tempfile.mkdtemp(prefix="tkit-automl-bench-"))
     snap = cpu_snapshot()
     results = {"mode": "quick" if args.quick else "full", "budget_s": mode["budget_s"], "tasks": {}}
