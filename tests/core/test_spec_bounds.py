@@ -396,10 +396,51 @@ def build_speech_to_text(spec, picture: Path) -> None:
                                max_segment=inf.max_segment)
 
 
+def build_keypoints(spec, picture: Path) -> None:
+    import json
+
+    from transferkit.metrics.keypoints import oks_evaluate
+    from transferkit.tasks.keypoints.codec import decode_heatmaps
+    from transferkit.tasks.keypoints.data import resolve_sigmas
+    from transferkit.tasks.keypoints.module import heatmap_loss
+
+    sigmas = spec.data.keypoint_sigmas
+    count = len(sigmas) if isinstance(sigmas, list) else 5
+    names = [f"point_{i}" for i in range(count)]
+    labels = picture.parent / f"keypoints_{count}.json"
+    # One figure inside the picture's red box (10..40 x 8..30 of a 64 x 48 image), every point visible.
+    xy = np.stack([np.linspace(12, 38, count), np.linspace(10, 28, count)], axis=1)
+    keypoints = [round(float(v), 2) for x, y in xy for v in (x, y, 2)]
+    labels.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": picture.name, "width": 64, "height": 48}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 8, 30, 22], "area": 660,
+                         "iscrowd": 0, "num_keypoints": count, "keypoints": keypoints}],
+        "categories": [{"id": 1, "name": "thing", "keypoints": names, "skeleton": [[1, 2]]}]}))
+    spec = spec.model_copy(update={"data": spec.data.model_copy(update={
+        "train_images": str(picture.parent), "train_labels": str(labels),
+        "val_images": str(picture.parent), "val_labels": str(labels)})})
+    data = get_task("keypoints").build_data(spec)
+    data.scan("train")
+    if spec.data.max_image_pixels < 64 * 48:  # the picture is over the limit: skipped and named, as it must be
+        assert not data.train_items and str(picture) in data.skipped
+        return
+    for train in (True, False):
+        image, heatmaps, weights, _, _ = data.make_dataset(data.train_items, train)[0]
+        assert image.shape == (3, spec.data.image_height, spec.data.image_width) and torch.isfinite(image).all()
+        assert torch.isfinite(heatmap_loss(torch.zeros_like(heatmaps)[None], heatmaps[None], weights[None]))
+    xy_crop, score = decode_heatmaps(heatmaps[None], (spec.data.image_width, spec.data.image_height),
+                                     method=spec.evaluation.decode)
+    assert torch.isfinite(xy_crop).all() and torch.isfinite(score).all()
+    result = [{"image_id": 1, "category_id": 1, "score": 1.0, "keypoints": keypoints}]
+    gt = json.loads(labels.read_text())
+    assert oks_evaluate(gt, result, resolve_sigmas(sigmas, names))["AP"] == pytest.approx(1.0)
+
+
 BUILDERS = {"classification": build_classification, "detectnet_v2": build_detectnet_v2,
             "yolo_v4_tiny": build_yolo_v4_tiny, "segmentation": build_segmentation,
             "text_classification": build_text_classification,
-            "token_classification": build_token_classification, "speech_to_text": build_speech_to_text}
+            "token_classification": build_token_classification, "speech_to_text": build_speech_to_text,
+            "keypoints": build_keypoints}
 
 
 def test_every_task_has_a_runtime_builder():

@@ -439,7 +439,7 @@ def detector_boxes(spec: KeypointsSpec, paths: list[Path]) -> dict[str, list[tup
         wanted = {classes.index(c) for c in inf.detector_class}
     predictor = api.load_predictor(det_task, path)
     beside = path.parent / "spec.yaml"  # what the detector was trained / exported with (its post-processing)
-    det_spec = load_spec(det_task.spec_class, beside if beside.is_file() else None, list(inf.detector_overrides))
+    det_spec = load_spec(api.spec_schema(det_task), beside if beside.is_file() else None, list(inf.detector_overrides))
     image = det_meta.image
     items = [ImageBoxes(image=p, boxes=np.zeros((0, 4)), labels=np.zeros(0)) for p in paths]
     dataset = DetectionImages(items, image.width, image.height, list(image.mean), list(image.std), None,
