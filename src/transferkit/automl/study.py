@@ -445,7 +445,26 @@ def start_workers(ctx: Context, argv: list[str], count: int) -> list[subprocess.
             out.close()
     log.info("started %d more automl worker process(es): %s (logs in %s/worker_K.log)", count,
              ", ".join(str(p.pid) for p in procs), ctx.results)
+    wait_until_ready(ctx.results, procs)
     return procs
+
+
+def _ready_marker(results: Path, worker: int) -> Path:
+    return results / f".worker_{worker}.ready"
+
+
+def wait_until_ready(results: Path, procs: list[subprocess.Popen], timeout: float = 120.0) -> None:
+    """Hold this process's first trial until the workers it started have opened the study (or exited, or `timeout`
+    passed): a worker still importing its libraries would otherwise find the trials taken, and parallel=N would
+    run them one at a time."""
+    end = time.time() + timeout
+    waiting = {k: p for k, p in enumerate(procs, start=1)}
+    while waiting and time.time() < end:
+        waiting = {k: p for k, p in waiting.items() if p.poll() is None and not _ready_marker(results, k).exists()}
+        if waiting:
+            time.sleep(0.2)
+    for k in range(1, len(procs) + 1):
+        _ready_marker(results, k).unlink(missing_ok=True)
 
 
 def stop_workers(procs: list[subprocess.Popen], interrupted: bool) -> None:
@@ -508,6 +527,8 @@ def run_study(task_name: str, spec_path, results, overrides: list[str], *, log_f
                       deadline=None, worker=worker)
         url = storage_url(cfg, results)
         study = open_study(ctx, url, worker)
+        if worker:
+            _ready_marker(results, worker).touch()  # the process that started this one may begin its trials
         existing = study.get_trials(deepcopy=False)
         if existing:  # a resumed study samples new values, not the first run's sequence again
             study.sampler = make_sampler(cfg, cfg.seed + worker + 7919 * len(existing))
