@@ -279,27 +279,5 @@ def ctc_loss(logits: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
                                   zero_infinity=True)
 
 
-class TransposedLinear(nn.Module):
-    """nn.Linear as x @ W^T + b with W^T stored: exported without constant folding, a plain nn.Linear becomes
-    MatMul(x, Transpose(W)), which dynamic INT8 leaves in float (it quantises MatMuls that read an initializer)."""
-
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        self.weight_t = nn.Parameter(linear.weight.detach().t().contiguous(), requires_grad=False)
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.matmul(x, self.weight_t)
-        return y if self.bias is None else y + self.bias
 
 
-def with_transposed_linears(net: nn.Module) -> nn.Module:
-    """A copy of `net` whose nn.Linear layers are TransposedLinear (for export; same outputs)."""
-    import copy
-
-    graph = copy.deepcopy(net).eval()
-    for parent in list(graph.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear:
-                setattr(parent, name, TransposedLinear(child))
-    return graph

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from ..engine.run import RunFolder
+from ..engine.run import RunFolder, pid_alive
 from ..errors import SpecError, Terminated, TrainingInterrupted, TransferkitError, first_line
 from ..io import atomic_write_text
 from ..spec import apply_overrides, load_yaml, to_yaml, validate
@@ -211,16 +211,6 @@ def retry_trial(study, trial) -> None:
                 trial.user_attrs.get("fail_reason", "its worker stopped sending heartbeats"))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recover_local_trials(study) -> None:
     """Fail and retry the RUNNING trials of workers on this machine whose process is gone (e.g. SIGKILL)."""
     from optuna.exceptions import UpdateFinishedTrialError
@@ -229,7 +219,7 @@ def recover_local_trials(study) -> None:
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = trial.user_attrs.get("pid")
-        if trial.user_attrs.get("host") != host or not isinstance(pid, int) or _pid_alive(pid):
+        if trial.user_attrs.get("host") != host or not isinstance(pid, int) or pid_alive(pid):
             continue
         try:
             study._storage.set_trial_user_attr(trial._trial_id, "fail_reason",

@@ -53,7 +53,8 @@ def is_rank_zero() -> bool:
     return global_rank() == 0
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -198,7 +199,7 @@ class RunFolder:
             if not pid.isdigit():
                 raise SpecError(f"results folder {self.path} has an unreadable lock file {lock}; if no run is "
                                 "using the folder, delete that file") from None
-            if host == socket.gethostname() and not _pid_alive(int(pid)):
+            if host == socket.gethostname() and not pid_alive(int(pid)):
                 log.warning("removing a stale lock in %s left by process %s, which is gone", self.path, pid)
                 lock.unlink(missing_ok=True)
                 return self._take_lock()

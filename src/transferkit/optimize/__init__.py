@@ -8,7 +8,7 @@ from .export import check_parity, export_onnx, export_tensorrt, set_metadata, ve
 from .fuse import fold_batchnorm
 from .profile import count_macs, count_params, file_size_bytes, measure_latency_ms, onnx_op_profile
 from .prune import PrunedLayer, PruneConfig, PruneResult, apply_layer_shapes, layer_shapes, prune_model
-from .quantize import quantize_int8, quantize_int8_dynamic
+from .quantize import TransposedLinear, quantize_int8, quantize_int8_dynamic, with_transposed_linears
 from .runtime import OnnxModel, default_providers
 
 __all__ = [
@@ -32,5 +32,7 @@ __all__ = [
     "quantize_int8",
     "quantize_int8_dynamic",
     "set_metadata",
+    "TransposedLinear",
     "verify_export",
+    "with_transposed_linears",
 ]

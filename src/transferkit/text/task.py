@@ -4,7 +4,6 @@ of attention heads and FFN neurons (text.prune), and the tokenizer files beside 
 """
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,17 +64,6 @@ def text_params(meta: ModelMeta) -> TextParams:
     raise ModelError(f"this {meta.task} model declares no text input; retrain or re-export it")
 
 
-class _TransposedLinear(nn.Module):
-    """nn.Linear computed as x @ W^T + b from a stored W^T, for export (see TextTask.export_graph)."""
-
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        self.weight_t = nn.Parameter(linear.weight.detach().t().contiguous(), requires_grad=False)
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.matmul(x, self.weight_t)
-        return y if self.bias is None else y + self.bias
 
 
 class TextTask(Task):
@@ -283,11 +271,9 @@ class TextTask(Task):
         folding, nn.Linear becomes MatMul(x, Transpose(W)), and dynamic INT8 quantises only MatMuls that read a
         weight initializer directly (it left all 42 of MiniLM's encoder MatMuls in float). The token head's
         logits are [batch, length, tags]: their length axis is dynamic too."""
-        graph = copy.deepcopy(net).eval()
-        for parent in list(graph.modules()):
-            for name, child in list(parent.named_children()):
-                if type(child) is nn.Linear:
-                    setattr(parent, name, _TransposedLinear(child))
+        from ..optimize import with_transposed_linears
+
+        graph = with_transposed_linears(net)
         axes = {name: {0: "batch", 1: "length"} for name in self.output_names} if self.head == "token" else None
         # The .onnx needs no rebuilding, so its metadata drops pruned_shapes; the layer sizes stay for `model info`.
         built_in = {"pruned_shapes": dict(meta.pruned_shapes)} if meta is not None and meta.pruned_shapes else {}

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ...audio.ctc import (BLANK, CtcVocabulary, beam_ctc, build_ctc_net, greedy_ctc, output_lengths,
-                          transfer_ctc_weights, with_transposed_linears)
+                          transfer_ctc_weights)
+from ...optimize import with_transposed_linears
 from ...audio.text import TextNorm, normalize
 from ...audio.whisper import (EOT, N_MELS, WhisperNet, WhisperText, beam_decode, build_whisper,
                               find_whisper, greedy_decode, load_whisper, whisper_config, whisper_state)
