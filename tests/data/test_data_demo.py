@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +58,8 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path, name
     assert not any(name.startswith(".") for path in first for name in path.split("/"))  # no staging left
 
 
-def test_default_digits_build_is_quick_and_counts_match_the_files(tmp_path):
-    start = time.perf_counter()
-    summary = build_demo("digits", tmp_path / "digits")
-    assert time.perf_counter() - start < 5.0
+def test_default_digits_build_counts_match_the_files(tmp_path):
+    summary = build_demo("digits", tmp_path / "digits")  # no timed assertion: CI machines are shared
     assert summary["classes"] == [str(d) for d in range(10)]
     assert summary["counts"]["train"] == {str(d): 40 for d in range(10)}
     assert summary["counts"]["val"] == {str(d): 15 for d in range(10)}
