@@ -3,6 +3,7 @@ budget, then the ImageNet model in eager PyTorch vs ONNX Runtime FP32 vs INT8 (h
 
     python benchmarks/keypoints.py --quick   # ~3 min: 40 train / 15 val images (~80 / ~30 objects), 30 s per model
     python benchmarks/keypoints.py           # full: 180 train / 50 val images (>= 300 training objects), 240 s per model
+    python benchmarks/keypoints.py --seconds 120   # the same set, 120 s per model
 
 Data: the offline `figures` demo (stick figures with 14 named joints on scikit-image textures, 1-3 per 160 px image,
 occluders give v=1, figures leaving the frame v=0). Crops are 96 x 128 (w x h), heatmaps at stride 4, AdamW 1e-3,
@@ -70,9 +71,12 @@ def train_for(key: str, overrides: list[str], root: Path, budget_s: float, objec
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller set, shorter budget")
+    parser.add_argument("--seconds", type=float, help="training budget per model (default: the mode's)")
     args = parser.parse_args()
     mode_name = "quick" if args.quick else "full"
-    mode = MODES[mode_name]
+    mode = dict(MODES[mode_name])
+    if args.seconds:
+        mode["budget_s"] = args.seconds
     before = cpu_snapshot()
     result: dict = {"mode": mode_name, **mode, "crop": [WIDTH, HEIGHT], "models": {}, "runtimes": {}}
     with tempfile.TemporaryDirectory(prefix="tkit-bench-kp-") as tmp:
