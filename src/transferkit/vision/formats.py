@@ -371,19 +371,24 @@ def _read_lines(path: Path, problems: DataProblems) -> list[tuple[int, str]] | N
     return [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
-def load_coco_json(path: Path) -> dict:
-    """A COCO JSON file checked for its images / annotations / categories lists; DataError naming the file."""
+def load_coco_json(path: Path, kind: str = "detection", example: str = "instances_*.json",
+                   not_results: str = "a results list of detections is not accepted here") -> dict:
+    """A COCO JSON file checked for its images / annotations / categories lists; DataError naming the file.
+
+    `kind`, `example` and `not_results` word the messages for the file a task reads (detection, keypoints)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
-        raise DataError(f"COCO annotation file {path} does not exist: pass the instances_*.json file") from None
+        raise DataError(f"COCO {'annotation' if kind == 'detection' else kind} file {path} does not exist: pass the "
+                        f"{example} file") from None
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
+        raise DataError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}); fix the file") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"COCO annotation file {path} cannot be read ({first_line(e)})") from None
+        raise DataError(f"COCO {'annotation' if kind == 'detection' else kind} file {path} cannot be read "
+                        f"({first_line(e)})") from None
     if not (isinstance(data, dict) and all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories"))):
-        raise DataError(f"{path}: a COCO detection file is an object with lists 'images', 'annotations' and "
-                        "'categories' (a results list of detections is not accepted here)")
+        raise DataError(f"{path}: a COCO {kind} file is an object with lists 'images', 'annotations' and "
+                        f"'categories' ({not_results})")
     for key, needed in (("images", ("id", "file_name")), ("annotations", ()), ("categories", ("id", "name"))):
         for i, entry in enumerate(data[key]):
             if not isinstance(entry, dict) or any(k not in entry for k in needed):

@@ -13,7 +13,6 @@ not on disk (when `images_dir` is given). A mistake that spoils the whole file r
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -26,6 +25,7 @@ import numpy as np
 from ...data.names import class_name_problem
 from ...errors import DataError, SpecError, first_line
 from ...io import atomic_write_json
+from ...vision.formats import load_coco_json
 
 # COCO's per-joint OKS sigmas for its 17 person keypoints (cocodataset.org keypoint evaluation).
 COCO_PERSON_SIGMAS = {
@@ -126,18 +126,8 @@ def read_coco_keypoints(labels: Path, images_dir: Path | None = None, *,
 
 
 def _load(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except FileNotFoundError:
-        raise DataError(f"COCO keypoints file {path} does not exist: pass the person_keypoints_*.json file") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}); fix the file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"COCO keypoints file {path} cannot be read ({first_line(e)})") from None
-    if not (isinstance(data, dict) and all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories"))):
-        raise DataError(f"{path}: a COCO keypoints file is an object with lists 'images', 'annotations' and "
-                        "'categories' (a results list is read with evaluation.predictions)")
-    return data
+    return load_coco_json(path, "keypoints", "person_keypoints_*.json",
+                          "a results list is read with evaluation.predictions")
 
 
 def _pick_category(categories: list, path: Path, wanted: str | None) -> dict:
