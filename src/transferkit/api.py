@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 
 import json
 import logging
@@ -236,6 +237,10 @@ def load_predictor(task, model: str | Path | None, device: str = "cpu") -> Predi
         named = task.named_model(str(model), device)
         if named is not None:
             return named
+        close = difflib.get_close_matches(str(model), task.model_names(), n=1, cutoff=0.6)
+        if close:
+            raise ModelError(f"-m {model}: no such file, nor a {task.name} model of the zoo; did you mean "
+                             f"-m {close[0]}? (or pass a best.ckpt, pruned.ckpt or exported .onnx)")
     if path.suffix.lower() == ".onnx":
         onnx_model, meta = read_onnx_meta(path, f"tkit {task.name} export")
         if meta.task != task.name:

@@ -9,6 +9,7 @@ MAX_SPEC_INT unless a key has a tighter bound.
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 import reprlib
@@ -18,7 +19,8 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import annotated_types
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model,
+                      field_validator)
 from pydantic_core import PydanticCustomError
 
 from .errors import SpecError
@@ -190,6 +192,26 @@ class ExportConfig(SpecModel):
         1e-3, gt=0, description="max |PyTorch - ONNX Runtime| output difference accepted"
     )
     engine: bool = Field(False, description="also build a TensorRT engine (needs tensorrt and a GPU)")
+
+
+def with_defaults(base: type[SpecModel], name: str, module: str, doc: str, descriptions: dict[str, str] | None = None,
+                  **defaults: Any) -> type[SpecModel]:
+    """A subclass `name` (of module `module`) of `base` whose keys `defaults` names default otherwise, and whose
+    keys `descriptions` names read otherwise; each key keeps its type and bounds (one place: the base), and a
+    partial section in a spec file still gets these defaults, not the base's."""
+    fields = {}
+    descriptions = descriptions or {}
+    for key in {**defaults, **descriptions}:
+        info = copy.deepcopy(base.model_fields[key])
+        value = defaults.get(key, info.default)
+        info.default = value
+        info._attributes_set = {**info._attributes_set, "default": value}  # what pydantic copies from a FieldInfo
+        text = descriptions.get(key)
+        if text is not None:
+            info.description = text
+            info._attributes_set["description"] = text
+        fields[key] = (base.model_fields[key].annotation, info)
+    return create_model(name, __base__=base, __doc__=doc, __module__=module, **fields)
 
 
 # ---------------------------------------------------------------------------------------------

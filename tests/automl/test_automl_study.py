@@ -133,6 +133,22 @@ def test_max_minutes_stops_the_study_from_starting_trials(digits, tmp_path):
     assert "automl.max_minutes=1e-05 reached: no more trials" in (results / "log.txt").read_text()
 
 
+def test_the_default_search_space_is_centred_on_the_users_own_spec(digits, tmp_path):
+    results = tmp_path / "centred"
+    assert tkit("classification", "automl", "-r", results, *data_args(digits), *TINY, "train.learning_rate=0.02",
+                "train.batch_size=12", "automl.max_minutes=0.00001") == 0
+    space = yaml.safe_load((results / "spec.yaml").read_text())["automl"]["search_space"]
+    assert space["train.learning_rate"] == {"float": [0.002, 0.06], "log": True}
+    assert space["train.batch_size"] == {"choice": [6, 12]}
+    default = get_task("classification").default_search_space()
+    assert default["train.learning_rate"] != space["train.learning_rate"]  # not the default spec's
+    # a space the user names is searched as given
+    named = tmp_path / "named"
+    assert tkit("classification", "automl", "-r", named, *data_args(digits), *TINY, "train.batch_size=12", LR_SPACE,
+                "automl.max_minutes=0.00001") == 0
+    assert "train.batch_size" not in yaml.safe_load((named / "spec.yaml").read_text())["automl"]["search_space"]
+
+
 def test_trial_folders_of_another_study_are_not_overwritten(digits, tmp_path, capsys):
     results = tmp_path / "other"
     (results / "trial_0000").mkdir(parents=True)

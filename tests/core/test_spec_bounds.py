@@ -285,7 +285,7 @@ def build_text_classification(spec, picture: Path) -> None:
     from transferkit.tasks.text_classification import thresholds_for
     from transferkit.tasks.text_classification.data import TextClassificationData
     from transferkit.tasks.text_classification.module import TextClassificationModule
-    from transferkit.text.data import LengthBuckets
+    from transferkit.data.buckets import LengthBuckets
     from transferkit.text.task import text_inputs
     from transferkit.text.tokenizer import TextTokenizer
     from transferkit.zoo import resolve_model_folder

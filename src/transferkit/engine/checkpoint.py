@@ -81,6 +81,20 @@ class LoadReport:
             "unused": self.unused,
         }
 
+    @classmethod
+    def backbone_only(cls, net: nn.Module, new_part: str) -> "LoadReport | None":
+        """What happened when `net.backbone` loaded its own pretrained weights (a zoo backbone's `pretrained_info`)
+        and every other tensor of `net` is new (`new_part` says what, e.g. "new detection head"); None when the
+        backbone loaded nothing."""
+        info = getattr(net.backbone, "pretrained_info", None)
+        if info is None:
+            return None
+        report = cls(source=str(info.source))
+        report.loaded = [f"backbone.{k}" for k in net.backbone.state_dict()]
+        report.reinitialised = {k: new_part for k in net.state_dict()
+                                if not k.startswith("backbone.") and not k.endswith("num_batches_tracked")}
+        return report
+
     def summary(self) -> str:
         c = self.as_dict()["counts"]
         text = (f"weights from {self.source}: {c['loaded']} tensors loaded, {c['partially_loaded']} partially, "

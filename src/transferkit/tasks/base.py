@@ -110,13 +110,14 @@ class Task:
         return (f"transferkit {self.name} spec. Every key is optional; values shown are the defaults.\n"
                 f"Override any key on the command line: tkit {self.name} train -e spec.yaml -r runs/x train.epochs=3")
 
-    def default_search_space(self) -> dict[str, dict]:
+    def default_search_space(self, spec=None) -> dict[str, dict]:
         """What `tkit <task> automl` searches when the spec names no keys: `automl_search_space`, else the learning
-        rate around the spec's default, weight decay, the backbone's learning-rate scale, batch size, and dropout /
-        colour jitter where the spec has them (TAO's AutoML keys)."""
+        rate around the spec's own (`spec`, default: the task's default spec), weight decay, the backbone's
+        learning-rate scale, the spec's batch size and half of it, and dropout / colour jitter where the spec has
+        them (TAO's AutoML keys)."""
         if self.automl_search_space is not None:
             return {k: dict(v) for k, v in self.automl_search_space.items()}
-        spec = self.spec_class()
+        spec = self.spec_class() if spec is None else spec
         train = getattr(spec, "train", None)
         space: dict[str, dict] = {}
         if train is None:
@@ -165,6 +166,10 @@ class Task:
         """A Predictor for `-m NAME` when NAME is not a file but a model the task can run as it is (speech_to_text:
         a zoo model, zero-shot); None: the task has no such models and NAME is read as a path."""
         return None
+
+    def model_names(self) -> list[str]:
+        """The names named_model runs (for "did you mean" when `-m` names neither a file nor one of them)."""
+        return []
 
     def example_inputs(self, meta: ModelMeta, batch: int = 1) -> tuple[torch.Tensor, ...]:
         """Inputs of the right names, dtypes and shapes for latency, prune tracing and export probes."""

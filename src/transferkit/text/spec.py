@@ -2,12 +2,11 @@
 keys, INT8 export defaults, and TextSpec, the order of sections in every text task's spec."""
 from __future__ import annotations
 
-import copy
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, create_model
+from pydantic import Field
 
-from ..spec import ExportConfig, SpecModel, TrainConfig
+from ..spec import ExportConfig, SpecModel, TrainConfig, with_defaults
 from .prune import TextPruneConfig
 
 DEFAULT_BACKBONE = "minilm-l6"
@@ -15,25 +14,6 @@ DEFAULT_BACKBONE = "minilm-l6"
 # data.length_bucketing of every text task (TextData's `bucketing`)
 LengthBucketing = Annotated[bool, Field(description="draw each training batch from sentences of similar length "
                                                     "(less padding, faster)")]
-
-
-def with_defaults(base: type[SpecModel], name: str, doc: str, descriptions: dict[str, str] | None = None,
-                  **defaults: Any) -> type[SpecModel]:
-    """A subclass of `base` whose keys `defaults` names default otherwise; each key keeps its type and bounds (one
-    place: the base), and a partial section in a spec file still gets these defaults, not the base's."""
-    fields = {}
-    descriptions = descriptions or {}
-    for key in {**defaults, **descriptions}:
-        info = copy.deepcopy(base.model_fields[key])
-        value = defaults.get(key, info.default)
-        info.default = value
-        info._attributes_set = {**info._attributes_set, "default": value}  # what pydantic copies from a FieldInfo
-        text = descriptions.get(key)
-        if text is not None:
-            info.description = text
-            info._attributes_set["description"] = text
-        fields[key] = (base.model_fields[key].annotation, info)
-    return create_model(name, __base__=base, __doc__=doc, __module__=__name__, **fields)
 
 
 class TextModelConfig(SpecModel):
@@ -58,7 +38,7 @@ class TextModelConfig(SpecModel):
 
 
 TextTrainConfig = with_defaults(
-    TrainConfig, "TextTrainConfig",
+    TrainConfig, "TextTrainConfig", __name__,
     "Training defaults that fine-tune a pretrained encoder on a few hundred sentences: AdamW, a linear schedule "
     "with 10% warm-up, the encoder at a tenth of the head's learning rate.",
     descriptions={
@@ -78,7 +58,7 @@ TextTrainConfig = with_defaults(
 )
 
 TextExportConfig = with_defaults(
-    ExportConfig, "TextExportConfig",
+    ExportConfig, "TextExportConfig", __name__,
     "Export defaults of a text model: INT8 means dynamic quantisation (int8 weights, no calibration).",
     descriptions={"int8": "also write an INT8 model (how: int8_target)",
                   "calibration_images": "training sentences used for INT8 calibration (cpu / tensorrt targets only)"},

@@ -145,13 +145,7 @@ class DetectionTask(VisionTask):
         if isinstance(pretrained, str) and pretrained.endswith(".ckpt"):
             _, state = read_checkpoint(pretrained)  # any task's backbone transfers
             return transfer_weights(net, strip_prefix(state, "net."), pretrained)
-        info = getattr(net.backbone, "pretrained_info", None)
-        if info is None:
-            return None
-        report = LoadReport(source=str(info.source))
-        report.loaded = [f"backbone.{k}" for k in net.backbone.state_dict()]
-        report.reinitialised = {k: "new detection head" for k in net.state_dict() if not k.startswith("backbone.")}
-        return report
+        return LoadReport.backbone_only(net, "new detection head")
 
     def build_net(self, meta: ModelMeta) -> nn.Module:
         net = self.network(meta, False)

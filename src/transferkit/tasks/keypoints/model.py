@@ -72,17 +72,11 @@ def build_pose_net(backbone: str, num_keypoints: int, deconv_channels: Sequence[
         raise ModelError(f"model.pretrained: checkpoint {ckpt} does not exist")
     body = build_backbone(backbone, pretrained=False if ckpt is not None else pretrained)
     net = PoseNet(body, num_keypoints, deconv_channels)
-    report = None
     if ckpt is not None:
         _, state = read_checkpoint(ckpt)
         report = transfer_weights(net, strip_prefix(state, "net."), str(ckpt))
     else:
-        info = getattr(net.backbone, "pretrained_info", None)
-        if info is not None:
-            report = LoadReport(source=str(info.source))
-            report.loaded = [f"backbone.{k}" for k in net.backbone.state_dict()]
-            report.reinitialised = {k: "new keypoint head" for k in net.state_dict()
-                                    if not k.startswith("backbone.") and not k.endswith("num_batches_tracked")}
+        report = LoadReport.backbone_only(net, "new keypoint head")
     net.backbone.freeze(list(freeze_blocks), freeze_bn)
     return net, report
 

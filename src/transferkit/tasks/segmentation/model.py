@@ -223,7 +223,6 @@ def build_segmenter(
         body = build_backbone(backbone, pretrained=False if ckpt is not None else pretrained)
         net = UNet(body, num_classes, decoder_channels, upsampling)
 
-    report = None
     if ckpt is not None:
         meta, state = read_checkpoint(ckpt)  # any task's tensors transfer by name
         row_maps = None
@@ -231,14 +230,8 @@ def build_segmenter(
             rows = class_row_map(list(meta.classes), list(classes))
             row_maps = {"head.weight": rows, "head.bias": rows}
         report = transfer_weights(net, strip_prefix(state, "net."), str(ckpt), row_maps)
-    else:
-        info = getattr(net.backbone, "pretrained_info", None)
-        if info is not None:
-            # The backbone loaded its weights itself; every decoder tensor is new.
-            report = LoadReport(source=str(info.source))
-            report.loaded = [f"backbone.{k}" for k in net.backbone.state_dict()]
-            report.reinitialised = {k: "new segmentation decoder" for k in net.state_dict()
-                                    if not k.startswith("backbone.") and not k.endswith("num_batches_tracked")}
+    else:  # the backbone loaded its weights itself; every decoder tensor is new
+        report = LoadReport.backbone_only(net, "new segmentation decoder")
     net.backbone.freeze(list(freeze_blocks), freeze_bn)
     return net, report
 

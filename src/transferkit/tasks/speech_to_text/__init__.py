@@ -340,6 +340,11 @@ class SpeechToTextTask(Task):
 
         return Predictor(meta, run, "pytorch", folder.path / "model.bin", net=net)
 
+    def model_names(self) -> list[str]:
+        from ...zoo import list_models
+
+        return [e.name for e in list_models() if e.modality == "audio"]
+
     def example_inputs(self, meta: ModelMeta, batch: int = 1) -> tuple[torch.Tensor, ...]:
         return meta.example_inputs(batch, sizes={"frames": 300, "tokens": 8})
 

@@ -16,14 +16,12 @@ from ...audio.io import load_audio
 from ...audio.manifest import Utterance, read_manifest
 from ...audio.text import TextNorm
 from ...audio.whisper import EOT, WhisperText
+from ...data.buckets import bucketed_loader
 from ...data.items import skipped_entry
 from ...data.module import TaskData
 from ...data.resumable import ResumableLoader
 from ...errors import DataError, SpecError
 from ...spec import require_path
-# Duration buckets reuse the text layer's length buckets (a generic order of similar-length items); they belong in
-# the core's data/ and should move there.
-from ...text.data import LengthBuckets, LengthBucketSampler
 
 log = logging.getLogger("transferkit")
 
@@ -247,10 +245,7 @@ class SpeechData(TaskData):
         if not self.bucketing or self.kind == "whisper":  # whisper reads 30 s windows: nothing to bucket
             return ResumableLoader(dataset, batch_size, **settings)
         lengths = [int(round(it.utt.duration * 100)) for it in items]
-        if LengthBucketSampler._world()[0] > 1:
-            return DataLoader(dataset, batch_size=batch_size, sampler=LengthBucketSampler(lengths, batch_size,
-                                                                                          self.seed), **settings)
-        return ResumableLoader(dataset, batch_size, sampler=LengthBuckets(lengths, batch_size), **settings)
+        return bucketed_loader(dataset, lengths, batch_size, self.seed, **settings)
 
 
 def eval_order(items: Sequence[Item]) -> list[Item]:

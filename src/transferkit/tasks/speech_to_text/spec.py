@@ -1,30 +1,14 @@
 """The speech_to_text spec: every key `tkit speech_to_text default_spec` prints."""
 from __future__ import annotations
 
-import copy
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, create_model, model_validator
+from pydantic import Field, model_validator
 
-from ...spec import ExportConfig, MinMax, SpecModel, TrainConfig
+from ...spec import ExportConfig, MinMax, SpecModel, TrainConfig, with_defaults
 
 WHISPER = "whisper_tiny_en"
 WHISPER_LEARNING_RATE = 1e-4
-
-
-def _defaults(base: type[SpecModel], name: str, doc: str, descriptions: dict[str, str], **defaults: Any
-              ) -> type[SpecModel]:
-    """`base` with other defaults (and descriptions) for some keys; each key keeps its type and bounds."""
-    fields = {}
-    for key in {**defaults, **descriptions}:
-        info = copy.deepcopy(base.model_fields[key])
-        info.default = defaults.get(key, info.default)
-        info._attributes_set = {**info._attributes_set, "default": info.default}
-        if key in descriptions:
-            info.description = descriptions[key]
-            info._attributes_set["description"] = descriptions[key]
-        fields[key] = (base.model_fields[key].annotation, info)
-    return create_model(name, __base__=base, __doc__=doc, __module__=__name__, **fields)
 
 
 class TextNormConfig(SpecModel):
@@ -100,8 +84,8 @@ class ASRModelConfig(SpecModel):
         return self
 
 
-ASRTrainConfig = _defaults(
-    TrainConfig, "ASRTrainConfig",
+ASRTrainConfig = with_defaults(
+    TrainConfig, "ASRTrainConfig", __name__,
     "Training defaults for fine-tuning on a few hundred utterances on a CPU: AdamW, linear decay after 10% warm-up, "
     "the pretrained encoder at a tenth of the learning rate, gradient clipping.",
     {"batch_size": "utterances per step on each device (accumulate_grad_batches multiplies it)",
@@ -114,8 +98,8 @@ ASRTrainConfig = _defaults(
     lr_scheduler="linear", warmup_fraction=0.1, grad_clip_norm=1.0, num_workers=0,
 )
 
-ASRExportConfig = _defaults(
-    ExportConfig, "ASRExportConfig",
+ASRExportConfig = with_defaults(
+    ExportConfig, "ASRExportConfig", __name__,
     "Export defaults of a speech model: INT8 means dynamic quantisation of the MatMuls (no calibration).",
     {"calibration_images": "utterances used for the parity probe"},
     int8_target="dynamic", calibration_images=4, parity_tolerance=1e-3,
