@@ -97,3 +97,31 @@ def write_results(name: str, result: dict) -> Path:
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(path)
     return path
+
+
+def epochs_of(run: Path) -> list[dict]:
+    """The per-epoch rows a training run's status.json holds."""
+    return [json.loads(line) for line in (run / "status.json").read_text().splitlines()]
+
+
+def train_for_budget(task: str, spec: Path | None, key: str, overrides: list[str], root: Path, budget_s: float,
+                     items: int, item_word: str, metric: str, probe_epochs: int = 1) -> dict:
+    """Train `task` for about `budget_s` seconds: a probe run of `probe_epochs` gives the epoch time, the real run
+    gets the epochs that fit (train.max_minutes = 1.25 x the budget as a safety net). Returns epochs, wall time,
+    training `item_word`/s (items x epochs / fit wall time, validation included) and val `metric` per epoch."""
+    from transferkit import api
+
+    probe = root / f"{key}_probe"
+    api.train(task, spec, probe, overrides + [f"train.epochs={probe_epochs}"], overwrite=True)
+    epoch_s = epochs_of(probe)[-1]["epoch_time_s"]
+    epochs = max(1, int(budget_s // epoch_s))
+    print(f"   {key}: {epoch_s:.1f} s per epoch -> {epochs} epochs in {budget_s:.0f} s", flush=True)
+    run = root / key
+    started = time.perf_counter()
+    api.train(task, spec, run, overrides + [f"train.epochs={epochs}", f"train.max_minutes={budget_s * 1.25 / 60:.3f}"],
+              overwrite=True)
+    fit_s = time.perf_counter() - started
+    done = epochs_of(run)
+    return {"epochs": len(done), "fit_wall_s": round(fit_s, 1), "probe_epoch_s": epoch_s,
+            f"train_{item_word}_per_s": round(items * len(done) / fit_s, 2),
+            f"val_{metric}_per_epoch": [r.get(f"val/{metric}") for r in done]}

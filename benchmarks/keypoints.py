@@ -19,10 +19,9 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-from common import busy_note, cpu_snapshot, others_cpu_share, time_calls, write_results  # noqa: E402
+from common import busy_note, cpu_snapshot, others_cpu_share, time_calls, train_for_budget, write_results  # noqa: E402,E501
 
 import torch  # noqa: E402
 
@@ -47,27 +46,6 @@ def data_overrides(data: Path) -> list[str]:
             for split in ("train", "val") for kind in ("images", "labels")]
 
 
-def epochs_of(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "status.json").read_text().splitlines()]
-
-
-def train_for(key: str, overrides: list[str], root: Path, budget_s: float, objects: int) -> dict:
-    probe = root / f"{key}_probe"
-    api.train("keypoints", None, probe, overrides + ["train.epochs=1"], overwrite=True)
-    epoch_s = epochs_of(probe)[-1]["epoch_time_s"]
-    epochs = max(1, int(budget_s // epoch_s))
-    print(f"   {key}: {epoch_s:.1f} s per epoch -> {epochs} epochs in {budget_s:.0f} s", flush=True)
-    run = root / key
-    started = time.perf_counter()
-    api.train("keypoints", None, run, overrides + [f"train.epochs={epochs}",
-                                                  f"train.max_minutes={budget_s * 1.25 / 60:.3f}"], overwrite=True)
-    fit_s = time.perf_counter() - started
-    done = epochs_of(run)
-    return {"epochs": len(done), "fit_wall_s": round(fit_s, 1), "probe_epoch_s": epoch_s,
-            "train_objects_per_s": round(objects * len(done) / fit_s, 2),
-            "val_AP_per_epoch": [r.get("val/AP") for r in done]}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller set, shorter budget")
@@ -88,7 +66,8 @@ def main() -> None:
         overrides = COMMON + data_overrides(root / "data")
         for key, label, extra in MODELS:
             print(f"training {label} for {mode['budget_s']} s", flush=True)
-            row = train_for(key, overrides + extra, root, mode["budget_s"], objects["train"])
+            row = train_for_budget("keypoints", None, key, overrides + extra, root, mode["budget_s"], objects["train"],
+                                   "objects", "AP")
             metrics = api.evaluate("keypoints", None, root / f"{key}_eval", overrides + extra,
                                    model=root / key / "best.ckpt")
             row.update(label=label, AP=metrics["AP"], AP50=metrics["AP50"], PCK=metrics["PCK"])

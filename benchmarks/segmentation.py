@@ -21,10 +21,9 @@ import json
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-from common import busy_note, cpu_snapshot, others_cpu_share, time_calls, write_results  # noqa: E402
+from common import busy_note, cpu_snapshot, others_cpu_share, time_calls, train_for_budget, write_results  # noqa: E402,E501
 
 import torch  # noqa: E402
 
@@ -46,27 +45,6 @@ MODELS = [("imagenet", "MobileNetV2 UNet, ImageNet encoder", ["model.backbone=mo
 
 def data_overrides(data: Path) -> list[str]:
     return [f"data.{split}_{kind}={data / split / kind}" for split in ("train", "val") for kind in ("images", "masks")]
-
-
-def epochs_of(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "status.json").read_text().splitlines()]
-
-
-def train_for(key: str, overrides: list[str], root: Path, budget_s: float, num_train: int) -> dict:
-    probe = root / f"{key}_probe"
-    api.train("segmentation", SPEC, probe, overrides + ["train.epochs=2"], overwrite=True)
-    epoch_s = epochs_of(probe)[-1]["epoch_time_s"]
-    epochs = max(1, int(budget_s // epoch_s))
-    print(f"   {key}: {epoch_s:.1f} s per epoch -> {epochs} epochs in {budget_s:.0f} s", flush=True)
-    run = root / key
-    started = time.perf_counter()
-    api.train("segmentation", SPEC, run, overrides + [f"train.epochs={epochs}",
-                                                     f"train.max_minutes={budget_s * 1.25 / 60:.3f}"], overwrite=True)
-    fit_s = time.perf_counter() - started
-    done = epochs_of(run)
-    return {"epochs": len(done), "fit_wall_s": round(fit_s, 1), "probe_epoch_s": epoch_s,
-            "train_images_per_s": round(num_train * len(done) / fit_s, 2),
-            "val_mIoU_per_epoch": [r.get("val/mIoU") for r in done]}
 
 
 def byom_models() -> list[tuple[str, str, list[str]]]:
@@ -103,7 +81,8 @@ def main() -> None:
             models += byom_models()
         for key, label, extra in models:
             print(f"training {label} for {mode['budget_s']} s", flush=True)
-            row = train_for(key, overrides + extra, root, mode["budget_s"], mode["num_train"])
+            row = train_for_budget("segmentation", SPEC, key, overrides + extra, root, mode["budget_s"],
+                                   mode["num_train"], "images", "mIoU", probe_epochs=2)
             metrics = api.evaluate("segmentation", SPEC, root / f"{key}_eval", overrides + extra,
                                    model=root / key / "best.ckpt")
             row.update(label=label, mIoU=metrics["mIoU"], pixel_accuracy=metrics["pixel_accuracy"])
