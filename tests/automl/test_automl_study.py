@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from automl_helpers import LR_SPACE, TINY, data_args, read_trials, tkit
-from transferkit.automl.config import check_search_space, spec_schema
+from transferkit.automl.config import check_search_space, spec_baseline, spec_schema
 from transferkit.errors import SpecError
 from transferkit.tasks import get_task, task_names
 
@@ -147,6 +147,28 @@ def test_the_default_search_space_is_centred_on_the_users_own_spec(digits, tmp_p
     assert tkit("classification", "automl", "-r", named, *data_args(digits), *TINY, "train.batch_size=12", LR_SPACE,
                 "automl.max_minutes=0.00001") == 0
     assert "train.batch_size" not in yaml.safe_load((named / "spec.yaml").read_text())["automl"]["search_space"]
+
+
+def test_the_specs_own_values_run_as_a_trial_so_the_best_is_never_below_them(digits, tmp_path):
+    results = tmp_path / "baseline"
+    assert tkit("classification", "automl", "-r", results, *data_args(digits), *TINY, "train.learning_rate=0.02",
+                LR_SPACE, "automl.max_trials=2", "automl.algorithm=random") == 0
+    first, second = (float(r["train.learning_rate"]) for r in read_trials(results))
+    assert first == pytest.approx(0.02) and second != pytest.approx(0.02)
+    off = tmp_path / "no_baseline"
+    assert tkit("classification", "automl", "-r", off, *data_args(digits), *TINY, "train.learning_rate=0.02",
+                LR_SPACE, "automl.max_trials=1", "automl.algorithm=random", "automl.baseline=false") == 0
+    assert float(read_trials(off)[0]["train.learning_rate"]) != pytest.approx(0.02)
+
+
+def test_the_baseline_takes_only_the_spec_values_inside_the_search_space():
+    schema = spec_schema(get_task("classification"))
+    spec = schema.model_validate({"train": {"learning_rate": 0.5, "batch_size": 12}})
+    space = {"train.learning_rate": {"float": [0.001, 0.05], "log": True}, "train.batch_size": {"choice": [6, 12]},
+             "model.dropout": {"float": [0.0, 0.5]}, "train.epochs": {"int": [20, 30]},
+             "data.augmentation.random_resized_crop_scale": {"choice": [[0.3, 1.0], [0.5, 1.0]]}}
+    assert spec_baseline(spec, space) == {"train.batch_size": 12, "model.dropout": 0.2,
+                                          "data.augmentation.random_resized_crop_scale": [0.5, 1.0]}
 
 
 def test_trial_folders_of_another_study_are_not_overwritten(digits, tmp_path, capsys):

@@ -94,6 +94,9 @@ class AutoMLConfig(SpecModel):
     enqueue: list[dict[str, Any]] = Field(
         default_factory=list, description="trials to run first, e.g. [{train.learning_rate: 0.01}] (keys of "
                                           "search_space; the others are sampled)")
+    baseline: bool = Field(
+        True, description="also run the spec's own values of the searched keys as a trial (after the enqueued "
+                          "ones), so the best trial is never one the spec as given would beat")
 
 
 def _automl_field(task) -> tuple[type, Any]:
@@ -190,3 +193,29 @@ def check_search_space(schema: type[BaseModel], data: dict, space: dict[str, dic
             reason = str(e).removeprefix("spec: ")
             raise SpecError(f"{where}: the value {value!r} is refused by the spec ({reason}); keep the range "
                             "within the key's bounds") from None
+
+
+_MISSING = object()
+
+
+def spec_baseline(spec: BaseModel, space: dict[str, dict]) -> dict[str, Any]:
+    """The validated spec's own value of every search-space key that lies inside its dimension (a choice it
+    lists, a number within [lo, hi]); keys outside are left to the sampler."""
+    values: dict[str, Any] = {}
+    for key, dim in space.items():
+        node: Any = spec
+        for part in key.split("."):
+            node = node.get(part, _MISSING) if isinstance(node, dict) else getattr(node, part, _MISSING)
+            if node is _MISSING:
+                break
+        if node is _MISSING:
+            continue
+        value = list(node) if isinstance(node, tuple) else node
+        if "choice" in dim:
+            if value in list(dim["choice"]):
+                values[key] = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            lo, hi = dim["float" if "float" in dim else "int"]
+            if lo <= value <= hi and ("float" in dim or float(value).is_integer()):
+                values[key] = value
+    return values

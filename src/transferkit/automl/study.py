@@ -35,7 +35,7 @@ from ..engine.run import RunFolder, pid_alive
 from ..errors import SpecError, Terminated, TrainingInterrupted, TransferkitError, first_line
 from ..io import atomic_write_text
 from ..spec import apply_overrides, load_yaml, to_yaml, validate
-from .config import check_search_space, spec_schema
+from .config import check_search_space, spec_baseline, spec_schema
 
 log = logging.getLogger("transferkit")
 
@@ -538,7 +538,8 @@ def run_study(task_name: str, spec_path, results, overrides: list[str], *, log_f
         if cfg.max_minutes:  # this command's time: a resumed study gets max_minutes more
             ctx.deadline = ctx.started + cfg.max_minutes * 60
         recover_local_trials(study)
-        for values in cfg.enqueue:
+        baseline = spec_baseline(spec, cfg.search_space) if cfg.baseline else {}
+        for values in [*cfg.enqueue, *([baseline] if baseline else [])]:
             study.enqueue_trial({k: to_param(cfg.search_space.get(k), v) for k, v in values.items()}, skip_if_exists=True)
         log.info("automl: study '%s' in %s, %s %s of %s, %d trial(s) so far, max_trials=%d", study.study_name,
                  shown_url(url), cfg.algorithm, direction, metric, len(existing), cfg.max_trials)
