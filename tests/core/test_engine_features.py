@@ -141,6 +141,18 @@ def test_linear_schedule_with_warmup_fraction_peaks_then_decays_to_zero(digits, 
     assert lines[1]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_a_fractional_warm_up_under_a_time_budget_is_warned_about(digits, tmp_path, monkeypatch):
+    # max_minutes may end the run long before the planned epochs: a warm-up that is a fraction of all of them
+    # could then keep the learning rate near zero for the whole run.
+    train(digits, tmp_path / "r", monkeypatch, "train.limit_train_batches=2", "train.warmup_fraction=0.5",
+          "train.max_minutes=30")
+    log_text = " ".join((tmp_path / "r" / "log.txt").read_text().split())
+    assert "never reaches its peak" in log_text and "train.warmup_epochs=1" in log_text
+    train(digits, tmp_path / "e", monkeypatch, "train.limit_train_batches=2", "train.warmup_epochs=1",
+          "train.max_minutes=30")
+    assert "never reaches its peak" not in (tmp_path / "e" / "log.txt").read_text()
+
+
 # -- backbone learning rate -----------------------------------------------------------------------
 
 def test_backbone_and_head_learn_at_their_own_rates(digits, tmp_path, monkeypatch):

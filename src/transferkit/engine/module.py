@@ -152,6 +152,11 @@ class TaskModule(pl.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs))
         warmup = round(cfg.warmup_fraction * total) if cfg.warmup_fraction else cfg.warmup_epochs * steps_per_epoch
+        if cfg.warmup_fraction and cfg.max_minutes and self.global_rank == 0:
+            log.warning("train.warmup_fraction=%g warms up over %d steps, %g of all %d steps that train.epochs=%d "
+                        "plan; if train.max_minutes ends the run before, the learning rate never reaches its peak: "
+                        "warm up by epochs instead (train.warmup_fraction=0 train.warmup_epochs=1)",
+                        cfg.warmup_fraction, warmup, cfg.warmup_fraction, total, self.trainer.max_epochs)
 
         def factor(step: int) -> float:
             if warmup and step < warmup:
