@@ -5,6 +5,7 @@
     python benchmarks/train_throughput.py --rounds 5 --no-naive    # more rounds, without the slow NCHW loop
     python benchmarks/train_throughput.py --untuned     # also the real path with glibc malloc left alone
     python benchmarks/train_throughput.py --cache --bf16 --compile   # also data.cache=ram, bf16-mixed, both, compile
+    python benchmarks/train_throughput.py --device-aug  # also data.augment_on=device (augmentation batched on the device)
     python benchmarks/train_throughput.py --gpu         # ResNet-18, bf16 AMP, on a CUDA GPU
 
 Three ways of training the same network on the same image files, round after round, each run in a fresh
@@ -22,6 +23,8 @@ drifting load from other processes hits each one alike):
          the same per-step cosine schedule and loss, and the same validation pass at each epoch's end.
   naive  the hand loop in the default NCHW memory layout (what most tutorials write).
   real_cache (--cache)  the real path with data.cache=ram: every image decoded once, epochs augment from pixels.
+  real_device_aug (--device-aug)  the real path with data.augment_on=device: workers only decode to uint8
+                        squares, crop / flips / colour jitter / normalisation run batched on the training device.
   real_bf16 (--bf16)    the real path with train.precision=bf16-mixed (CPUs with avx512_bf16 or AMX);
                         with both flags also real_cache_bf16.
   real_compile (--compile)  the real path with train.compile=true (inductor); its compile time falls in the
@@ -142,7 +145,7 @@ def observe_real_epoch_ends() -> None:
 # What each variant of the real path adds to the same overrides.
 VARIANT_OVERRIDES = {"real_cache": ["data.cache=ram"], "real_bf16": ["train.precision=bf16-mixed"],
                      "real_cache_bf16": ["data.cache=ram", "train.precision=bf16-mixed"],
-                     "real_compile": ["train.compile=true"]}
+                     "real_compile": ["train.compile=true"], "real_device_aug": ["data.augment_on=device"]}
 
 
 def run_real(data: Path, out: Path, mode: dict, epochs: int, extra: list[str] = ()) -> dict:
@@ -289,6 +292,8 @@ def main() -> None:
     parser.add_argument("--untuned", action="store_true",
                         help="also run the real path with TKIT_MALLOC_TUNING=0 (what the allocator setting buys)")
     parser.add_argument("--cache", action="store_true", help="also the real path with data.cache=ram")
+    parser.add_argument("--device-aug", action="store_true",
+                        help="also the real path with data.augment_on=device (augmentation batched on the device)")
     parser.add_argument("--bf16", action="store_true", help="also the real path with train.precision=bf16-mixed")
     parser.add_argument("--compile", action="store_true", help="also the real path with train.compile=true")
     parser.add_argument("--name", default="train_throughput", help="results file name (benchmarks/results/NAME.json)")
@@ -315,7 +320,8 @@ def main() -> None:
           + (f", {torch.cuda.get_device_name(0)}" if mode["device"] == "cuda" else ""), flush=True)
     variants = ["real", "hand"] + ([] if args.no_naive else ["naive"]) + (["real_untuned"] if args.untuned else [])
     variants += (["real_cache"] if args.cache else []) + (["real_bf16"] if args.bf16 else []) + (
-        ["real_cache_bf16"] if args.cache and args.bf16 else []) + (["real_compile"] if args.compile else [])
+        ["real_cache_bf16"] if args.cache and args.bf16 else []) + (["real_compile"] if args.compile else []) + (
+        ["real_device_aug"] if args.device_aug else [])
     raw: dict[str, list[dict]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="tkit-bench-train-") as tmp:
         data = build_data(Path(tmp) / "data", mode)
@@ -354,7 +360,8 @@ def summarise(raw: dict[str, list[dict]], variants: list[str], mode: dict) -> di
               "naive": "hand loop, NCHW (naive)", "real_untuned": "tkit ... train, TKIT_MALLOC_TUNING=0",
               "real_cache": "tkit ... train, data.cache=ram", "real_bf16": "tkit ... train, bf16-mixed",
               "real_cache_bf16": "tkit ... train, data.cache=ram + bf16-mixed",
-              "real_compile": "tkit ... train, train.compile=true"}
+              "real_compile": "tkit ... train, train.compile=true",
+              "real_device_aug": "tkit ... train, data.augment_on=device"}
     print()
     print(f"| path | images/s (median of {len(ips['real'])}) | per round | CPU ms/image (main + workers) "
           f"| est. GFLOP/s | others' CPU share per run |")

@@ -384,7 +384,9 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (".*Checkpoint directory .* exists and is not empty.*", ".*isinstance\\(treespec, LeafSpec\\).*",
                     ".*was configured so 100% of the batches.*", ".*does not have many workers.*",
-                    ".*litlogger.*", ".*The number of training batches .* is smaller than the logging interval.*"):
+                    ".*litlogger.*", ".*The number of training batches .* is smaller than the logging interval.*",
+                    # a task's module moving its own batches (classification's data.augment_on=device) is by design
+                    ".*in `LightningModule` but have passed in a `LightningDataModule`.*"):
         warnings.filterwarnings("ignore", message=pattern)
 
 

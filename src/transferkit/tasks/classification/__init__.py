@@ -22,7 +22,7 @@ from ...vision.datasets import ImageDataset, collate_labelled
 from ...vision.images import collect_images, load_image, output_names
 from ...vision.task import VisionTask
 from ..base import Predictor
-from .data import ClassificationData, build_transforms
+from .data import ClassificationData, build_batch_augment, build_transforms
 from .metrics import classification_metrics
 from .model import ClassifierNet, build_classifier
 from .module import ClassificationModule
@@ -67,7 +67,9 @@ class ClassificationTask(VisionTask):
             report = None
         else:
             net, report = build_classifier(m.backbone, data.classes, m.pretrained, m.dropout, m.freeze_blocks, m.freeze_bn)
-        return ClassificationModule(net, meta, spec.train), report
+        # data.augment_on=device: the module augments the training batches once they are on the device.
+        augment = build_batch_augment(spec, data.mean, data.std) if spec.data.augment_on == "device" else None
+        return ClassificationModule(net, meta, spec.train, augment, spec.data.max_image_pixels), report
 
     def build_net(self, meta: ModelMeta) -> nn.Module:
         net, _ = build_classifier(meta.backbone, list(meta.classes), False, meta.arch.get("dropout", 0.0))

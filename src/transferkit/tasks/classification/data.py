@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
+import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2 as T
 
 from ...errors import DataError, SpecError
 from ...spec import require_path
+from ...vision.batch_augment import (BatchAugment, EncodedImageDataset, collate_encoded, is_jpeg, square_size,
+                                     square_transform)
 from ...vision.datasets import ImageDataset, VisionData, normalise
 from ...vision.folders import Samples, read_csv_list, read_image_folder
 from .spec import ClassificationSpec
@@ -49,6 +53,14 @@ def build_transforms(spec: ClassificationSpec, mean, std, train: bool) -> T.Comp
     return T.Compose([*ops, *tail])
 
 
+def build_batch_augment(spec: ClassificationSpec, mean, std) -> BatchAugment:
+    """The data.augmentation keys as the batched augmentation data.augment_on=device runs on the training device."""
+    aug = spec.data.augmentation
+    return BatchAugment(spec.data.image_size, mean, std, scale=tuple(aug.random_resized_crop_scale),
+                        horizontal_flip=aug.horizontal_flip, vertical_flip=aug.vertical_flip,
+                        color_jitter=aug.color_jitter, hue=aug.hue)
+
+
 class ClassificationData(VisionData):
     """(image path, class index) items from data.train_dir/_csv and data.val_dir/_csv, val held out of
     train by data.val_split when no val data is given; batches are (images, labels, skipped)."""
@@ -65,6 +77,14 @@ class ClassificationData(VisionData):
                          channels_last=spec.train.channels_last, spec_keys={"train": train_key, "val": val_key})
         self.spec = spec
         self.mean, self.std = mean, std
+        # data.augment_on=device: the train split's images reach the module as uint8 squares (augmented there).
+        # When the network trains on a CUDA GPU and nothing is cached, JPEG files go further: the workers hand
+        # over their bytes and the module decodes them on the GPU (see vision/batch_augment.py). The task may
+        # set `decode_on_device` itself (tests do, to run that path on the CPU).
+        self.augment_on_device = d.augment_on == "device"
+        self.decode_on_device = (self.augment_on_device and d.cache == "none" and spec.train.accelerator != "cpu"
+                                 and torch.cuda.is_available())
+        self.sends_encoded = False  # decided when the training loader is built
         wanted = classes or d.classes
         train = read_split(d.train_dir, d.train_csv, "data.train_dir", "data.train_csv", wanted)
         val = read_split(d.val_dir, d.val_csv, "data.val_dir", "data.val_csv", train.classes if train else wanted)
@@ -94,8 +114,24 @@ class ClassificationData(VisionData):
         return item[0]
 
     def make_dataset(self, items: list, train: bool) -> Dataset:
+        if train and self.augment_on_device:
+            size = self.spec.data.image_size
+            self.sends_encoded = self.decode_on_device and all(is_jpeg(path) for path, _ in items)
+            if self.sends_encoded:
+                log.info("data.augment_on=device: training JPEGs are decoded on the training device")
+                return EncodedImageDataset(items, size, self.max_pixels)
+            if self.decode_on_device:
+                log.info("data.augment_on=device: not every training image is a JPEG, so the DataLoader workers "
+                         "decode them (to %d px squares)", square_size(size))
+            return ImageDataset(items, square_transform(size), self.max_pixels, self.image_cache)
         return ImageDataset(items, build_transforms(self.spec, self.mean, self.std, train), self.max_pixels,
                             self.image_cache)
+
+    def collate_fn(self, train: bool) -> Callable[[list], tuple]:
+        # TaskData.loader builds the dataset first, so make_dataset has decided `sends_encoded` by now.
+        if train and self.sends_encoded:
+            return collate_encoded
+        return super().collate_fn(train)
 
     def after_scan(self, split: str) -> None:
         if split == "train":

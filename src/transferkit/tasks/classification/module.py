@@ -1,24 +1,69 @@
 """Classification training logic on top of the shared TaskModule."""
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
+import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from ...engine.meta import ModelMeta
 from ...engine.module import write_image
+from ...vision.batch_augment import BatchAugment, EncodedImages, decode_squares
 from ...vision.task import VisionModule
 from .spec import ClassificationTrainConfig
 from .viz import labelled_grid_image
 
 
 class ClassificationModule(VisionModule):
-    def __init__(self, net, meta: ModelMeta, train: ClassificationTrainConfig):
+    """Cross-entropy training of a classifier. With `augment` (data.augment_on=device) training batches arrive
+    as uint8 squares -- or as JPEG bytes, decoded here before they move -- and are augmented on the device."""
+
+    def __init__(self, net, meta: ModelMeta, train: ClassificationTrainConfig, augment: BatchAugment | None = None,
+                 max_pixels: int | None = None):
         super().__init__(net, meta, train)
+        self.augment = augment
+        self.max_pixels = max_pixels  # data.max_image_pixels, for a JPEG the device decoder hands back to PIL
+        self._augment_step, self._augment_micro = -1, 0
         n = len(meta.classes)
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.top_k = min(5, n)
         self.val_topk = MulticlassAccuracy(num_classes=n, top_k=self.top_k, average="micro")
         self._grid_logged = False
+
+    # -- data.augment_on=device ---------------------------------------------------------------------
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """JPEG bytes (EncodedImages) -> uint8 squares decoded on this module's device, before the move."""
+        if not (isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], EncodedImages)):
+            return batch
+        encoded, labels, bad = batch
+        size = self.augment.size if self.augment is not None else self.meta.image.height
+        images, kept, failed = decode_squares(encoded, size, self.device, self.max_pixels)
+        if len(kept) < len(labels):
+            labels = labels[torch.tensor(kept, dtype=torch.long)]
+        return images, labels, [*bad, *failed]
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """A training batch of uint8 squares -> augmented, normalised float images (validation batches pass)."""
+        if self.augment is None or not self.trainer.training or self.trainer.sanity_checking:
+            return batch
+        images, labels, bad = batch
+        if len(labels) == 0:
+            return batch
+        return self.prepare_images(self.augment(images, self.augment_generator())), labels, bad
+
+    def augment_generator(self) -> torch.Generator:
+        """A CPU generator seeded from train.seed, the rank, the optimizer step and the batch's place within that
+        step (gradient accumulation): a run resumed from a checkpoint draws the augmentations it would have."""
+        step = self.global_step
+        if step != self._augment_step:
+            self._augment_step, self._augment_micro = step, 0
+        else:
+            self._augment_micro += 1
+        key = f"{self.train_cfg.seed}/{self.global_rank}/{step}/{self._augment_micro}".encode()
+        seed = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+        return torch.Generator().manual_seed(seed)
 
     def training_step(self, batch, batch_idx):
         images, labels, bad = batch

@@ -1,7 +1,7 @@
 """The classification spec: every key `tkit classification default_spec` prints."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -34,6 +34,11 @@ class DataConfig(SpecModel):
     cache: CacheMode = cache_field()
     cache_dir: str | None = cache_dir_field()
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig, description="training augmentation")
+    augment_on: Literal["workers", "device"] = Field(
+        "workers", description="where training images are augmented: workers = decode and augment each image in the "
+        "DataLoader workers; device = workers only decode and resize to a fixed size (uint8), the random crop, flips, "
+        "colour jitter and normalisation run batched on the training device (the GPU when training there; the same "
+        "code on the CPU)")
 
 
 class ModelConfig(BackboneModelConfig):
