@@ -105,23 +105,29 @@ def epochs_of(run: Path) -> list[dict]:
 
 
 def train_for_budget(task: str, spec: Path | None, key: str, overrides: list[str], root: Path, budget_s: float,
-                     items: int, item_word: str, metric: str, probe_epochs: int = 1) -> dict:
-    """Train `task` for about `budget_s` seconds: a probe run of `probe_epochs` gives the epoch time, the real run
-    gets the epochs that fit (train.max_minutes = 1.25 x the budget as a safety net). Returns epochs, wall time,
-    training `item_word`/s (items x epochs / fit wall time, validation included) and val `metric` per epoch."""
+                     items: int = 0, item_word: str = "items", metric: str | None = None, probe_epochs: int = 1,
+                     log: Callable[[str], None] = lambda text: print(text, flush=True)) -> dict:
+    """Train `task` for about `budget_s` seconds: a probe run of `probe_epochs` gives the epoch time (its last
+    epoch's, after any warm-up), the real run gets the epochs that fit (train.max_minutes = 1.25 x the budget as a
+    safety net). Returns the epochs planned and run, wall time, each epoch's time, and with `items` the training
+    `item_word`/s (items x epochs / fit wall time, validation included), with `metric` val/`metric` per epoch."""
     from transferkit import api
 
     probe = root / f"{key}_probe"
     api.train(task, spec, probe, overrides + [f"train.epochs={probe_epochs}"], overwrite=True)
     epoch_s = epochs_of(probe)[-1]["epoch_time_s"]
     epochs = max(1, int(budget_s // epoch_s))
-    print(f"   {key}: {epoch_s:.1f} s per epoch -> {epochs} epochs in {budget_s:.0f} s", flush=True)
+    log(f"   {key}: {epoch_s:.1f} s per epoch -> {epochs} epochs in {budget_s:.0f} s")
     run = root / key
     started = time.perf_counter()
     api.train(task, spec, run, overrides + [f"train.epochs={epochs}", f"train.max_minutes={budget_s * 1.25 / 60:.3f}"],
               overwrite=True)
     fit_s = time.perf_counter() - started
     done = epochs_of(run)
-    return {"epochs": len(done), "fit_wall_s": round(fit_s, 1), "probe_epoch_s": epoch_s,
-            f"train_{item_word}_per_s": round(items * len(done) / fit_s, 2),
-            f"val_{metric}_per_epoch": [r.get(f"val/{metric}") for r in done]}
+    row = {"epochs": len(done), "epochs_planned": epochs, "fit_wall_s": round(fit_s, 1), "probe_epoch_s": epoch_s,
+           "train_epoch_s": [r["epoch_time_s"] for r in done]}
+    if items:
+        row[f"train_{item_word}_per_s"] = round(items * len(done) / fit_s, 2)
+    if metric:
+        row[f"val_{metric}_per_epoch"] = [r.get(f"val/{metric}") for r in done]
+    return row

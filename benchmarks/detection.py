@@ -26,7 +26,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from common import busy_note, cpu_snapshot, others_cpu_share, time_calls, write_results  # noqa: E402
+from common import busy_note, cpu_snapshot, others_cpu_share, time_calls, train_for_budget, write_results  # noqa: E402,E501
 
 import torch  # noqa: E402
 
@@ -53,26 +53,11 @@ def data_overrides(data: Path) -> list[str]:
     return [f"data.{split}_{kind}={data / split / kind}" for split in ("train", "val") for kind in ("images", "labels")]
 
 
-def epochs_of(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "status.json").read_text().splitlines()]
-
-
 def train_one(key: str, task: str, spec: Path, overrides: list[str], root: Path, budget_s: float, log) -> dict:
-    # Probe: the second of two epochs (with validation; the first also pays warm-up) gives the epoch time
-    # the budget is divided by.
-    probe = root / f"{key}_probe"
-    api.train(task, spec, probe, overrides + ["train.epochs=2"], overwrite=True)
-    epoch_s = epochs_of(probe)[-1]["epoch_time_s"]
-    epochs = max(1, int(budget_s // epoch_s))
-    log(f"   {key}: {epoch_s:.1f} s per epoch -> {epochs} epochs in {budget_s:.0f} s")
-    run = root / key
-    t0 = time.perf_counter()
-    api.train(task, spec, run, overrides + [f"train.epochs={epochs}", f"train.max_minutes={budget_s * 1.25 / 60:.3f}"],
-              overwrite=True)
-    fit_s = time.perf_counter() - t0
-    done = epochs_of(run)
-    return {"epochs_planned": epochs, "epochs_run": len(done), "probe_epoch_s": epoch_s,
-            "fit_wall_s": round(fit_s, 1), "train_epoch_s": [r["epoch_time_s"] for r in done]}
+    # The probe's second epoch (with validation; the first also pays warm-up) gives the epoch time.
+    row = train_for_budget(task, spec, key, overrides, root, budget_s, probe_epochs=2, log=log)
+    return {"epochs_planned": row["epochs_planned"], "epochs_run": row["epochs"], "probe_epoch_s": row["probe_epoch_s"],
+            "fit_wall_s": row["fit_wall_s"], "train_epoch_s": row["train_epoch_s"]}
 
 
 def score(task: str, spec: Path, overrides: list[str], root: Path, name: str, **kwargs) -> dict:
