@@ -87,7 +87,7 @@ overrides = [f"data.train_dir={data}/train", f"data.val_dir={data}/val", f"data.
              "model.backbone=mobilenet_v2", "model.pretrained=true", f"train.epochs={mode['epochs']}",
              f"train.batch_size={mode['batch']}", "train.num_workers=0", f"train.learning_rate={mode['learning_rate']}",
              "train.accelerator=cpu", f"train.precision={precision}", "train.histograms=false",
-             f"evaluate.batch_size={mode['batch']}"]
+             f"evaluation.batch_size={mode['batch']}"]
 t0 = time.perf_counter()
 metrics = api.train("classification", None, out, overrides, overwrite=True)
 print("RESULT " + json.dumps({
