@@ -538,8 +538,11 @@ def run_study(task_name: str, spec_path, results, overrides: list[str], *, log_f
         if cfg.max_minutes:  # this command's time: a resumed study gets max_minutes more
             ctx.deadline = ctx.started + cfg.max_minutes * 60
         recover_local_trials(study)
-        for values in cfg.enqueue:
+        def enqueue(values: dict[str, Any]) -> None:
             study.enqueue_trial({k: to_param(cfg.search_space.get(k), v) for k, v in values.items()}, skip_if_exists=True)
+
+        for values in cfg.enqueue:
+            enqueue(values)
         baseline = spec_baseline(spec, cfg.search_space) if cfg.baseline else {}
         if baseline:  # after the enqueued trials, when max_trials leaves room for it
             from optuna.trial import TrialState
@@ -547,8 +550,7 @@ def run_study(task_name: str, spec_path, results, overrides: list[str], *, log_f
             trials = study.get_trials(deepcopy=False)
             planned = len(counted(trials)) + sum(t.state == TrialState.WAITING for t in trials)
             if planned < cfg.max_trials:
-                study.enqueue_trial({k: to_param(cfg.search_space.get(k), v) for k, v in baseline.items()},
-                                    skip_if_exists=True)
+                enqueue(baseline)
         log.info("automl: study '%s' in %s, %s %s of %s, %d trial(s) so far, max_trials=%d", study.study_name,
                  shown_url(url), cfg.algorithm, direction, metric, len(existing), cfg.max_trials)
         procs: list[subprocess.Popen] = []
