@@ -5,6 +5,7 @@
     python benchmarks/train_throughput.py --rounds 5 --no-naive    # more rounds, without the slow NCHW loop
     python benchmarks/train_throughput.py --untuned     # also the real path with glibc malloc left alone
     python benchmarks/train_throughput.py --cache --bf16 --compile   # also data.cache=ram, bf16-mixed, both, compile
+    python benchmarks/train_throughput.py --source-size 1024 --cache   # camera-sized source files
     python benchmarks/train_throughput.py --device-aug  # also data.augment_on=device (augmentation batched on the device)
     python benchmarks/train_throughput.py --gpu         # ResNet-18, bf16 AMP, on a CUDA GPU
 
@@ -288,6 +289,9 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true", help="ResNet-18, 224 px, bf16 AMP on a CUDA GPU (3,000 images)")
     parser.add_argument("--rounds", type=int, help="override the mode's number of rounds")
     parser.add_argument("--per-class", type=int, help="override the mode's training images per class (epoch size)")
+    parser.add_argument("--source-size", type=int,
+                        help="override the mode's source image size in px (e.g. 1024: camera-sized files, slow to decode)")
+    parser.add_argument("--timed-epochs", type=int, help="override the mode's timed epochs per run")
     parser.add_argument("--no-naive", action="store_true", help="skip the NCHW loop (it is the slowest)")
     parser.add_argument("--untuned", action="store_true",
                         help="also run the real path with TKIT_MALLOC_TUNING=0 (what the allocator setting buys)")
@@ -311,8 +315,9 @@ def main() -> None:
     mode = dict(MODES[mode_name])
     if args.rounds:
         mode["rounds"] = args.rounds
-    if args.per_class:
-        mode["per_class"] = args.per_class
+    for key in ("per_class", "source_size", "timed_epochs"):
+        if getattr(args, key):
+            mode[key] = getattr(args, key)
     epochs = mode["warmup_epochs"] + mode["timed_epochs"]
     print(f"{mode_name} mode: {mode}, {epochs} epochs per run "
           f"(the first {mode['warmup_epochs']} untimed), each run in a fresh process; "

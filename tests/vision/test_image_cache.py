@@ -176,3 +176,89 @@ def test_training_with_a_ram_cache_through_the_cli(folder, capsys, tmp_path):
     assert "data.cache=ram: 12 images" in (tmp_path / "run" / "log.txt").read_text()
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["epochs_completed"] == 1
+
+
+# -- data.cache_short_side: large images kept reduced ---------------------------------------------------
+
+def photo(path: Path, width: int, height: int, orientation: int = 1) -> Path:
+    """A textured (not flat) image, so a reduction that went wrong would show in the pixels."""
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([(x * 7) % 256, (y * 5) % 256, ((x + y) * 3) % 256], axis=-1).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    if path.suffix == ".jpg":
+        Image.fromarray(pixels).save(path, quality=92, exif=exif)
+    else:
+        Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.mark.parametrize("size,short,want", [((400, 300), 100, (133, 100)), ((300, 400), 100, (100, 133)),
+                                             ((90, 60), 100, (90, 60)), ((101, 101), 100, (100, 100))])
+def test_reduced_size_keeps_the_aspect_and_never_enlarges(size, short, want):
+    from transferkit.vision.images import reduced_size
+
+    assert reduced_size(size, short) == want
+    assert reduced_size(size[::-1], short) == want[::-1]  # an EXIF rotation swaps both alike
+
+
+@pytest.mark.parametrize("mode", ["ram", "disk"])
+def test_short_side_stores_large_images_reduced_and_small_ones_exactly(tmp_path, mode):
+    from transferkit.vision.images import load_image
+
+    big_jpeg = photo(tmp_path / "big.jpg", 640, 480)  # JPEG: decoded at a coarser DCT scale first
+    big_png = photo(tmp_path / "big.png", 480, 640)
+    sideways = photo(tmp_path / "side.jpg", 640, 480, orientation=6)  # upright it is 480 wide, 640 high
+    small = photo(tmp_path / "small.png", 60, 40)
+    cache = ImageCache(mode, None, tmp_path / "cache", short_side=120)
+    assert cache.fill([big_jpeg, big_png, sideways, small]) == {}
+    assert cache.pixels(big_jpeg).shape == (120, 160, 3)
+    assert cache.pixels(big_png).shape == (160, 120, 3)
+    assert cache.pixels(sideways).shape == (160, 120, 3)
+    assert np.array_equal(cache.pixels(small), np.asarray(load_image(small)))
+    # The reduced copy is the full decode, reduced: close to it at every pixel, not just the same shape.
+    full = Image.open(big_png).convert("RGB").resize((120, 160), Image.Resampling.LANCZOS)
+    assert np.abs(cache.pixels(big_png).astype(int) - np.asarray(full).astype(int)).mean() < 1.0
+    full = load_image(big_jpeg).resize((160, 120), Image.Resampling.BOX)
+    assert np.abs(cache.pixels(big_jpeg).astype(float) - np.asarray(full).astype(float)).mean() < 12
+    # What the size report counts is what is stored.
+    assert cache.stats["bytes"] == (120 * 160 + 160 * 120 * 2 + 60 * 40) * 3
+
+
+def test_disk_entries_of_another_short_side_are_not_reused(tmp_path):
+    paths = [photo(tmp_path / "a.png", 300, 200), photo(tmp_path / "b.jpg", 200, 300)]
+    ImageCache("disk", None, tmp_path / "cache", short_side=64).fill(paths)
+    same = ImageCache("disk", None, tmp_path / "cache", short_side=64)
+    same.fill(paths)
+    other = ImageCache("disk", None, tmp_path / "cache", short_side=100)
+    other.fill(paths)
+    full = ImageCache("disk", None, tmp_path / "cache")
+    full.fill(paths)
+    assert same.stats["reused"] == 2 and other.stats["reused"] == 0 and full.stats["reused"] == 0
+    assert min(other.pixels(paths[0]).shape[:2]) == 100 and full.pixels(paths[0]).shape[:2] == (200, 300)
+
+
+def test_a_reduced_disk_entry_still_obeys_the_pixel_limit_of_the_file(tmp_path):
+    path = photo(tmp_path / "a.png", 300, 200)
+    ImageCache("disk", None, tmp_path / "cache", short_side=32).fill([path])
+    strict = ImageCache("disk", 50_000, tmp_path / "cache", short_side=32)  # the file has 60,000 px
+    assert list(strict.fill([path])) == [str(path)]
+
+
+def test_classification_caches_at_twice_the_input_size_unless_told_full(tmp_path, capsys):
+    for split, count in (("train", 2), ("val", 2)):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(count):
+                photo(tmp_path / split / c / f"{i}.jpg", 200 + 8 * i, 150)
+    auto = data_module(tmp_path, "data.cache=ram")  # image_size=32: cached with a 64 px shorter side
+    auto.scan("val")
+    assert all(min(auto.image_cache.pixels(p).shape[:2]) == 64 for p, _ in auto.items("val"))
+    full = data_module(tmp_path, "data.cache=ram", "data.cache_short_side=full")
+    plain = data_module(tmp_path)
+    for a, b, c in zip(batches(plain, "val"), batches(full, "val"), batches(auto, "val")):
+        assert torch.equal(a, b)  # full size: exactly the uncached tensors
+        assert (a - c).abs().mean() < 0.1  # reduced: the same picture after the val resize (normalised units)
+    rc, err = tkit(capsys, "train", "-r", tmp_path / "r", f"data.train_dir={tmp_path / 'train'}",
+                   "data.cache=ram", "data.cache_short_side=8")
+    assert rc == 2 and "data.cache_short_side" in err

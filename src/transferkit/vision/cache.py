@@ -12,8 +12,13 @@ arrays, and every later epoch, loader and DataLoader worker reads those pixels:
   one; unchanged images are reused by the next run, whichever folder or name they have.
 
 The pixels are those `load_image` returns (EXIF orientation applied, alpha composited on white), so a
-cached run sees exactly the tensors an uncached run sees. Before filling, the cache states its size and
-refuses, with the way out, when the memory or disk it needs is not there.
+cached run sees exactly the tensors an uncached run sees -- with one exception a task opts into: a
+`short_side` (classification's `data.cache_short_side`, by default twice the network's input size)
+stores larger images reduced so their shorter side is that long. A camera photo then costs its decode
+once and a few hundred KB of cache instead of tens of MB, and every epoch crops from the small copy.
+Only tasks whose labels do not live in pixel coordinates (classification) reduce; detection, keypoints
+and segmentation cache full size. Before filling, the cache states its size and refuses, with the way
+out, when the memory or disk it needs is not there.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from PIL import Image
 
 from ..errors import DataError
 from ..io import atomic_write_with
-from .images import ImageError, load_image
+from .images import ImageError, load_image, reduced_size
 
 log = logging.getLogger("transferkit")
 
@@ -71,13 +76,21 @@ def default_cache_dir() -> Path:
     return transferkit_home() / "image_cache"
 
 
-def _decoded_size(path: Path) -> int | None:
-    """Bytes of the decoded RGB array, from the header alone (None when the header does not read)."""
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the header alone (None when the header does not read)."""
     try:
         with Image.open(path) as im:
-            w, h = im.size
+            return im.size
     except Exception:  # noqa: BLE001 - the full decode in fill() reports the reason
         return None
+
+
+def _decoded_size(path: Path, short_side: int | None = None) -> int | None:
+    """Bytes of the decoded (and, with `short_side`, reduced) RGB array, from the header alone."""
+    size = _header_size(path)
+    if size is None:
+        return None
+    w, h = reduced_size(size, short_side) if short_side else size
     return w * h * 3
 
 
@@ -100,11 +113,13 @@ class ImageCache:
     cached pixels as a PIL image, decoding files it was never given."""
 
     def __init__(self, mode: str, max_pixels: int | None, folder: str | os.PathLike | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, short_side: int | None = None):
         if mode not in ("ram", "disk"):
             raise ValueError(f"cache mode must be 'ram' or 'disk', not {mode!r}")
         self.mode = mode
         self.max_pixels = max_pixels
+        self.short_side = short_side  # larger images are kept reduced to this shorter side (None: full size)
+        self.recipe = RECIPE if not short_side else f"{RECIPE}-short{short_side}"
         self.folder = Path(folder) if folder else (default_cache_dir() if mode == "disk" else None)
         self.threads = threads or min(8, os.cpu_count() or 1)
         # ram: path -> (buffer index, offset, height, width); disk: path -> .npy file
@@ -124,7 +139,7 @@ class ImageCache:
         def one(i_path):
             i, path = i_path
             try:
-                store(i, path, np.asarray(load_image(path, max_pixels=self.max_pixels)))
+                store(i, path, np.asarray(self._decode(path)))
             except ImageError as e:
                 return str(path), str(e)
             return None
@@ -132,11 +147,17 @@ class ImageCache:
         with ThreadPoolExecutor(max_workers=self.threads) as pool:
             return dict(r for r in pool.map(one, enumerate(paths)) if r is not None)
 
+    def _decode(self, path: str | os.PathLike) -> Image.Image:
+        return load_image(path, max_pixels=self.max_pixels, short_side=self.short_side)
+
+    def _reduction(self) -> str:
+        return f", larger ones reduced to a {self.short_side} px shorter side" if self.short_side else ""
+
     def _fill_ram(self, paths: list[Path], what: str) -> dict[str, str]:
-        sizes = [_decoded_size(p) or 0 for p in paths]
+        sizes = [_decoded_size(p, self.short_side) or 0 for p in paths]
         need, free = sum(sizes), available_memory()
-        log.info("data.cache=ram: %d %s, %s decoded (%s of memory available)", len(paths), what,
-                 human_bytes(need), human_bytes(free))
+        log.info("data.cache=ram: %d %s, %s decoded%s (%s of memory available)", len(paths), what,
+                 human_bytes(need), self._reduction(), human_bytes(free))
         if need > free * RAM_HEADROOM:
             raise DataError(f"data.cache=ram needs {human_bytes(need)} for {len(paths)} decoded {what} but only "
                             f"{human_bytes(free)} of memory is available: use data.cache=disk (memory-mapped "
@@ -161,7 +182,7 @@ class ImageCache:
 
     def _entry(self, path: Path) -> Path:
         digest = file_digest(path)
-        return self.folder / digest[:2] / f"{digest}.{RECIPE}.npy"
+        return self.folder / digest[:2] / f"{digest}.{self.recipe}.npy"
 
     def _fill_disk(self, paths: list[Path], what: str) -> dict[str, str]:
         try:
@@ -178,10 +199,10 @@ class ImageCache:
                 continue
             if not entries[p].is_file():
                 missing.append(p)
-        need = sum(_decoded_size(p) or 0 for p in missing)
+        need = sum(_decoded_size(p, self.short_side) or 0 for p in missing)
         free = shutil.disk_usage(self.folder).free
-        log.info("data.cache=disk: %d %s (%d already cached), %s to write under %s (%s free)", len(entries), what,
-                 len(entries) - len(missing), human_bytes(need), self.folder, human_bytes(free))
+        log.info("data.cache=disk: %d %s (%d already cached), %s to write under %s%s (%s free)", len(entries), what,
+                 len(entries) - len(missing), human_bytes(need), self.folder, self._reduction(), human_bytes(free))
         if need > free:
             raise DataError(f"data.cache=disk needs {human_bytes(need)} under {self.folder} but only "
                             f"{human_bytes(free)} is free: set data.cache_dir to a larger disk, or data.cache=none")
@@ -202,6 +223,8 @@ class ImageCache:
                 except (OSError, ValueError, EOFError):
                     todo.add(p)
                     continue
+                if self.short_side:  # the entry may be reduced: the limit is on the file's own size
+                    w, h = _header_size(p) or (w, h)
                 if self.max_pixels is not None and h * w > self.max_pixels:
                     todo.add(p)  # over this run's data.max_image_pixels: the decode reports it as load_image does
                 else:
@@ -230,7 +253,7 @@ class ImageCache:
         """The image at `path` as load_image returns it, from the cache when it holds it."""
         pixels = self.pixels(path)
         if pixels is None:
-            return load_image(path, max_pixels=self.max_pixels)
+            return self._decode(path)
         return Image.fromarray(np.array(pixels), "RGB")  # a copy: augmentations must not write into the cache
 
     def __len__(self) -> int:
@@ -242,6 +265,7 @@ def read_image(path: str | os.PathLike, max_pixels: int | None, cache: ImageCach
     return cache.load(path) if cache is not None else load_image(path, max_pixels=max_pixels)
 
 
-def build_cache(mode: str, max_pixels: int | None, folder: str | None) -> ImageCache | None:
+def build_cache(mode: str, max_pixels: int | None, folder: str | None,
+                short_side: int | None = None) -> ImageCache | None:
     """The cache `data.cache` asks for (None for `none`)."""
-    return None if mode == "none" else ImageCache(mode, max_pixels, folder)
+    return None if mode == "none" else ImageCache(mode, max_pixels, folder, short_side=short_side)

@@ -175,12 +175,13 @@ class VisionData(TaskData):
     item_kind = "images"
 
     def __init__(self, *, max_pixels: int, channels_last: bool = False, cache: str = "none",
-                 cache_dir: str | None = None, **kwargs: Any):
+                 cache_dir: str | None = None, cache_short_side: int | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.max_pixels = max_pixels
         self.channels_last = channels_last
-        # data.cache: the split check below decodes every image anyway; with a cache it keeps the pixels.
-        self.image_cache = build_cache(cache, max_pixels, cache_dir)
+        # data.cache: the split check below decodes every image anyway; with a cache it keeps the pixels
+        # (reduced to cache_short_side where the task's labels allow it: see vision/cache.py).
+        self.image_cache = build_cache(cache, max_pixels, cache_dir, cache_short_side)
 
     def image_path(self, item: Any) -> Path:
         raise NotImplementedError

@@ -43,10 +43,13 @@ class ImageError(DataError):
 
 
 def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS,
-               limit_key: str = "data.max_image_pixels") -> Image.Image:
+               limit_key: str = "data.max_image_pixels", short_side: int | None = None) -> Image.Image:
     """Decode `path` into an upright 8-bit RGB image; `max_pixels=None` lifts our size limit (Pillow's stays).
 
-    `limit_key` is the setting the too-large message tells the user to raise."""
+    `limit_key` is the setting the too-large message tells the user to raise. `short_side`: an image whose
+    shorter side is longer is returned reduced to it (a JPEG is first decoded at a coarser DCT scale that
+    still keeps both sides at least that long, which is what makes decoding a camera photo for a 224 px
+    network cheap)."""
     path = Path(path)
     # Never let a truncated JPEG/PNG be padded with grey: someone may have flipped PIL's global.
     if ImageFile.LOAD_TRUNCATED_IMAGES:
@@ -55,6 +58,8 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS,
             "silently padded with grey; set it back to False before loading images"
         )
     with open_checked(path, max_pixels, limit_key) as im:
+        if short_side and im.format == "JPEG" and min(im.size) >= 2 * short_side:
+            im.draft(im.mode, (short_side, short_side))
         try:
             im.load()
         except Image.DecompressionBombError as e:  # a GIF/TIFF frame larger than its header said
@@ -69,8 +74,22 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS,
         rgb = _to_rgb(im, path)
     if orientation in _UPRIGHT:
         rgb = rgb.transpose(_UPRIGHT[orientation])
+    if short_side:
+        size = reduced_size(rgb.size, short_side)
+        if size != rgb.size:
+            rgb = rgb.resize(size, Image.Resampling.LANCZOS)
     rgb.load()
     return rgb
+
+
+def reduced_size(size: tuple[int, int], short_side: int) -> tuple[int, int]:
+    """(width, height) scaled so the shorter side is `short_side`; unchanged when it is not longer already."""
+    w, h = size
+    shorter = min(w, h)
+    if shorter <= short_side:
+        return w, h
+    scale = short_side / shorter
+    return (short_side, max(1, round(h * scale))) if w <= h else (max(1, round(w * scale)), short_side)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:

@@ -22,6 +22,20 @@ def cache_dir_field():
 CacheMode = Literal["none", "ram", "disk"]
 
 
+def cache_short_side_field():
+    """`data.cache_short_side` (tasks whose labels are not pixel coordinates): how small the cache keeps images."""
+    return Field("auto", description="data.cache=ram|disk: images whose shorter side is longer are cached reduced "
+                                     "to it, in px (auto = twice data.image_size, enough for the random crops; "
+                                     "full = cache at full size, exactly the pixels an uncached run decodes)")
+
+
+def resolve_cache_short_side(value: int | str, image_size: int) -> int | None:
+    """The shorter side the cache reduces to (None: full size)."""
+    if value == "full":
+        return None
+    return 2 * image_size if value == "auto" else int(value)
+
+
 class VisionTrainConfig(TrainConfig):
     """`train` keys of an image task: the core's plus the memory layout of image batches."""
 

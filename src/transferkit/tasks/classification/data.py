@@ -20,6 +20,7 @@ from ...vision.batch_augment import (BatchAugment, EncodedImageDataset, collate_
                                      square_transform)
 from ...vision.datasets import ImageDataset, VisionData, normalise
 from ...vision.folders import Samples, read_csv_list, read_image_folder
+from ...vision.spec import resolve_cache_short_side
 from .spec import ClassificationSpec
 
 log = logging.getLogger("transferkit")
@@ -74,6 +75,7 @@ class ClassificationData(VisionData):
         super().__init__(batch_size=spec.train.batch_size, eval_batch_size=spec.evaluation.batch_size,
                          num_workers=spec.train.num_workers, max_pixels=d.max_image_pixels,
                          cache=d.cache, cache_dir=d.cache_dir,
+                         cache_short_side=resolve_cache_short_side(d.cache_short_side, d.image_size),
                          channels_last=spec.train.channels_last, spec_keys={"train": train_key, "val": val_key})
         self.spec = spec
         self.mean, self.std = mean, std

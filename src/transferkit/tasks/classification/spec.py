@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from ...spec import BackboneModelConfig, ExportConfig, MinMax, PruneConfig, SpecModel
-from ...vision.spec import CacheMode, VisionTrainConfig, cache_dir_field, cache_field
+from ...vision.spec import CacheMode, VisionTrainConfig, cache_dir_field, cache_field, cache_short_side_field
 
 
 AreaFraction = Annotated[float, Field(gt=0, le=1)]
@@ -33,6 +33,7 @@ class DataConfig(SpecModel):
     max_image_pixels: int = Field(100_000_000, gt=0, description="refuse images larger than this many pixels")
     cache: CacheMode = cache_field()
     cache_dir: str | None = cache_dir_field()
+    cache_short_side: Annotated[int, Field(ge=16)] | Literal["auto", "full"] = cache_short_side_field()
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig, description="training augmentation")
     augment_on: Literal["workers", "device"] = Field(
         "workers", description="where training images are augmented: workers = decode and augment each image in the "
