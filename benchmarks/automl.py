@@ -3,11 +3,13 @@
     python benchmarks/automl.py --quick     # a smoke run: tiny sets, 30 s of search per task
     python benchmarks/automl.py             # full: the demo sets at the examples' sizes, 10 min of search per task
     python benchmarks/automl.py --minutes 4 # the same with 4 min of search per task (~20 min in all)
+    python benchmarks/automl.py --minutes 5 --epochs-factor 9   # trials planned for 9x the example's epochs
 
 For each of classification (`digits`, examples/classification.yaml) and DetectNet_v2 (`kitti_digits`,
 examples/detectnet_v2.yaml):
   1. `tkit <task> automl` on the example spec with the task's default search space, automl.max_minutes = the
-     budget (Hyperband: bad trials stop after an epoch or two), every trial with the example's epochs;
+     budget (Hyperband: bad trials stop after an epoch or two), every trial with the example's epochs (or, with
+     --epochs-factor F, planned for F times them: automl.max_epochs, Hyperband's resource);
   2. the example spec trained once as it is (its metric and time, for reference);
   3. the example spec trained for the study's whole wall time (train.epochs raised, train.max_minutes = that
      time): the fair baseline, "just train longer".
@@ -28,6 +30,8 @@ from common import busy_note, cpu_snapshot, others_cpu_share, write_results  # n
 
 from transferkit import api  # noqa: E402
 from transferkit.data.demo import build_demo  # noqa: E402
+from transferkit.spec import load_spec  # noqa: E402
+from transferkit.tasks import get_task  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = {
@@ -47,11 +51,14 @@ def _best(metrics: dict, monitor: str) -> float | None:
 
 
 def run_task(task: str, monitor: str, example: Path, data_overrides: list[str], overrides: list[str], budget_s: float,
-             work: Path) -> dict:
+             work: Path, epochs_factor: int | None = None) -> dict:
     base = [*data_overrides, *overrides]
+    search = [f"automl.max_minutes={budget_s / 60:.4f}", "automl.max_trials=10000", "automl.algorithm=hyperband"]
+    if epochs_factor:
+        epochs = load_spec(get_task(task).spec_class, example, base).train.epochs
+        search.append(f"automl.max_epochs={epochs * epochs_factor}")
     start = time.time()
-    study = api.automl(task, example, work / "automl", [*base, f"automl.max_minutes={budget_s / 60:.4f}",
-                                                        "automl.max_trials=10000", "automl.algorithm=hyperband"])
+    study = api.automl(task, example, work / "automl", [*base, *search])
     study_s = time.time() - start
     start = time.time()
     once = api.train(task, example, work / "example", base)
@@ -62,7 +69,7 @@ def run_task(task: str, monitor: str, example: Path, data_overrides: list[str], 
     best = study.get("best", {}).get("value")
     same_time = _best(longer, monitor)
     return {
-        "metric": monitor, "study_wall_s": round(study_s, 1), "trials": study.get("trials"),
+        "metric": monitor, "study_wall_s": round(study_s, 1), "search_overrides": search, "trials": study.get("trials"),
         "states": study.get("states"), "trials_per_hour": study.get("trials_per_hour"),
         "best_trial": study.get("best", {}).get("number"), "best_value": best,
         "best_params": study.get("best", {}).get("params"),
@@ -80,6 +87,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sets and 30 s of search per task (a smoke run)")
     parser.add_argument("--keep", action="store_true", help="keep the run folders (printed)")
     parser.add_argument("--minutes", type=float, help="search budget per task (default: the mode's)")
+    parser.add_argument("--epochs-factor", type=int,
+                        help="plan every trial for this many times the example's epochs (automl.max_epochs)")
     args = parser.parse_args()
     mode = dict(MODES["quick" if args.quick else "full"])
     if args.minutes:
@@ -103,7 +112,7 @@ def main() -> None:
         for task, monitor, example, data, overrides in plan:
             out = work / task
             out.mkdir()
-            row = run_task(task, monitor, example, data, overrides, mode["budget_s"], out)
+            row = run_task(task, monitor, example, data, overrides, mode["budget_s"], out, args.epochs_factor)
             results["tasks"][task] = row
             print(f"{task}: best trial {row['best_value']} vs example spec {row['example_same_time']['value']} at the "
                   f"same wall time ({row['study_wall_s']} s): x{row['best_vs_example_same_time']}; vs the example run "
@@ -117,7 +126,8 @@ def main() -> None:
             print(f"run folders kept in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    path = write_results("automl_quick" if args.quick else "automl", results)
+    name = "automl_quick" if args.quick else "automl_max_epochs" if args.epochs_factor else "automl"
+    path = write_results(name, {**results, "epochs_factor": args.epochs_factor})
     print(json.dumps(results["tasks"], indent=1)[:3000])
     print(f"wrote {path}")
 

@@ -63,6 +63,28 @@ def test_the_pruner_stops_a_clearly_worse_trial(digits, tmp_path, probe_task):
     assert json.loads((results / "metrics.json").read_text())["states"]["PRUNED"] == 1
 
 
+def test_max_epochs_plans_every_trial_for_that_many_epochs_and_is_hyperbands_resource(digits, tmp_path, probe_task):
+    from transferkit.automl.study import make_pruner
+
+    results = tmp_path / "longer"
+    assert tkit(probe_task, "automl", "-r", results, *data_args(digits), *TINY, "train.epochs=1", LR_SPACE,
+                "automl.metric=val/score", "automl.direction=maximize", "automl.max_trials=1", "automl.pruner=none",
+                "automl.max_epochs=3") == 0
+    assert len((results / "trial_0000" / "status.json").read_text().splitlines()) == 3
+    assert yaml.safe_load((results / "trial_0000" / "spec.yaml").read_text())["train"]["epochs"] == 3
+    spec = spec_schema(get_task("classification"))(train={"epochs": 2}, automl={"algorithm": "hyperband",
+                                                                               "max_epochs": 27})
+    assert make_pruner(spec.automl, spec)._max_resource == 27
+    assert make_pruner(spec.automl.model_copy(update={"max_epochs": None}), spec)._max_resource == 2
+
+
+def test_max_epochs_and_searched_epochs_are_refused_together(digits, tmp_path, capsys):
+    code = tkit("classification", "automl", "-r", tmp_path / "r", *data_args(digits), *TINY, "automl.max_epochs=9",
+                "automl.search_space={train.epochs: {int: [1, 3]}}")
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "automl.max_epochs" in err and "train.epochs" in err and "Traceback" not in err
+
+
 def test_a_trial_that_raises_is_recorded_failed_and_the_study_goes_on(digits, tmp_path, probe_task, capsys):
     results = tmp_path / "failing"
     space = "automl.search_space={train.learning_rate: {choice: [0.9, 0.01]}, model.backbone: {choice: [no_such_net, 'timm:test_resnet']}}"

@@ -88,6 +88,10 @@ class AutoMLConfig(SpecModel):
         "auto", description="stop bad trials early: auto (hyperband for algorithm=hyperband, else median) | "
                             "median | hyperband | none")
     pruner_warmup_epochs: int = Field(0, ge=0, description="never prune a trial before this many epochs")
+    max_epochs: int | None = Field(
+        None, gt=0, le=100_000, description="every trial is planned for this many epochs (its learning-rate schedule "
+                                            "too), the resource the pruner cuts most trials short of (empty = the "
+                                            "spec's train.epochs); not with train.epochs in the search space")
     startup_trials: int | None = Field(
         None, ge=0, description="random trials before the Bayesian sampler and the median pruner start "
                                 "(empty = max_trials / 4, 2 to 10)")

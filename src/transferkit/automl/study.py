@@ -267,9 +267,14 @@ def make_pruner(cfg, spec):
         return optuna.pruners.NopPruner()
     if kind == "hyperband":
         searched_epochs = "train.epochs" in cfg.search_space
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto" if searched_epochs else spec.train.epochs,
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto" if searched_epochs else trial_epochs(cfg, spec),
                                               reduction_factor=3)
     return optuna.pruners.MedianPruner(n_startup_trials=startup_trials(cfg), n_warmup_steps=cfg.pruner_warmup_epochs)
+
+
+def trial_epochs(cfg, spec) -> int:
+    """The epochs a trial is planned for when train.epochs is not searched."""
+    return cfg.max_epochs or spec.train.epochs
 
 
 def open_study(ctx: Context, url: str, seed_offset: int):
@@ -314,6 +319,8 @@ def _objective(ctx: Context):
         try:
             values = {key: suggest(trial, key, dim) for key, dim in space.items()}
             extra = [override(k, v) for k, v in values.items()]
+            if ctx.cfg.max_epochs:
+                extra.append(override("train.epochs", ctx.cfg.max_epochs))
             cut_at = None
             if ctx.deadline is not None:  # the trial running at automl.max_minutes stops there
                 left = max(0.1, (ctx.deadline - time.time()) / 60)
@@ -351,7 +358,7 @@ def _objective(ctx: Context):
                       and time.time() >= cut_at - 1 else f"{ctx.metric} was never finite")
             trial.set_user_attr("fail_reason", reason)
             raise TrialFailed(reason)
-        epochs = values.get("train.epochs", ctx.spec.train.epochs)
+        epochs = values.get("train.epochs", trial_epochs(ctx.cfg, ctx.spec))
         done = metrics.get("epochs_completed", epochs)
         if cut_at is not None and time.time() >= cut_at - 1 and done < epochs:  # its value is what the budget gave
             trial.set_user_attr("note", f"stopped at automl.max_minutes after {done} of {epochs} epochs")
@@ -496,6 +503,9 @@ def run_study(task_name: str, spec_path, results, overrides: list[str], *, log_f
         raise SpecError("automl.search_space is empty: name the keys to search, e.g. "
                         "automl.search_space='{train.learning_rate: {float: [0.0001, 0.1], log: true}}'")
     check_search_space(schema, data, cfg.search_space, cfg.enqueue)
+    if cfg.max_epochs and "train.epochs" in cfg.search_space:
+        raise SpecError("automl.max_epochs plans every trial for that many epochs, and train.epochs is in "
+                        "automl.search_space: keep one (drop train.epochs from the space, or automl.max_epochs)")
     if spec.train.num_devices > 1 or spec.train.num_nodes > 1:
         raise SpecError("automl trains each trial in one process: set train.num_devices=1 and train.num_nodes=1, and "
                         "run trials side by side with automl.parallel=N (one GPU each) or more workers on the study")
