@@ -279,3 +279,32 @@ def test_cli_refuses_an_unknown_augment_on_in_one_line(tmp_path, capsys):
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "data.augment_on" in err and "gpu" in err and "'workers' or 'device'" in err
+
+
+# -- on a CUDA device (skipped without one; run them when a GPU is lent) ------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+def test_apply_on_cuda_equals_apply_on_the_cpu_for_the_same_draws():
+    augment = BatchAugment(32, MEAN, STD, scale=(0.2, 1.0), horizontal_flip=0.5, vertical_flip=0.5,
+                           color_jitter=0.4, hue=0.1)
+    batch = images(16, augment.input_size, seed=4)
+    params = augment.sample(16, torch.Generator().manual_seed(5))  # drawn on the CPU, as the module draws them
+    on_cpu = augment.apply(batch, params)
+    on_gpu = augment.to("cuda").apply(batch.cuda(), params)
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=2e-3, rtol=0)
+
+
+@cuda
+def test_jpeg_bytes_decoded_on_cuda_equal_the_workers_squares(jpeg_folder):
+    spec, data = device_data(jpeg_folder)
+    data.decode_on_device = True
+    batch = next(iter(data.train_dataloader()))
+    squares, kept, failed = decode_squares(batch[0], 32, "cuda")
+    assert squares.device.type == "cuda" and squares.shape == (6, 3, 37, 37) and not failed
+    workers = ImageDataset([(Path(p), 0) for p in batch[0].paths], square_transform(32), None)
+    for k in range(6):  # nvJPEG and libjpeg round differently: close, not equal
+        assert (squares[k].cpu().int() - workers[k][0].int()).abs().float().mean() < 2.0, batch[0].paths[k]
