@@ -153,3 +153,13 @@ def test_without_a_budget_nothing_is_planned_or_shared(monkeypatch):
     cb.on_train_start(trainer, None)
     cb.on_train_epoch_end(trainer, None)
     assert trainer.max_epochs == 10 and schedule.epochs == 10 and strategy.calls == 0 and cb.state_dict() == {}
+
+
+def test_a_run_resumed_for_more_epochs_follows_the_schedule_planned_over_them():
+    # One epoch of 4 steps, its cosine ended at rate 0; resumed with train.epochs=2, the rate goes back up to where
+    # a 2-epoch schedule is after 4 steps, and ends at 0 after 8
+    schedule = LrSchedule("cosine", total=4, epochs=1)
+    trainer = FakeTrainer(0, FakeStrategy(), schedule)
+    trainer.fit_loop.max_epochs = 2
+    TimeBudget(max_minutes=None).on_train_start(trainer, None)
+    assert schedule.epochs == 2 and schedule(4) == pytest.approx(0.5) and schedule(8) == pytest.approx(0.0, abs=1e-12)

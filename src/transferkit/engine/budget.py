@@ -77,6 +77,12 @@ class LrSchedule:
             return 0.01 if progress >= 0.75 else 0.1 if progress >= 0.5 else 1.0
         return 1.0
 
+    def reset(self, epochs: int) -> None:
+        """Plan over `epochs` as if from the start of training (a resumed run that trains for more or fewer epochs
+        than it was planned for: the rate follows the new plan, going back up if the old one had ended)."""
+        self.__init__(self.kind, max(1, epochs) * self.steps_per_epoch, epochs, self.warmup_fraction,
+                      self.warmup_epochs)
+
     def replan(self, step: int, epochs: int) -> None:
         """From `step` steps done on, end the schedule after `epochs` epochs."""
         epochs = max(1, epochs)
@@ -131,8 +137,9 @@ class TimeBudget(Callback):
     ranks stop at the same epoch with the same rates.
 
     The budget counts training time as Lightning's max_time does (from the start of training, across resumes); the
-    plan and the epoch times are kept in every checkpoint. Without a budget it only makes a resumed run's schedule
-    end at this run's train.epochs (a run resumed with another train.epochs, or without the budget it had).
+    plan and the epoch times are kept in every checkpoint. With or without a budget, a run resumed for another
+    number of epochs than its schedule was planned for (another train.epochs or budget) gets the schedule planned
+    over the new number from the start, as a resumed run always had.
     """
 
     def __init__(self, max_minutes: float | None):
@@ -167,16 +174,20 @@ class TimeBudget(Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         self._started = _now()
         self.ceiling = trainer.max_epochs
-        if self.budget_s is not None and self.epoch_seconds:  # resumed: the plan, with this run's budget
-            self._apply(trainer, plan_epochs(self.budget_s, self.elapsed(), self.epoch_seconds,
-                                             trainer.current_epoch, self.ceiling), first=False)
-        schedule = find_schedule(trainer)
-        if schedule is not None and schedule.epochs != trainer.max_epochs:
-            # Resumed with another train.epochs or budget: the schedule continues from its rate to the new end
+        if self.budget_s is not None and self.epoch_seconds:  # resumed: the epochs that fit this run's budget
+            self.planned = plan_epochs(self.budget_s, self.elapsed(), self.epoch_seconds, trainer.current_epoch,
+                                       self.ceiling)
+            trainer.fit_loop.max_epochs = self.planned
             if trainer.is_global_zero:
-                log.info("resumed at epoch %d: the learning-rate schedule now ends at epoch %d (it ended at %d)",
+                log.info("%s", self._message(self.planned))
+        schedule = find_schedule(trainer)  # as the checkpoint left it
+        if schedule is not None and schedule.epochs != trainer.max_epochs:
+            # Resumed for more or fewer epochs than the schedule was planned for (another train.epochs, or a budget
+            # that now fits another number): it follows the plan over the new number, as if planned so from the start
+            if trainer.is_global_zero:
+                log.info("resumed at epoch %d: the learning-rate schedule is now planned over %d epochs (it was %d)",
                          trainer.current_epoch, trainer.max_epochs, schedule.epochs)
-            schedule.replan(trainer.global_step, trainer.max_epochs)
+            schedule.reset(trainer.max_epochs)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.budget_s is None or trainer.sanity_checking:
