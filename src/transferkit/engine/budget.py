@@ -225,7 +225,11 @@ class TimeBudget(Callback):
         fit = f"all {of} fit" if planned >= self.ceiling else f"{planned} of {of} fit"
         later = self.epoch_seconds[1:]
         if not later:
-            took = f"one epoch took {self.epoch_seconds[0]:.3g} s" if self.epoch_seconds else "no epoch timed yet"
+            took = f"one epoch took {_seconds(self.epoch_seconds[0])} s" if self.epoch_seconds else "no epoch timed yet"
         else:
-            took = f"epochs 2-{len(self.epoch_seconds)} took {sum(later) / len(later):.3g} s on average"
+            took = f"epochs 2-{len(self.epoch_seconds)} took {_seconds(sum(later) / len(later))} s on average"
         return f"{budget}: {took}, so {fit}; the learning-rate schedule now ends at epoch {planned}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
