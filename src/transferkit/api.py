@@ -168,6 +168,7 @@ def _final_train_metrics(trainer, module, data, started: float, kind: str) -> di
     return {
         "task": module.meta.task,
         "epochs_completed": trainer.current_epoch,
+        "planned_epochs": trainer.max_epochs,  # train.epochs, or the epochs that fit train.max_minutes
         "global_step": trainer.global_step,
         "final": {k.removesuffix("_epoch"): v for k, v in final.items()},
         "best": {cb.monitor: best_score, "checkpoint": str(cb.best_model_path)} if cb is not None else {},

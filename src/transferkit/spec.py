@@ -139,7 +139,9 @@ class TrainConfig(SpecModel):
     log_every_n_steps: int = Field(10, gt=0, description="how often step metrics are logged")
     histograms: bool = Field(True, description="write weight histograms to TensorBoard each epoch")
     max_minutes: float | None = Field(
-        None, gt=0, le=1_000_000, description="stop after this much wall-clock time (checkpoints and metrics are kept; empty = no limit)"
+        None, gt=0, le=1_000_000,
+        description="time budget: train the epochs that fit it (train.epochs = ceiling), the schedule ending with them "
+        "(empty = no limit)"
     )
     limit_train_batches: float = Field(
         1.0, gt=0, description="fraction (<=1.0) or number (>1) of training batches per epoch"

@@ -188,12 +188,13 @@ def test_ddp_with_two_cpu_processes_only_rank_zero_writes(digits, tmp_path):
     tkit_bin = Path(sys.executable).with_name("tkit")
     proc = subprocess.run(
         [str(tkit_bin), "classification", "train", "-r", str(run), *data_args(digits), *FAST,
-         "model.pretrained=false", "train.accelerator=cpu", "train.num_devices=2", "train.histograms=false"],
+         "model.pretrained=false", "train.accelerator=cpu", "train.num_devices=2", "train.histograms=false",
+         "train.max_minutes=600"],  # the budget's plan is broadcast from rank zero at each epoch's end
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["world_size"] == 2
+    assert metrics["world_size"] == 2 and metrics["planned_epochs"] == 1
     assert metrics["ranks_that_trained"] == [0, 1]
     assert len((run / "status.json").read_text().splitlines()) == 1  # one writer, one line per epoch
     # 40 training images, batch 8 per rank, 2 ranks -> 40 / 16 = 2 full steps (last partial batch dropped)

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 import transferkit.engine.trainer as trainer_module
+from transferkit.engine import budget
 from transferkit import api
 from transferkit.cli import main
 from transferkit.data.demo import build_demo
@@ -62,14 +63,14 @@ def grad_norm(module: nn.Module) -> float:
     return float(torch.linalg.vector_norm(torch.stack(grads)))
 
 
-def train(digits: Path, out: Path, monkeypatch, *overrides: str) -> tuple[dict, Recorder, dict]:
+def train(digits: Path, out: Path, monkeypatch, *overrides: str, callbacks: tuple = ()) -> tuple[dict, Recorder, dict]:
     """A tiny classification run through api.train; returns its metrics.json, a Recorder and build_trainer's kwargs."""
     recorder, seen = Recorder(), {}
     real = trainer_module.build_trainer
 
     def with_recorder(*args, **kwargs):
         seen.update(kwargs)
-        kwargs["callbacks"] = [*kwargs.get("callbacks", ()), recorder]
+        kwargs["callbacks"] = [*kwargs.get("callbacks", ()), recorder, *callbacks]
         trainer = real(*args, **kwargs)
         seen["trainer"] = trainer
         return trainer
@@ -135,22 +136,72 @@ def test_linear_schedule_with_warmup_fraction_peaks_then_decays_to_zero(digits, 
     # after step 4 (epoch 0's end) the factor is 1 - (4 - 2) / 6, after step 8 it is 0.
     metrics, _, _ = train(digits, tmp_path / "r", monkeypatch, "train.limit_train_batches=4", "train.epochs=2",
                           "train.warmup_fraction=0.25", "train.lr_scheduler=linear")
-    assert metrics["global_step"] == 8
+    assert metrics["global_step"] == 8 and metrics["planned_epochs"] == 2  # no train.max_minutes: train.epochs
+    assert "learning-rate schedule now ends" not in (tmp_path / "r" / "log.txt").read_text()
     lines = status(tmp_path / "r")
     assert lines[0]["lr"] == pytest.approx(0.01 * (1 - 2 / 6))
     assert lines[1]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
-def test_a_fractional_warm_up_under_a_time_budget_is_warned_about(digits, tmp_path, monkeypatch):
-    # max_minutes may end the run long before the planned epochs: a warm-up that is a fraction of all of them
-    # could then keep the learning rate near zero for the whole run.
-    train(digits, tmp_path / "r", monkeypatch, "train.limit_train_batches=2", "train.warmup_fraction=0.5",
-          "train.max_minutes=30")
-    log_text = " ".join((tmp_path / "r" / "log.txt").read_text().split())
-    assert "never reaches its peak" in log_text and "train.warmup_epochs=1" in log_text
-    train(digits, tmp_path / "e", monkeypatch, "train.limit_train_batches=2", "train.warmup_epochs=1",
-          "train.max_minutes=30")
-    assert "never reaches its peak" not in (tmp_path / "e" / "log.txt").read_text()
+class FakeClock(Callback):
+    """The clock TimeBudget reads, moved on 210 s by each training batch and 180 s by each validation batch: with
+    2 training batches and 1 validation batch an epoch "takes" 600 s. (Lightning's max_time reads the real clock,
+    which a tiny run keeps far below train.max_minutes.)"""
+
+    def __init__(self, monkeypatch, start: float = 0.0) -> None:
+        self.now = start
+        monkeypatch.setattr(budget, "_now", lambda: self.now)
+
+    def on_train_batch_end(self, *args, **kwargs) -> None:
+        self.now += 210
+
+    def on_validation_batch_end(self, *args, **kwargs) -> None:
+        self.now += 180
+
+
+class StopAfter(Callback):
+    """Ends the run after `epochs` epochs, as a stopped job would (last.ckpt holds the last of them)."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True
+
+
+BUDGET = ["train.limit_train_batches=2", "train.epochs=10", "train.max_minutes=30", "train.lr_scheduler=cosine"]
+
+
+def test_a_time_budget_plans_the_epochs_that_fit_and_the_schedule_ends_with_them(digits, tmp_path, monkeypatch,
+                                                                                   caplog):
+    # 30 minutes, and the first epoch takes 10 (validation included; its training alone, 7, would plan 4): 3 of
+    # train.epochs=10 fit. The warm-up was half of 10 epochs; it is now half of what is left after the first
+    # epoch (2 steps): epoch 2 ends at the peak rate and the cosine reaches 0 at the end of epoch 3.
+    caplog.set_level(logging.INFO, logger="transferkit")
+    metrics, _, seen = train(digits, tmp_path / "r", monkeypatch, *BUDGET, "train.warmup_fraction=0.5",
+                             callbacks=(FakeClock(monkeypatch),))
+    assert (metrics["planned_epochs"], metrics["epochs_completed"], metrics["global_step"]) == (3, 3, 6)
+    lrs = [line["lr"] for line in status(tmp_path / "r")]
+    assert lrs == pytest.approx([0.01 * 3 / 10, 0.01, 0.0], abs=1e-12)
+    planned = [r.getMessage() for r in caplog.records if "learning-rate schedule now ends" in r.getMessage()]
+    assert planned == ["train.max_minutes=30: one epoch took 600 s, so 3 of train.epochs=10 fit; the learning-rate "
+                       "schedule now ends at epoch 3"]  # later epochs confirm the plan: one line
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "warmup" in r.getMessage()]
+    assert any(type(cb).__name__ == "Timer" for cb in seen["trainer"].callbacks)  # max_time: the safety net
+
+
+def test_a_run_resumed_under_a_time_budget_keeps_its_plan_and_does_not_warm_up_again(digits, tmp_path, monkeypatch):
+    # One-epoch warm-up, then a cosine over the 3 epochs that fit; stopped after epoch 2 and resumed, the run
+    # trains the third epoch only and ends at rate 0 (a fresh schedule over train.epochs=10 would still be high).
+    out = tmp_path / "r"
+    train(digits, out, monkeypatch, *BUDGET, "train.warmup_epochs=1", callbacks=(FakeClock(monkeypatch), StopAfter(2)))
+    assert [line["lr"] for line in status(out)] == pytest.approx([0.01, 0.005])
+    metrics, rec, _ = train(digits, out, monkeypatch, *BUDGET, "train.warmup_epochs=1", "train.resume=true",
+                            callbacks=(FakeClock(monkeypatch, start=5000.0),))
+    assert (metrics["planned_epochs"], metrics["epochs_completed"], metrics["global_step"]) == (3, 3, 6)
+    assert len(rec.post) == 2  # the third epoch's steps
+    assert [line["lr"] for line in status(out)] == pytest.approx([0.01, 0.005, 0.0], abs=1e-12)
 
 
 # -- backbone learning rate -----------------------------------------------------------------------

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 from typing import Any
 
 import lightning.pytorch as pl
@@ -13,6 +12,7 @@ from torch import nn
 
 from ..data.items import parse_skipped
 from ..spec import TrainConfig
+from .budget import LrSchedule
 from .checkpoint import META_KEY
 from .meta import ModelMeta
 
@@ -149,27 +149,11 @@ class TaskModule(pl.LightningModule):
             opt = torch.optim.AdamW(groups, lr=cfg.learning_rate)
         # Optimizer steps, not batches: Lightning's estimate divides the batches by train.accumulate_grad_batches,
         # and the scheduler below is stepped once per optimizer step, so warm-up and decay count the same unit.
+        # Planned over the trainer's max epochs (train.epochs); under train.max_minutes, TimeBudget re-plans it to
+        # the epochs that fit the budget once the first epoch is timed.
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs))
-        warmup = round(cfg.warmup_fraction * total) if cfg.warmup_fraction else cfg.warmup_epochs * steps_per_epoch
-        if cfg.warmup_fraction and cfg.max_minutes and self.global_rank == 0:
-            log.warning("train.warmup_fraction=%g warms up over %d steps, %g of all %d steps that train.epochs=%d "
-                        "plan; if train.max_minutes ends the run before, the learning rate never reaches its peak: "
-                        "warm up by epochs instead (train.warmup_fraction=0 train.warmup_epochs=1)",
-                        cfg.warmup_fraction, warmup, cfg.warmup_fraction, total, self.trainer.max_epochs)
-
-        def factor(step: int) -> float:
-            if warmup and step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            if cfg.lr_scheduler == "cosine":
-                return 0.5 * (1 + math.cos(math.pi * progress))
-            if cfg.lr_scheduler == "linear":
-                return 1.0 - progress
-            if cfg.lr_scheduler == "step":
-                return 0.01 if progress >= 0.75 else 0.1 if progress >= 0.5 else 1.0
-            return 1.0
-
+        factor = LrSchedule(cfg.lr_scheduler, total, max(1, self.trainer.max_epochs), cfg.warmup_fraction,
+                            cfg.warmup_epochs)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)  # one factor, applied to each group's own rate
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

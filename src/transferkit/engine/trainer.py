@@ -23,6 +23,7 @@ from ..data.resumable import ResumableLoader
 from ..io import atomic_write_text, json_text
 from ..spec import TrainConfig
 from ..errors import SpecError, TrainingDiverged
+from .budget import TimeBudget
 from .checkpoint import AtomicCheckpointIO
 from .module import learning_rates
 from .run import is_rank_zero
@@ -448,7 +449,7 @@ def build_trainer(
     all_callbacks: list[Callback] = [
         StopOnNonFinite(train.learning_rate, train.log_every_n_steps), checkpoint, last,
         StatusCallback(results / "status.json"), InterruptCheckpoint(results / "last.ckpt"), TrainedBatches(),
-        RngState(), FrozenGarbageCollector(), *callbacks]
+        RngState(), FrozenGarbageCollector(), TimeBudget(train.max_minutes), *callbacks]
     if stopper is not None:
         all_callbacks.append(stopper)
     interactive = sys.stderr.isatty()
