@@ -106,6 +106,7 @@ class RunFolder:
         self.lock = lock and is_rank_zero()
         self.task, self.verb, self.overwrite = task, verb, overwrite
         self._handler: logging.Handler | None = None
+        self._level: int | None = None  # the transferkit logger's own level, raised to INFO for the run
 
     def __enter__(self) -> "RunFolder":
         tune_allocator()  # every verb runs inside a RunFolder: the process is about to do tensor work
@@ -139,6 +140,10 @@ class RunFolder:
             self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             for name in ("transferkit", "lightning.pytorch", "lightning.fabric"):
                 logging.getLogger(name).addHandler(self._handler)
+            ours = logging.getLogger("transferkit")
+            if ours.getEffectiveLevel() > logging.INFO:  # a Python caller that set no level: log.txt still records
+                self._level = ours.level                 # the run's INFO lines, as the CLI's does
+                ours.setLevel(logging.INFO)
             removed = remove_stale_temp_files(self.path, recursive=True)  # left by writes killed mid-way
             if removed:
                 log.warning("removed %d stale temporary file(s) of interrupted writes from %s", removed, self.path)
@@ -149,6 +154,9 @@ class RunFolder:
             for name in ("transferkit", "lightning.pytorch", "lightning.fabric"):
                 logging.getLogger(name).removeHandler(self._handler)
             self._handler.close()
+            if self._level is not None:
+                logging.getLogger("transferkit").setLevel(self._level)
+                self._level = None
         self._release_lock()
 
     def _release_lock(self) -> None:
