@@ -30,7 +30,8 @@ def test_train_logs_val_ap_and_stores_the_keypoint_table(trained):
     assert meta.arch["skeleton"] == [[0, 1], [0, 2], [0, 3], [0, 4]]
     assert (meta.image.width, meta.image.height) == (64, 64)
     summary = json.loads((trained / "metrics.json").read_text())
-    assert summary["train_images"] == 12 and summary["val_images"] == 6  # one item per object
+    assert (summary["train_images"], summary["train_objects"]) == (8, 12)  # images, and the figures in them
+    assert (summary["val_images"], summary["val_objects"]) == (4, 6)
 
 
 def test_evaluate_inference_and_the_results_file_agree(trained, kpset, tmp_path):

@@ -33,6 +33,10 @@ from .spec import INPUT_STRIDE, KeypointsSpec
 log = logging.getLogger("transferkit")
 
 KEYPOINT_PARITY_PX = 0.5  # export.output=keypoints: eager and ONNX points must agree within this many crop pixels
+# Kept in float in INT8 exports: ONNX Runtime has no faster INT8 kernel for the head's transposed convolutions, so
+# their Q/DQ made the whole model slower than FP32 (MobileNetV2 + 3 deconvolutions at 128x96, one thread, kernel ms
+# per crop: FP32 6.24, INT8 with them 7.56, INT8 without them 5.07; docs/optimize.md).
+INT8_FLOAT_OPS = ("ConvTranspose",)
 KEYPOINT_AGREEMENT = 0.99  # ... for at least this share of keypoints (argmax ties may pick a neighbour pixel)
 
 
@@ -111,8 +115,8 @@ class KeypointsTask(VisionTask):
             module = DecodedKeypoints(net, (meta.image.width, meta.image.height), spec.evaluation.decode)
             return ExportGraph(module, ("keypoints", "scores"),
                                meta={"output": "keypoints", "decode": spec.evaluation.decode},
-                               int8_op_types=("Conv", "ConvTranspose"))
-        return ExportGraph(net, self.output_names, meta={"output": "heatmaps"})
+                               int8_op_types=("Conv",), int8_exclude=INT8_FLOAT_OPS)
+        return ExportGraph(net, self.output_names, meta={"output": "heatmaps"}, int8_exclude=INT8_FLOAT_OPS)
 
     def check_export(self, spec, net: nn.Module, graph: ExportGraph, onnx_path: Path,
                      probe: tuple[torch.Tensor, ...]) -> dict:
