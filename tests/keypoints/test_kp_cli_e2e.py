@@ -69,6 +69,8 @@ def test_export_decoded_keypoints_with_int8_then_evaluate_and_infer_from_onnx(tr
     assert report["parity"]["keypoint_agreement"] >= 0.99
     assert set(report["runtimes"]) == {"pytorch", "onnx_fp32", "onnx_int8"}
     assert report["runtimes"]["onnx_fp32"]["AP"] == pytest.approx(report["runtimes"]["pytorch"]["AP"], abs=0.02)
+    # the head's transposed convolutions stay in float (slower in INT8 on ONNX Runtime's CPU kernels)
+    assert sum("ConvTranspose" in name for name in report["int8_float_nodes"]) == 3
 
     ev = tmp_path / "eval"
     assert tkit("keypoints", "evaluate", "-r", ev, "-m", ex / "model.onnx", *data_args(kpset), *FAST,
@@ -79,6 +81,15 @@ def test_export_decoded_keypoints_with_int8_then_evaluate_and_infer_from_onnx(tr
                 f"inference.images={kpset / 'val'}", "inference.annotate=false") == 0
     results = json.loads((tmp_path / "inf" / "keypoints.json").read_text())
     assert len(results) == 4  # no boxes given: each whole image is one object
+
+
+@pytest.mark.export
+def test_an_unknown_int8_exclusion_is_one_line_naming_the_key(trained, kpset, tmp_path, capsys):
+    code = tkit("keypoints", "export", "-r", tmp_path / "ex", "-m", trained / "best.ckpt", *data_args(kpset), *FAST,
+                "export.int8=true", "export.calibration_images=4", "export.int8_exclude=[ConvTransposed]")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "export.int8_exclude" in err and "ConvTransposed" in err
 
 
 @pytest.mark.export
