@@ -254,7 +254,8 @@ def quantize_int8_auto(
         best = quantize_int8(fp32_path, Path(tmp) / "try0.onnx", calibration, exclude=exclude, **options)
         first_profile = onnx_op_profile(best, probe, runs=runs)
         best_ms = profile_total_ms(first_profile)
-        losers = int8_losers(fp32_profile, first_profile)
+        # only what names nodes of the model: not the layout changes ONNX Runtime adds (ReorderOutput ...)
+        losers = [kind for kind in int8_losers(fp32_profile, first_profile) if kind in _selectable(fp32_path)]
         kept: list[str] = []
         tries = [{"float": [], "ms": round(best_ms, 4)}]
         base = options.pop("exclude_nodes", None)
@@ -278,6 +279,14 @@ def quantize_int8_auto(
         log.warning("INT8 auto exclusion: %s still takes %.2f ms of kernel time per batch-1 call against %.2f ms "
                     "in FP32 on this CPU; deploy model.onnx here", int8_path.name, best_ms, fp32_ms)
     return written, decision
+
+
+def _selectable(model_path: Path) -> set[str]:
+    """The operator types and convolution kinds of a model's nodes: what `exclude` entries can name besides nodes."""
+    from .profile import _node_kinds
+
+    graph = onnx.load(str(model_path)).graph
+    return {n.op_type for n in graph.node} | set(_node_kinds(graph).values())
 
 
 def float_nodes(model_path: Path, named_path: Path, entries: Sequence[str], strict: Sequence[str] = (),
