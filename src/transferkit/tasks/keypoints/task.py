@@ -33,9 +33,10 @@ from .spec import INPUT_STRIDE, KeypointsSpec
 log = logging.getLogger("transferkit")
 
 KEYPOINT_PARITY_PX = 0.5  # export.output=keypoints: eager and ONNX points must agree within this many crop pixels
-# Kept in float in INT8 exports: ONNX Runtime has no faster INT8 kernel for the head's transposed convolutions, so
-# their Q/DQ made the whole model slower than FP32 (MobileNetV2 + 3 deconvolutions at 128x96, one thread, kernel ms
-# per crop: FP32 6.24, INT8 with them 7.56, INT8 without them 5.07; docs/optimize.md).
+# Kept in float in INT8 exports: ONNX Runtime has no INT8 kernel for the head's transposed convolutions on x86 (it
+# dequantised their weights every call and ran the float kernel), so quantising them made the whole model slower
+# than FP32 (MobileNetV2 + 3 deconvolutions at 128x96, kernel ms per crop, 1 thread: FP32 5.00, INT8 with them
+# 5.99, INT8 without them 4.09; docs/int8_export.md).
 INT8_FLOAT_OPS = ("ConvTranspose",)
 KEYPOINT_AGREEMENT = 0.99  # ... for at least this share of keypoints (argmax ties may pick a neighbour pixel)
 
