@@ -462,7 +462,7 @@ def export(task: str, spec_path, results, overrides: Sequence[str] = (), *, mode
             target = spec.export.int8_target
             options = dict(op_types=graph.int8_op_types, target=target, exclude=spec.export.int8_exclude,
                            exclude_nodes=[*TARGET_FLOAT[target], *graph.int8_exclude] if graph.int8_exclude else None)
-            if spec.export.int8_auto_exclude:
+            if spec.export.int8_auto_exclude and calib:  # no batches: quantize_int8 says so
                 int8, report["int8_auto"] = quantize_int8_auto(fp32, results / "model_int8.onnx", calib,
                                                                tuple(a[:1] for a in calib[0]), **options)
             else:
