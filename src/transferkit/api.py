@@ -173,8 +173,7 @@ def _final_train_metrics(trainer, module, data, started: float, kind: str) -> di
         "final": {k.removesuffix("_epoch"): v for k, v in final.items()},
         "best": {cb.monitor: best_score, "checkpoint": str(cb.best_model_path)} if cb is not None else {},
         "classes": list(module.meta.classes),
-        f"train_{kind}": len(getattr(data, "train_items", [])),
-        f"val_{kind}": len(getattr(data, "val_items", [])),
+        **_split_counts(data, kind),
         f"skipped_{kind}": {"count": len(skipped), "files": skipped},
         **({"data_problems": data.problems} if hasattr(data, "problems") else {}),  # detection: label rows/files
         "warnings": list(getattr(data, "warnings", [])),
@@ -182,6 +181,14 @@ def _final_train_metrics(trainer, module, data, started: float, kind: str) -> di
         "ranks_that_trained": getattr(module, "ranks_seen", None),
         "wall_time_s": round(time.time() - started, 2),
     }
+
+
+def _split_counts(data, kind: str) -> dict[str, int]:
+    """The train_/val_ sizes in metrics.json: the data module's `split_counts()` where it has one (keypoints: images
+    and objects), else one count of its items per split."""
+    if hasattr(data, "split_counts"):
+        return data.split_counts()
+    return {f"train_{kind}": len(getattr(data, "train_items", [])), f"val_{kind}": len(getattr(data, "val_items", []))}
 
 
 def automl(task: str, spec_path, results, overrides: Sequence[str] = (), *, log_file=None,
@@ -325,6 +332,14 @@ def inference(task: str, spec_path, results, overrides: Sequence[str] = (), *, m
 
 # -- prune ----------------------------------------------------------------------------------------
 
+def _float_nodes(onnx_path: Path) -> list[str]:
+    """The nodes an INT8 file keeps in float, as its metadata names them."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    return json.loads(props.get("float_nodes", "[]"))
+
+
 def _latency(fn, inputs: tuple[torch.Tensor, ...]) -> float:
     """Median ms of `fn(*inputs)`: an eager network or a Predictor, on the task's example inputs."""
     from .optimize import measure_latency_ms
@@ -408,6 +423,7 @@ def export(task: str, spec_path, results, overrides: Sequence[str] = (), *, mode
     from safetensors.torch import save_file
 
     from .optimize import export_onnx, export_tensorrt, quantize_int8
+    from .optimize.quantize import TARGET_FLOAT, quantize_int8_auto
 
     results = Path(results)
     with RunFolder(results, log_file=log_file, task=get_task(task).name, verb="export", overwrite=overwrite) as run:
@@ -444,10 +460,17 @@ def export(task: str, spec_path, results, overrides: Sequence[str] = (), *, mode
         if spec.export.int8:
             calib = [] if spec.export.int8_target == "dynamic" else [
                 tuple(x.numpy() for x in as_inputs(b)) for b in data.calibration_batches(spec.export.calibration_images)]
-            int8 = quantize_int8(fp32, results / "model_int8.onnx", calib, op_types=graph.int8_op_types,
-                                 target=spec.export.int8_target)
+            target = spec.export.int8_target
+            options = dict(op_types=graph.int8_op_types, target=target, exclude=spec.export.int8_exclude,
+                           exclude_nodes=[*TARGET_FLOAT[target], *graph.int8_exclude] if graph.int8_exclude else None)
+            if spec.export.int8_auto_exclude and calib:  # no batches: quantize_int8 says so
+                int8, report["int8_auto"] = quantize_int8_auto(fp32, results / "model_int8.onnx", calib,
+                                                               tuple(a[:1] for a in calib[0]), **options)
+            else:
+                int8 = quantize_int8(fp32, results / "model_int8.onnx", calib, **options)
             runtimes["onnx_int8"] = (load_predictor(t, int8), int8)
             report["onnx_int8"] = str(int8)
+            report["int8_float_nodes"] = _float_nodes(int8)
         if spec.export.int8:  # accuracy and latency of each runtime, side by side
             example = t.example_inputs(meta)
             for name, (pred, path) in runtimes.items():

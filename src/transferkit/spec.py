@@ -190,10 +190,34 @@ class ExportConfig(SpecModel):
         "cpu", description="cpu: uint8 activations, fastest in ONNX Runtime on x86 | tensorrt: symmetric int8 QDQ | "
                            "dynamic: int8 weights, activations scaled per batch at run time (transformers; no calibration)"
     )
+    int8_exclude: list[str] = Field(
+        default_factory=list, description="kept in float in the INT8 model, on top of the task's choice: operator "
+        "types (ConvTranspose), convolution kinds (conv depthwise, conv 1x1, conv kxk, conv stem) or node names"
+    )
+    int8_auto_exclude: bool = Field(
+        False, description="target cpu: time FP32 and INT8 per operator kind (ONNX Runtime's profiler, batch 1) and "
+                           "keep in float each kind INT8 runs slower, while that makes the whole model faster"
+    )
     parity_tolerance: float = Field(
         1e-3, gt=0, description="max |PyTorch - ONNX Runtime| output difference accepted"
     )
     engine: bool = Field(False, description="also build a TensorRT engine (needs tensorrt and a GPU)")
+
+    @field_validator("int8_exclude")
+    @classmethod
+    def _exclude_needs_calibration(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if value and info.data.get("int8_target") == "dynamic":
+            raise ValueError("applies to calibrated INT8 (export.int8_target=cpu or tensorrt), not dynamic")
+        if any(not entry.strip() for entry in value):
+            raise ValueError("an entry is empty: give operator types, convolution kinds or node names")
+        return value
+
+    @field_validator("int8_auto_exclude")
+    @classmethod
+    def _auto_needs_cpu(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("int8_target", "cpu") != "cpu":
+            raise ValueError("times ONNX Runtime's CPU kernels: use it with export.int8_target=cpu")
+        return value
 
 
 def with_defaults(base: type[SpecModel], name: str, module: str, doc: str, descriptions: dict[str, str] | None = None,

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from transferkit.api import load_predictor
-from transferkit.data.demo import build_demo
 from transferkit.engine.checkpoint import read_checkpoint
 from transferkit.engine.meta import META_VERSION, InputSpec, ModelMeta, image_input, tensor_input
 from transferkit.errors import ModelError
@@ -84,14 +83,8 @@ def test_v1_yolo_metadata_keeps_the_anchors_as_architecture():
     assert ModelMeta.from_dict(meta.to_dict()) == meta
 
 
-@pytest.fixture(scope="module")
-def digits32(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("digits32")
-    build_demo("digits", root, seed=0, per_class=2, val_per_class=2, size=32)
-    return root
-
-
-def test_v1_checkpoints_work_with_every_verb_that_reads_a_model(digits32, kitti, tmp_path):
+def test_v1_checkpoints_work_with_every_verb_that_reads_a_model(digits_demo, kitti, tmp_path):
+    digits32 = digits_demo(per_class=2, val_per_class=2, size=32)
     data = [f"data.train_dir={digits32 / 'train'}", f"data.val_dir={digits32 / 'val'}", "train.num_workers=0"]
     assert tkit("classification", "evaluate", "-r", tmp_path / "eval", "-m", V1 / "classification_v1.ckpt", *data) == 0
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["num_images"] == 20

@@ -14,7 +14,6 @@ from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
 from transferkit.cli import main
-from transferkit.data.demo import build_demo
 from transferkit.engine.meta import ModelMeta, image_input
 from transferkit.spec import load_spec
 from transferkit.tasks import get_task
@@ -247,14 +246,8 @@ FAST = ["model.backbone=timm:test_resnet", "model.pretrained=false", "data.image
         "train.histograms=false"]
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("digits")
-    build_demo("digits", root, seed=0, per_class=2, val_per_class=1, size=32)
-    return root
-
-
-def test_cli_trains_with_augmentation_on_the_device(digits, tmp_path, monkeypatch):
+def test_cli_trains_with_augmentation_on_the_device(digits_demo, tmp_path, monkeypatch):
+    digits = digits_demo(per_class=2, val_per_class=1, size=32)
     calls = []
     original = BatchAugment.apply
 

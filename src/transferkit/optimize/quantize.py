@@ -33,7 +33,7 @@ import itertools
 import logging
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -42,7 +42,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from ..errors import DataError, ModelError
+from ..errors import DataError, ModelError, SpecError
 from ..io import atomic_write_bytes
 from .export import set_metadata
 
@@ -60,6 +60,11 @@ _TARGETS = {
     "tensorrt": {"activation_type": QuantType.QInt8,
                  "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True}},
 }
+
+
+# What each target keeps in float unless told otherwise (exclude_nodes): on the CPU, a stem convolution reading
+# the image directly (3 input channels) runs slower in INT8 than in FP32 (module docstring).
+TARGET_FLOAT: dict[str, tuple[str, ...]] = {"cpu": ("conv stem",), "tensorrt": (), "dynamic": ()}
 
 
 class _Batches(CalibrationDataReader):
@@ -111,6 +116,7 @@ def quantize_int8(
     op_types: Sequence[str] | None = None,
     target: str = "cpu",
     exclude_nodes: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
 ) -> Path:
     """Write an INT8 (QDQ) copy of the ONNX model at `fp32_path`, calibrated on `calibration` batches.
 
@@ -119,8 +125,11 @@ def quantize_int8(
     `op_types` limits quantisation to those operators (e.g. ["Conv"] keeps a detector's box decoding
     and scores in float); None quantises every operator ONNX Runtime supports. `target`: cpu | tensorrt
     (module docstring) | dynamic (quantize_int8_dynamic; `calibration` is not read). `exclude_nodes`:
-    ONNX node names left in float; None means the target's choice: for cpu, convolutions that read a
-    graph input directly (an image stem with 3 input channels runs slower in INT8; see above).
+    what is left in float, each entry an ONNX operator type ("ConvTranspose"), a convolution kind of
+    `onnx_op_profile` ("conv depthwise", "conv 1x1", "conv kxk", "conv stem": a convolution reading the
+    image) or a node name; None means the target's choice (TARGET_FLOAT). `exclude`: more of the same, on top
+    (a user's list, export.int8_exclude): an entry there that matches no node is a SpecError naming what the
+    model has, while `exclude_nodes` entries may match nothing.
     """
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)
     if target == "dynamic":
@@ -156,8 +165,12 @@ def quantize_int8(
             log.warning("quantisation pre-processing of %s failed (%s); quantising it as exported", fp32_path, e)
             source = fp32_path
         if exclude_nodes is None:
-            exclude_nodes = _input_convs(source, Path(tmp) / "named.onnx") if target == "cpu" else []
-            source = Path(tmp) / "named.onnx" if exclude_nodes else source
+            exclude_nodes = TARGET_FLOAT[target]
+        wanted = [*exclude_nodes, *exclude]
+        if wanted:
+            named = Path(tmp) / "named.onnx"
+            exclude_nodes = float_nodes(source, named, wanted, strict=list(exclude), label=fp32_path.name)
+            source = named if exclude_nodes else source
         try:
             quantize_static(
                 str(source), str(quantised), reader,
@@ -184,17 +197,121 @@ def quantize_int8(
     return atomic_write_bytes(int8_path, int8.SerializeToString())
 
 
-def _input_convs(model_path: Path, named_path: Path) -> list[str]:
-    """Names of the Conv nodes fed directly by a graph input (unnamed ones get a name, and the model is
-    rewritten to `named_path` when any is found)."""
+# INT8 kernels under the name of the float operator they replace, so a profile of each can be compared.
+_FLOAT_NAME = {"QLinearConvTranspose": "ConvTranspose", "QGemm": "Gemm", "QLinearMatMul": "MatMul",
+               "MatMulInteger": "MatMul", "QLinearMul": "Mul", "QLinearGlobalAveragePool": "GlobalAveragePool",
+               "QLinearAveragePool": "AveragePool", "QLinearConcat": "Concat", "QLinearSigmoid": "Sigmoid",
+               "QLinearLeakyRelu": "LeakyRelu", "QLinearSoftmax": "Softmax"}
+
+
+def int8_losers(fp32: dict[str, dict[str, float]], int8: dict[str, dict[str, float]], margin: float = 0.05) -> list[str]:
+    """The operator kinds INT8 runs slower than FP32, the largest loss first, from two `onnx_op_profile` results.
+
+    A kind counts when both profiles have it (INT8 kernels under their float name, e.g. QGemm as Gemm) and its
+    INT8 time exceeds FP32's by more than `margin` (a fraction). Kinds found in one profile only (Q/DQ, layout
+    changes, QLinearAdd where FP32 fused the Add into a convolution) cannot be kept in float by themselves and
+    are left out."""
+    int8_ms: dict[str, float] = {}
+    for kind, row in int8.items():
+        name = _FLOAT_NAME.get(kind, kind)
+        int8_ms[name] = int8_ms.get(name, 0.0) + row["ms"]
+    losses = {kind: int8_ms[kind] - row["ms"] for kind, row in fp32.items()
+              if kind in int8_ms and int8_ms[kind] > row["ms"] * (1 + margin)}
+    return sorted(losses, key=lambda kind: -losses[kind])
+
+
+def profile_total_ms(profile: dict[str, dict[str, float]]) -> float:
+    """Kernel ms of one call, all operators together, from an `onnx_op_profile` result."""
+    return sum(row["ms"] for row in profile.values())
+
+
+def quantize_int8_auto(
+    fp32_path: str | Path,
+    int8_path: str | Path,
+    calibration: Sequence,
+    probe: Any,
+    exclude: Sequence[str] = (),
+    runs: int = 50,
+    margin: float = 0.02,
+    **options: Any,
+) -> tuple[Path, dict[str, Any]]:
+    """`quantize_int8`, then keep in float each operator kind INT8 makes slower, while that speeds the model up.
+
+    Both models are profiled per operator kind at `probe` (one batch-1 input, as for `onnx_op_profile`). The
+    kinds `int8_losers` names are tried one at a time, the largest loss first: a kind stays in float when the
+    re-quantised model's kernel time per call is more than `margin` below the best so far (keeping a kind in
+    float adds Q/DQ pairs around it, which can cost more than it saves). `calibration` is read once per try,
+    so it must be a sequence. Returns the INT8 file and the decision (what export_report.json records as
+    int8_auto; the file's metadata gets it too)."""
+    from .profile import onnx_op_profile
+
+    fp32_path, int8_path = Path(fp32_path), Path(int8_path)
+    if options.get("target", "cpu") != "cpu":
+        raise ModelError("INT8 auto exclusion times ONNX Runtime on this CPU: it needs int8_target cpu")
+    fp32_profile = onnx_op_profile(fp32_path, probe, runs=runs)
+    fp32_ms = profile_total_ms(fp32_profile)
+    with tempfile.TemporaryDirectory(prefix="tkit-int8-auto-") as tmp:
+        best = quantize_int8(fp32_path, Path(tmp) / "try0.onnx", calibration, exclude=exclude, **options)
+        first_profile = onnx_op_profile(best, probe, runs=runs)
+        best_ms = profile_total_ms(first_profile)
+        # only what names nodes of the model: not the layout changes ONNX Runtime adds (ReorderOutput ...)
+        losers = [kind for kind in int8_losers(fp32_profile, first_profile) if kind in _selectable(fp32_path)]
+        kept: list[str] = []
+        tries = [{"float": [], "ms": round(best_ms, 4)}]
+        base = options.pop("exclude_nodes", None)
+        base = list(TARGET_FLOAT["cpu"] if base is None else base)
+        for index, kind in enumerate(losers, 1):
+            candidate = quantize_int8(fp32_path, Path(tmp) / f"try{index}.onnx", calibration, exclude=exclude,
+                                      exclude_nodes=[*base, *kept, kind], **options)
+            ms = profile_total_ms(onnx_op_profile(candidate, probe, runs=runs))
+            tries.append({"float": [*kept, kind], "ms": round(ms, 4)})
+            if ms < best_ms * (1 - margin):
+                best, best_ms = candidate, ms
+                kept.append(kind)
+        decision = {"fp32_ms": round(fp32_ms, 4), "int8_ms": round(best_ms, 4), "slower_in_int8": losers,
+                    "kept_in_float": kept, "tries": tries, "faster_than_fp32": best_ms < fp32_ms,
+                    "by_kind_ms": {k: [round(r["ms"], 4), round(first_profile.get(k, {}).get("ms", 0.0), 4)]
+                                   for k, r in fp32_profile.items()}}
+        model = onnx.load(str(best))
+        set_metadata(model, {"int8_auto": {k: decision[k] for k in ("fp32_ms", "int8_ms", "kept_in_float")}})
+        written = atomic_write_bytes(int8_path, model.SerializeToString())
+    if not decision["faster_than_fp32"]:
+        # Kernel sums at one thread, not whole calls: on a small model (MobileNetV2 at 64 px) INT8 lost here yet
+        # won whole calls at ONNX Runtime's default threads, so this only points at the export report's latencies.
+        log.warning("INT8 auto exclusion: %s's kernels still take %.3f ms per batch-1 call (1 thread) against %.3f ms "
+                    "in FP32; compare latency_ms_batch1 of onnx_int8 and onnx_fp32 in export_report.json before "
+                    "deploying it", int8_path.name, best_ms, fp32_ms)
+    return written, decision
+
+
+def _selectable(model_path: Path) -> set[str]:
+    """The operator types and convolution kinds of a model's nodes: what `exclude` entries can name besides nodes."""
+    from .profile import _node_kinds
+
+    graph = onnx.load(str(model_path)).graph
+    return {n.op_type for n in graph.node} | set(_node_kinds(graph).values())
+
+
+def float_nodes(model_path: Path, named_path: Path, entries: Sequence[str], strict: Sequence[str] = (),
+                label: str | None = None) -> list[str]:
+    """Names of the nodes `entries` select (operator types, convolution kinds, node names), in graph order.
+
+    Unnamed nodes get a name, and the model is rewritten to `named_path` when any node is selected. An entry
+    in `strict` that selects nothing raises SpecError (a typo must not pass silently); others may select nothing
+    (the cpu target's "conv stem" on a model whose first layer is not a convolution)."""
+    from .profile import _node_kinds
+
     model = onnx.load(str(model_path))
     graph = model.graph
-    inputs = {i.name for i in graph.input} - {t.name for t in graph.initializer}
-    found = []
     for index, node in enumerate(graph.node):
-        if node.op_type == "Conv" and node.input and node.input[0] in inputs:
-            node.name = node.name or f"tkit_input_conv_{index}"
-            found.append(node.name)
+        node.name = node.name or f"tkit_{node.op_type.lower()}_{index}"
+    kinds = _node_kinds(graph)
+    found = [n.name for n in graph.node if n.op_type in entries or n.name in entries or kinds.get(n.name) in entries]
+    for entry in strict:
+        if not any(entry in (n.op_type, n.name, kinds.get(n.name)) for n in graph.node):
+            present = sorted({n.op_type for n in graph.node} | {k for k in kinds.values() if k.startswith("conv ")})
+            raise SpecError(f"export.int8_exclude: {entry!r} is no operator type, convolution kind or node name of "
+                            f"{label or model_path.name}; it has {', '.join(present)}")
     if found:
         onnx.save(model, str(named_path))
     return found

@@ -72,6 +72,7 @@ class ExportGraph:
     meta: dict = field(default_factory=dict)
     output_axes: dict[str, dict[int, str]] | None = None
     int8_op_types: tuple[str, ...] | None = None  # operators INT8 may quantise (None: all it supports)
+    int8_exclude: tuple[str, ...] = ()  # operator types / conv kinds / node names INT8 keeps in float (quantize_int8)
 
 
 def describe_input(spec: InputSpec) -> str:

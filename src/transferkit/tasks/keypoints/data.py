@@ -183,6 +183,14 @@ class KeypointData(VisionData):
         if not self.val_items:
             raise DataError("data.val_labels holds no usable object (non-crowd, with a labelled keypoint)")
 
+    def split_counts(self) -> dict[str, int]:
+        """metrics.json's sizes of each split: images, and the objects (one training crop each) in them."""
+        counts = {}
+        for split, items in (("train", self.train_items), ("val", self.val_items)):
+            counts[f"{split}_images"] = len({it.image_id for it in items})
+            counts[f"{split}_objects"] = len(items)
+        return counts
+
     def _items(self, split: str) -> list[KpItem]:
         kset, folder = self.sets[split], self.folders[split]
         files = {im.id: folder / im.file for im in kset.images}

@@ -33,6 +33,11 @@ from .spec import INPUT_STRIDE, KeypointsSpec
 log = logging.getLogger("transferkit")
 
 KEYPOINT_PARITY_PX = 0.5  # export.output=keypoints: eager and ONNX points must agree within this many crop pixels
+# Kept in float in INT8 exports: ONNX Runtime has no INT8 kernel for the head's transposed convolutions on x86 (it
+# dequantised their weights every call and ran the float kernel), so quantising them made the whole model slower
+# than FP32 (MobileNetV2 + 3 deconvolutions at 128x96, kernel ms per crop, 1 thread: FP32 5.00, INT8 with them
+# 5.99, INT8 without them 4.09; docs/int8_export.md).
+INT8_FLOAT_OPS = ("ConvTranspose",)
 KEYPOINT_AGREEMENT = 0.99  # ... for at least this share of keypoints (argmax ties may pick a neighbour pixel)
 
 
@@ -111,8 +116,8 @@ class KeypointsTask(VisionTask):
             module = DecodedKeypoints(net, (meta.image.width, meta.image.height), spec.evaluation.decode)
             return ExportGraph(module, ("keypoints", "scores"),
                                meta={"output": "keypoints", "decode": spec.evaluation.decode},
-                               int8_op_types=("Conv", "ConvTranspose"))
-        return ExportGraph(net, self.output_names, meta={"output": "heatmaps"})
+                               int8_op_types=("Conv",), int8_exclude=INT8_FLOAT_OPS)
+        return ExportGraph(net, self.output_names, meta={"output": "heatmaps"}, int8_exclude=INT8_FLOAT_OPS)
 
     def check_export(self, spec, net: nn.Module, graph: ExportGraph, onnx_path: Path,
                      probe: tuple[torch.Tensor, ...]) -> dict:
