@@ -178,6 +178,12 @@ class PruneConfig(SpecModel):
         "union", description="how coupled layers (residual adds) combine importance"
     )
     excluded_layers: list[str] = Field(default_factory=list, description="module names never pruned")
+    bn_recalibration_batches: int | None = Field(
+        None, ge=0, description="after pruning, re-estimate BatchNorm statistics on this many batches of training "
+        "images (train.batch_size each); 0 = off; empty = 20 when the spec gives training data, else skipped with a warning"
+    )
+    evaluate: bool = Field(False, description="score the val set right after pruning, before and after the "
+                           "BatchNorm re-estimation, into prune_report.json")
 
 
 class ExportConfig(SpecModel):
