@@ -468,9 +468,15 @@ def _shown(value: Any) -> str:
     return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
+# Sections only some tasks' specs have: another task's spec says why it refuses them.
+ONLY_IN_SOME_TASKS = {"distill": "knowledge distillation is supported by classification only"}
+
+
 def _describe_error(err: dict, schema: type[BaseModel]) -> str:
     key = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
+        if key.split(".")[0] in ONLY_IN_SOME_TASKS:
+            return f"unknown key '{key}': {ONLY_IN_SOME_TASKS[key.split('.')[0]]}"
         hint = suggest_key(key, schema)
         return f"unknown key '{key}'" + (f" (did you mean '{hint}'?)" if hint else "")
     message = err["msg"][0].lower() + err["msg"][1:]
