@@ -405,7 +405,8 @@ def _recalibrate_pruned(t, spec, meta: ModelMeta, net: torch.nn.Module, model: P
         data = t.build_data(data_spec, meta=meta)
         data.scan("train")
         if count and not data.train_items:
-            raise SpecError(f"prune.bn_recalibration_batches={count} needs training {t.item_kind}: give the "
+            asked = "" if wanted is None else f"={wanted}"
+            raise SpecError(f"prune.bn_recalibration_batches{asked} needs training {t.item_kind}: give the "
                             "training data in the spec, or set prune.bn_recalibration_batches=0")
     except TransferkitError as e:
         if wanted is not None or evaluate:
