@@ -104,7 +104,7 @@ def main() -> int:
     rt = exported["runtimes"]
     table.add_row("pruned, not retrained", f"{report['params_after']:,}", f"{report['file_bytes_after'] / 1e6:.1f} MB",
                   f"{report['latency_ms_after']:.2f}", f"{report['val_after_recalibration']['top1']:.3f}")
-    table.add_row("pruned + retrained (distilled)", f"{report['params_after']:,}", f"{rt['pytorch']['file_bytes'] / 1e6:.1f} MB",
+    table.add_row("pruned + distilled", f"{report['params_after']:,}", f"{rt['pytorch']['file_bytes'] / 1e6:.1f} MB",
                   f"{rt['pytorch']['latency_ms_batch1']:.2f}", f"{retrain_metrics['best']['val/acc']:.3f}")
     table.add_row("ONNX FP32", f"{report['params_after']:,}", f"{rt['onnx_fp32']['file_bytes'] / 1e6:.1f} MB",
                   f"{rt['onnx_fp32']['latency_ms_batch1']:.2f}", f"{onnx_metrics['top1']:.3f}")
