@@ -75,14 +75,19 @@ def main() -> int:
     api.inference(TASK, SPEC, ROOT / "infer", common + [f"inference.images={data / 'val'}", "inference.annotate=true"],
                   model=best)
 
-    step("5/14 prune half the channels of every layer group, then retrain the pruned model (30 epochs)")
+    step("5/14 prune half the channels of every layer group, then retrain the pruned model distilling from the original")
     # prune.ratio=0.5: 3.8x fewer parameters, 3.1x fewer MACs (kept channels in multiples of 8), 1.7x (eager) to
     # 3.5x (ONNX Runtime) faster at batch 1; the spec's threshold 0.5 removed 10 % and was no faster. Pruned this
-    # far the network starts at chance: measured on this set (2026-12-01), 12 retraining epochs got back to 0.813
-    # val top-1 of the original's 0.927, 30 epochs to 0.893.
-    report = api.prune(TASK, SPEC, ROOT / "prune", common + ["prune.ratio=0.5"], model=best)
-    api.train(TASK, SPEC, ROOT / "retrain", common + [f"model.pruned={ROOT / 'prune' / 'pruned.ckpt'}", "train.epochs=30"],
-              overwrite=True)
+    # far the network starts at chance (0.100 val top-1; re-estimating its BatchNorm statistics, prune's default,
+    # gives 0.127 -- 0.713 at prune.ratio=0.2 -- and changes no retraining: training uses batch statistics).
+    # Measured on this set (2026-12-01, 30 retraining epochs, best val top-1; the original scores 0.927): plain
+    # retraining 0.893 (seed 42) / 0.847 (seed 1); distilling from the unpruned model (distill.teacher=auto,
+    # weight 0.5, temperature 2) 0.953 / 0.953 -- better than the original. Temperature 4 gave 0.893, 1 gave
+    # 0.920. A distillation epoch costs 1.34x a plain one (the teacher's forward pass; +~20 s here); 20 or 22
+    # epochs, the plain run's time, were erratic (0.900, 0.720: the start at chance lasts a varying while).
+    report = api.prune(TASK, SPEC, ROOT / "prune", common + ["prune.ratio=0.5", "prune.evaluate=true"], model=best)
+    api.train(TASK, SPEC, ROOT / "retrain", common + [f"model.pruned={ROOT / 'prune' / 'pruned.ckpt'}", "train.epochs=30",
+                                                      "distill.teacher=auto"], overwrite=True)
 
     step("6/14 export the retrained model to ONNX FP32 and INT8")
     exported = api.export(TASK, SPEC, ROOT / "export", common + ["export.int8=true"], model=ROOT / "retrain" / "best.ckpt")
@@ -97,7 +102,9 @@ def main() -> int:
     table.add_row("original (PyTorch)", f"{report['params_before']:,}", f"{report['file_bytes_before'] / 1e6:.1f} MB",
                   f"{report['latency_ms_before']:.2f}", f"{metrics['top1']:.3f}")
     rt = exported["runtimes"]
-    table.add_row("pruned + retrained", f"{report['params_after']:,}", f"{rt['pytorch']['file_bytes'] / 1e6:.1f} MB",
+    table.add_row("pruned, not retrained", f"{report['params_after']:,}", f"{report['file_bytes_after'] / 1e6:.1f} MB",
+                  f"{report['latency_ms_after']:.2f}", f"{report['val_after_recalibration']['top1']:.3f}")
+    table.add_row("pruned + distilled", f"{report['params_after']:,}", f"{rt['pytorch']['file_bytes'] / 1e6:.1f} MB",
                   f"{rt['pytorch']['latency_ms_batch1']:.2f}", f"{retrain_metrics['best']['val/acc']:.3f}")
     table.add_row("ONNX FP32", f"{report['params_after']:,}", f"{rt['onnx_fp32']['file_bytes'] / 1e6:.1f} MB",
                   f"{rt['onnx_fp32']['latency_ms_batch1']:.2f}", f"{onnx_metrics['top1']:.3f}")

@@ -368,6 +368,7 @@ def prune(task: str, spec_path, results, overrides: Sequence[str] = (), *, model
             before = {"params": count_params(net), "macs": count_macs(net, example),
                       "latency_ms": _latency(t.eager_runner(copy.deepcopy(net), "cpu"), example)}
         result = t.prune_net(net, example, spec)
+        recovery = _recalibrate_pruned(t, spec, meta, net, Path(model), results)
         with torch.inference_mode():
             after = {"params": count_params(net), "macs": count_macs(net, example),
                      "latency_ms": _latency(t.eager_runner(copy.deepcopy(net), "cpu"), example)}
@@ -383,12 +384,90 @@ def prune(task: str, spec_path, results, overrides: Sequence[str] = (), *, model
             "latency_ms_before": before["latency_ms"], "latency_ms_after": after["latency_ms"],
             "file_bytes_before": Path(model).stat().st_size, "file_bytes_after": out.stat().st_size,
             "params_ratio": round(before["params"] / max(1, after["params"]), 3),
+            **recovery,
             "layers": [{"name": r.name, "kept": r.kept, "total": r.total} for r in result.layers],
         }
         atomic_write_json(results / "prune_report.json", report)
         _print_prune_table(report)
         log.info("pruned model: %s (retrain it: tkit %s train ... model.pruned=%s)", out, task, out)
         return report
+
+
+DEFAULT_BN_RECALIBRATION_BATCHES = 20  # prune.bn_recalibration_batches when the spec leaves it empty
+
+
+def _recalibrate_pruned(t, spec, meta: ModelMeta, net: torch.nn.Module, model: Path, results: Path) -> dict[str, Any]:
+    """After pruning: re-estimate BatchNorm statistics on training images (prune.bn_recalibration_batches) and,
+    with prune.evaluate=true, score the val set before and after; what was done, for prune_report.json."""
+    from .data.items import usable_batches
+    from .errors import TransferkitError
+    from .optimize.bn_recal import batchnorm_layers, recalibrate_batchnorm
+
+    p = spec.prune
+    wanted = getattr(p, "bn_recalibration_batches", 0)  # a prune section without the key (text) never re-estimates
+    evaluate = getattr(p, "evaluate", False)
+    count = DEFAULT_BN_RECALIBRATION_BATCHES if wanted is None else wanted
+    reason = ""
+    if not batchnorm_layers(net):
+        count = 0
+        reason = "the network has no BatchNorm layers"
+    elif count == 0:
+        reason = "prune.bn_recalibration_batches=0"
+    out: dict[str, Any] = {}
+    if not (count or evaluate):
+        return {"bn_recalibration": {"done": False, "reason": reason}}
+    data_spec = t.spec_for_model(spec, meta)
+    try:
+        data = t.build_data(data_spec, meta=meta)
+        data.scan("train")
+        if count and not data.train_items:
+            asked = "" if wanted is None else f"={wanted}"
+            raise SpecError(f"prune.bn_recalibration_batches{asked} needs training {t.item_kind}: give the "
+                            "training data in the spec, or set prune.bn_recalibration_batches=0")
+    except TransferkitError as e:
+        if wanted is not None or evaluate:
+            raise
+        log.warning("prune: BatchNorm statistics not re-estimated (the pruned model evaluates poorly until "
+                    "retrained): %s", e)
+        return {"bn_recalibration": {"done": False, "reason": f"no usable training data: {e}"}}
+
+    def score(name: str) -> float:
+        started = time.perf_counter()
+        run = t.eager_runner(copy.deepcopy(net), "cpu")
+
+        @torch.inference_mode()
+        def forward(*inputs: torch.Tensor) -> list[torch.Tensor]:
+            outputs = run(*inputs)
+            return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+        value = t.evaluate(data_spec, Predictor(meta, forward, "pytorch", model, net=net), data, results / name)[t.headline]
+        out["evaluate_seconds"] = round(out.get("evaluate_seconds", 0.0) + time.perf_counter() - started, 2)
+        return value
+
+    if evaluate:
+        out["val_after_prune"] = {t.headline: score("eval_pruned")}
+    if count:
+        # A shuffled pass over at most `count` batches of training items, preprocessed as for evaluation: the
+        # statistics evaluation will meet (on the demo set the training augmentation made no difference).
+        order = torch.randperm(len(data.train_items), generator=torch.Generator().manual_seed(spec.train.seed))
+        chosen = [data.train_items[i] for i in order[: count * data.batch_size].tolist()]
+        loader = data.loader(chosen, False, data.batch_size)
+        batches = (as_inputs(data.model_inputs(b)) for b in usable_batches(loader, data.skipped))
+        started = time.perf_counter()
+        done = recalibrate_batchnorm(net, batches, count)
+        out["bn_recalibration"] = {"done": done.batches > 0, "batches": done.batches, t.item_kind: done.items,
+                                   "bn_layers": done.bn_layers, "seconds": round(time.perf_counter() - started, 2)}
+        log.info("prune: re-estimated the statistics of %d BatchNorm layers on %d batches (%d training %s)",
+                 done.bn_layers, done.batches, done.items, t.item_kind)
+        if evaluate:
+            out["val_after_recalibration"] = {t.headline: score("eval_recalibrated")}
+    else:
+        out["bn_recalibration"] = {"done": False, "reason": reason}
+    for key in ("val_after_prune", "val_after_recalibration"):
+        if key in out:
+            log.info("prune: val %s %s = %.4f", t.headline, key.removeprefix("val_").replace("_", " "),
+                     out[key][t.headline])
+    return out
 
 
 def _print_prune_table(report: dict) -> None:

@@ -180,6 +180,12 @@ class PruneConfig(SpecModel):
         "union", description="how coupled layers (residual adds) combine importance"
     )
     excluded_layers: list[str] = Field(default_factory=list, description="module names never pruned")
+    bn_recalibration_batches: int | None = Field(
+        None, ge=0, description="after pruning, re-estimate BatchNorm statistics on this many batches of training "
+        "images (train.batch_size each); 0 = off; empty = 20 when the spec gives training data, else skipped with a warning"
+    )
+    evaluate: bool = Field(False, description="score the val set right after pruning, before and after the "
+                           "BatchNorm re-estimation, into prune_report.json")
 
 
 class ExportConfig(SpecModel):
@@ -488,9 +494,15 @@ def _shown(value: Any) -> str:
     return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
+# Sections only some tasks' specs have: another task's spec says why it refuses them.
+ONLY_IN_SOME_TASKS = {"distill": "knowledge distillation is supported by classification only"}
+
+
 def _describe_error(err: dict, schema: type[BaseModel]) -> str:
     key = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
+        if key.split(".")[0] in ONLY_IN_SOME_TASKS:
+            return f"unknown key '{key}': {ONLY_IN_SOME_TASKS[key.split('.')[0]]}"
         hint = suggest_key(key, schema)
         return f"unknown key '{key}'" + (f" (did you mean '{hint}'?)" if hint else "")
     message = err["msg"][0].lower() + err["msg"][1:]

@@ -14,6 +14,7 @@ from ...data.items import skipped_report, usable_batches
 from ...data.module import build_loader
 from ...errors import DataError, SpecError
 from ...io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ...optimize.distill import load_teacher, resolve_teacher
 from ...optimize.prune import apply_layer_shapes
 from ...spec import require_path
 from ...zoo import get_image_entry
@@ -67,9 +68,18 @@ class ClassificationTask(VisionTask):
             report = None
         else:
             net, report = build_classifier(m.backbone, data.classes, m.pretrained, m.dropout, m.freeze_blocks, m.freeze_bn)
+        teacher = None
+        if spec.distill.teacher:
+            path = resolve_teacher(spec.distill.teacher, m.pruned)
+            teacher = load_teacher(self, path, meta)
+            meta = meta.with_updates(history={**meta.history, "distill": {
+                "teacher": str(path), "weight": spec.distill.weight, "temperature": spec.distill.temperature}})
+            log.info("distilling from teacher %s (weight %g, temperature %g)", path, spec.distill.weight,
+                     spec.distill.temperature)
         # data.augment_on=device: the module augments the training batches once they are on the device.
         augment = build_batch_augment(spec, data.mean, data.std) if spec.data.augment_on == "device" else None
-        return ClassificationModule(net, meta, spec.train, augment, spec.data.max_image_pixels), report
+        return ClassificationModule(net, meta, spec.train, augment, spec.data.max_image_pixels, teacher,
+                                    spec.distill), report
 
     def build_net(self, meta: ModelMeta) -> nn.Module:
         net, _ = build_classifier(meta.backbone, list(meta.classes), False, meta.arch.get("dropout", 0.0))

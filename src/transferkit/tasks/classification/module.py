@@ -10,9 +10,10 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ...engine.meta import ModelMeta
 from ...engine.module import write_image
+from ...optimize.distill import distillation_loss
 from ...vision.batch_augment import BatchAugment, EncodedImages, decode_squares
 from ...vision.task import VisionModule
-from .spec import ClassificationTrainConfig
+from .spec import ClassificationTrainConfig, DistillConfig
 from .viz import labelled_grid_image
 
 
@@ -21,8 +22,12 @@ class ClassificationModule(VisionModule):
     as uint8 squares -- or as JPEG bytes, decoded here before they move -- and are augmented on the device."""
 
     def __init__(self, net, meta: ModelMeta, train: ClassificationTrainConfig, augment: BatchAugment | None = None,
-                 max_pixels: int | None = None):
+                 max_pixels: int | None = None, teacher: torch.nn.Module | None = None,
+                 distill: DistillConfig | None = None):
         super().__init__(net, meta, train)
+        # Held in a tuple, not as a submodule: the teacher is neither trained nor saved in checkpoints.
+        self._teacher = (teacher,) if teacher is not None else ()
+        self.distill = distill
         self.augment = augment
         self.max_pixels = max_pixels  # data.max_image_pixels, for a JPEG the device decoder hands back to PIL
         self._augment_step, self._augment_micro = -1, 0
@@ -65,13 +70,26 @@ class ClassificationModule(VisionModule):
         seed = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
         return torch.Generator().manual_seed(seed)
 
+    def on_fit_start(self) -> None:
+        for teacher in self._teacher:
+            teacher.to(self.device).eval()
+
     def training_step(self, batch, batch_idx):
         images, labels, bad = batch
         self.note_skipped(bad)
         if len(labels) == 0:
             return None
-        logits = self(self.prepare_images(images))
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.train_cfg.label_smoothing)
+        images = self.prepare_images(images)
+        logits = self(images)
+        if self._teacher:
+            with torch.no_grad():
+                teacher_logits = self._teacher[0](images)
+            loss, ce, kd = distillation_loss(logits, teacher_logits, labels, self.distill.weight,
+                                             self.distill.temperature, self.train_cfg.label_smoothing)
+            self.log("train/loss_ce", ce, on_step=False, on_epoch=True, batch_size=len(labels))
+            self.log("train/loss_kd", kd, on_step=False, on_epoch=True, batch_size=len(labels))
+        else:
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.train_cfg.label_smoothing)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
         return loss
 

@@ -64,6 +64,16 @@ class InferenceConfig(SpecModel):
     annotate: bool = Field(False, description="also write copies of the images with the predicted label drawn")
 
 
+class DistillConfig(SpecModel):
+    teacher: str | None = Field(
+        None, description="knowledge distillation while training: the teacher's best.ckpt (same classes), or auto = "
+        "the model model.pruned was pruned from; empty = no distillation")
+    weight: float = Field(0.5, ge=0, le=1, description="share of the distillation term in the loss (alpha); the "
+                          "cross-entropy with the labels gets 1 - weight")
+    temperature: float = Field(2.0, gt=0, le=100, description="softmax temperature of teacher and student logits "
+                               "(on the demo set 2 beat 1 and 4)")
+
+
 class ClassificationSpec(SpecModel):
     data: DataConfig = Field(default_factory=DataConfig, description="dataset")
     model: ModelConfig = Field(default_factory=ModelConfig, description="network")
@@ -71,4 +81,5 @@ class ClassificationSpec(SpecModel):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="evaluate verb")
     inference: InferenceConfig = Field(default_factory=InferenceConfig, description="inference verb")
     prune: PruneConfig = Field(default_factory=PruneConfig, description="prune verb")
+    distill: DistillConfig = Field(default_factory=DistillConfig, description="knowledge distillation in train")
     export: ExportConfig = Field(default_factory=ExportConfig, description="export verb")
