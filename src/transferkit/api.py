@@ -373,7 +373,7 @@ def prune(task: str, spec_path, results, overrides: Sequence[str] = (), *, model
             after = {"params": count_params(net), "macs": count_macs(net, example),
                      "latency_ms": _latency(t.eager_runner(copy.deepcopy(net), "cpu"), example)}
         new_meta = meta.with_updates(pruned_shapes=t.pruned_shapes(net),
-                                     history={**meta.history, "pruned_from": str(model), "prune": p.model_dump(mode="json")})
+                                     history={**meta.history, "pruned_from": str(Path(model).resolve()), "prune": p.model_dump(mode="json")})
         out = results / "pruned.ckpt"
         atomic_torch_save({META_KEY: new_meta.to_dict(),
                            "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, out)
