@@ -75,7 +75,8 @@ def early_convs(checkpoint: Path, stages: int) -> list[str]:
             for name, m in net.backbone.stages[i].named_modules() if isinstance(m, torch.nn.Conv2d)]
 
 
-def run_pipeline(root: Path, mode: dict, prune_override: str, keep_stages: int, log) -> tuple[dict, dict, dict, list]:
+def run_pipeline(root: Path, mode: dict, prune_override: str, keep_stages: int, log,
+                 distill: bool = True) -> tuple[dict, dict, dict, list]:
     data = root / "data"
     build_demo("digits", data, seed=0)
     common = [f"data.train_dir={data / 'train'}", f"data.val_dir={data / 'val'}", f"data.image_size={mode['image_size']}",
@@ -96,7 +97,7 @@ def run_pipeline(root: Path, mode: dict, prune_override: str, keep_stages: int, 
     prune_report = step("prune", api.prune, prune_override, f"prune.excluded_layers=[{','.join(excluded)}]",
                         model=root / "train" / "best.ckpt")
     step("retrain", api.train, f"model.pruned={root / 'prune' / 'pruned.ckpt'}", f"train.epochs={mode['retrain_epochs']}",
-         overwrite=True)
+         *(["distill.teacher=auto"] if distill else []), overwrite=True)
     export_report = step("export", api.export, "export.int8=true", model=root / "retrain" / "best.ckpt")
     step("export_unpruned", api.export, "export.int8=true", model=root / "train" / "best.ckpt")
     return prune_report, export_report, steps, excluded
@@ -244,6 +245,8 @@ def main(argv=None) -> int:
                     "an earlier run left in --out (e.g. to re-time on a quieter machine)")
     ap.add_argument("--epochs", type=int, help="training epochs (default: by mode)")
     ap.add_argument("--retrain-epochs", type=int, help="retraining epochs of the pruned model (default: by mode)")
+    ap.add_argument("--no-distill", action="store_true",
+                    help="retrain without distilling from the unpruned model (default: distill.teacher=auto)")
     ap.add_argument("--threads", type=int, help="time with this many PyTorch and ONNX Runtime intra-op threads "
                     "(default: each library's own, the physical cores); 1 is far steadier on a machine others share: "
                     "a 2-thread call waits for whichever of its threads the OS has descheduled")
@@ -266,12 +269,14 @@ def main(argv=None) -> int:
             key = "ratio" if cfg["ratio"] is not None else "threshold"  # api.prune ignores the threshold when a ratio is set
             excluded, prune_override = cfg["excluded_layers"], f"prune.{key}={cfg[key]}"
         else:
-            prune_report, export_report, steps, excluded = run_pipeline(root, mode, prune_override, args.keep_stages, log)
+            prune_report, export_report, steps, excluded = run_pipeline(root, mode, prune_override, args.keep_stages, log,
+                                                                        distill=not args.no_distill)
         if args.threads:
             torch.set_num_threads(args.threads)
         rows, load = measure(root, mode, log, args.threads)
     rx = ratios(rows)
     result = {"benchmark": "optimize", "mode_name": mode_name, "mode": mode, "command": " ".join(sys.argv),
+              "retrain_distilled": not args.no_distill,
               "timing_threads": args.threads or "library defaults",
               "prune_setting": f"{prune_override}, {len(excluded)} convs of the first backbone stages excluded",
               "reused_models": args.reuse,
