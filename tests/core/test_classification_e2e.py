@@ -14,17 +14,9 @@ import yaml
 
 from transferkit.engine.meta import ModelMeta
 from transferkit.cli import main
-from transferkit.data.demo import build_demo
 
 FAST = ["data.image_size=32", "train.batch_size=8", "train.num_workers=0", "train.epochs=1",
         "train.learning_rate=0.01", "evaluation.batch_size=16"]
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("digits")
-    build_demo("digits", root, seed=0, per_class=4, val_per_class=2, size=32)
-    return root
 
 
 def data_args(root: Path) -> list[str]:

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from transferkit.cli import main
-from transferkit.data.demo import build_demo
 from transferkit.engine.meta import tensor_input
 from transferkit.optimize import OnnxModel
 
@@ -19,18 +18,6 @@ FAST = ["data.image_size=32", "train.batch_size=8", "train.num_workers=0", "trai
 
 def tkit(*args) -> int:
     return main([str(a) for a in args])
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("digits")
-    build_demo("digits", root, seed=0, per_class=4, val_per_class=2, size=32)
-    return root
-
-
-@pytest.fixture(scope="module")
-def data(digits) -> list[str]:
-    return [f"data.train_dir={digits / 'train'}", f"data.val_dir={digits / 'val'}"]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from transferkit.cli import main
-from transferkit.data.demo import build_demo
 from transferkit.errors import SpecError
 from transferkit.optimize import PruneConfig, prune_model
 from transferkit.optimize.bn_recal import recalibrate_batchnorm
@@ -107,18 +106,6 @@ def test_distillation_loss_is_the_formula():
 
 
 # -- through the CLI ----------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("digits")
-    build_demo("digits", root, seed=0, per_class=4, val_per_class=2, size=32)
-    return root
-
-
-@pytest.fixture(scope="module")
-def data(digits) -> list[str]:
-    return [f"data.train_dir={digits / 'train'}", f"data.val_dir={digits / 'val'}"]
-
 
 @pytest.fixture(scope="module")
 def trained(data, tmp_path_factory) -> Path:
