@@ -28,9 +28,13 @@ def trained(ticket_files, tmp_path_factory):
 @pytest.mark.export
 def test_prune_retrain_export_and_evaluate_the_onnx(trained, ticket_files, tmp_path):
     data = [f"data.train_file={ticket_files['train']}", f"data.val_file={ticket_files['val']}"]
-    assert main([TASK, "prune", "-r", str(tmp_path / "prune"), "-m", str(trained / "best.ckpt")]) == 0
+    assert main([TASK, "prune", "-r", str(tmp_path / "prune"), "-m", str(trained / "best.ckpt"), *data,
+                 "prune.evaluate=true"]) == 0
     report = json.loads((tmp_path / "prune" / "prune_report.json").read_text())
     assert report["params_after"] < report["params_before"]
+    # prune.evaluate scores the pruned model on the val sentences; there is no BatchNorm to re-estimate
+    assert 0.0 <= report["val_after_prune"]["accuracy"] <= 1.0
+    assert report["bn_recalibration"] == {"done": False, "reason": "the network has no BatchNorm layers"}
     pruned = tmp_path / "prune" / "pruned.ckpt"
     meta, _ = read_checkpoint(pruned, task=TASK)
     assert meta.pruned_shapes and meta.arch["tokenizer_json"]

@@ -77,6 +77,8 @@ class TextPruneConfig(SpecModel):
         "l2", description="l2: weight norms (value x output projection per head, input x output per neuron) | "
                           "activation: each head's and neuron's mean output on the example sentences (needs real text)"
     )
+    evaluate: bool = Field(False, description="score the val set with the pruned, not yet retrained model, into "
+                           "prune_report.json (val_after_prune)")
 
 
 @dataclass
