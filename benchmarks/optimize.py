@@ -233,9 +233,9 @@ def print_report(result: dict) -> None:
 
 
 def measure_in_fresh_process(root: Path, args, log) -> tuple[dict, dict]:
-    """measure() in a new Python process: timed in the process that trained, pruned and exported, eager batch-1
-    calls ran up to 1.6x slower than the same files timed alone (2026-12-01, quick mode: 2.07 vs 1.32 ms), as they
-    would in a user's inference process."""
+    """measure() in a new Python process, as a user's inference process would run the files. Timed in the process
+    that had trained, pruned and exported them, eager batch-1 calls once ran 1.6x slower than the same files timed
+    alone (2026-12-01, quick mode: 2.07 vs 1.32 ms); later in-process attempts did not reproduce it."""
     with tempfile.TemporaryDirectory(prefix="tkit-bench-measure-") as tmp:
         out = Path(tmp) / "rows.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--out", str(root), "--reuse", "--measure-into", str(out)]
