@@ -83,9 +83,9 @@ def main() -> int:
     # Measured on this set (2026-12-01, on the machine used until then, where the original scored 0.927; 30
     # retraining epochs, best val top-1): plain retraining 0.893 (seed 42) / 0.847 (seed 1); distilling from the
     # unpruned model (distill.teacher=auto, weight 0.5, temperature 2) 0.953 / 0.953 -- better than the original.
-    # Temperature 4 gave 0.893, 1 gave
-    # 0.920. A distillation epoch costs 1.34x a plain one (the teacher's forward pass; +~20 s here); 20 or 22
-    # epochs, the plain run's time, were erratic (0.900, 0.720: the start at chance lasts a varying while).
+    # Temperature 4 gave 0.893, 1 gave 0.920. A distillation epoch costs 1.34x a plain one (the teacher's forward
+    # pass; +~20 s here); 20 or 22 epochs, the plain run's time, were erratic (0.900, 0.720: the start at chance
+    # lasts a varying while).
     # On the machine after it (fresh-clone make demo, 2026-12-01 20:40): original 0.813, distilled retrain 0.920.
     report = api.prune(TASK, SPEC, ROOT / "prune", common + ["prune.ratio=0.5", "prune.evaluate=true"], model=best)
     api.train(TASK, SPEC, ROOT / "retrain", common + [f"model.pruned={ROOT / 'prune' / 'pruned.ckpt'}", "train.epochs=30",
