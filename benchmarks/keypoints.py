@@ -4,6 +4,7 @@ budget, then the ImageNet model in eager PyTorch vs ONNX Runtime FP32 vs INT8 (h
     python benchmarks/keypoints.py --quick   # ~3 min: 40 train / 15 val images (~80 / ~30 objects), 30 s per model
     python benchmarks/keypoints.py           # full: 180 train / 50 val images (>= 300 training objects), 240 s per model
     python benchmarks/keypoints.py --seconds 120   # the same set, 120 s per model
+    python benchmarks/keypoints.py --upsample resize --no-scratch   # the resize + conv head (keypoints_resize.json)
 
 Data: the offline `figures` demo (stick figures with 14 named joints on scikit-image textures, 1-3 per 160 px image,
 occluders give v=1, figures leaving the frame v=0). Crops are 96 x 128 (w x h), heatmaps at stride 4, AdamW 1e-3,
@@ -50,13 +51,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller set, shorter budget")
     parser.add_argument("--seconds", type=float, help="training budget per model (default: the mode's)")
+    parser.add_argument("--upsample", choices=("deconv", "resize"), default="deconv",
+                        help="the head's 2x stages (model.upsample); resize writes keypoints_resize[_quick].json")
+    parser.add_argument("--no-scratch", action="store_true", help="train only the ImageNet model")
     args = parser.parse_args()
+    head = [f"model.upsample={args.upsample}"]
+    models = [(key, label.replace("deconv head", f"{args.upsample} head"), extra + head) for key, label, extra in MODELS
+              if not (args.no_scratch and key == "scratch")]
     mode_name = "quick" if args.quick else "full"
     mode = dict(MODES[mode_name])
     if args.seconds:
         mode["budget_s"] = args.seconds
     before = cpu_snapshot()
-    result: dict = {"mode": mode_name, **mode, "crop": [WIDTH, HEIGHT], "models": {}, "runtimes": {}}
+    result: dict = {"mode": mode_name, **mode, "crop": [WIDTH, HEIGHT], "upsample": args.upsample, "models": {},
+                    "runtimes": {}}
     with tempfile.TemporaryDirectory(prefix="tkit-bench-kp-") as tmp:
         root = Path(tmp)
         build_demo("figures", root / "data", seed=0, train=mode["train"], val=mode["val"])
@@ -64,7 +72,7 @@ def main() -> None:
         result["objects"] = objects
         print(f"figures: {objects['train']} training / {objects['val']} val objects", flush=True)
         overrides = COMMON + data_overrides(root / "data")
-        for key, label, extra in MODELS:
+        for key, label, extra in models:
             print(f"training {label} for {mode['budget_s']} s", flush=True)
             row = train_for_budget("keypoints", None, key, overrides + extra, root, mode["budget_s"], objects["train"],
                                    "objects", "AP")
@@ -75,11 +83,11 @@ def main() -> None:
 
         print("exporting the ImageNet model (FP32 + INT8)", flush=True)
         best = root / "imagenet" / "best.ckpt"
-        api.export("keypoints", None, root / "export", overrides + MODELS[0][2] + ["export.int8=true"], model=best)
+        api.export("keypoints", None, root / "export", overrides + models[0][2] + ["export.int8=true"], model=best)
         task = get_task("keypoints")
         for key, path in (("pytorch", best), ("onnx_fp32", root / "export" / "model.onnx"),
                           ("onnx_int8", root / "export" / "model_int8.onnx")):
-            metrics = api.evaluate("keypoints", None, root / f"eval_{key}", overrides + MODELS[0][2], model=path)
+            metrics = api.evaluate("keypoints", None, root / f"eval_{key}", overrides + models[0][2], model=path)
             predictor = api.load_predictor(task, path)
             latency = {}
             for batch in (1, 16):
@@ -89,7 +97,8 @@ def main() -> None:
                                        **latency}
     share = others_cpu_share(before, cpu_snapshot())
     result["others_cpu_share"] = share
-    path = write_results(f"keypoints{'_quick' if args.quick else ''}", result)
+    name = "keypoints" + ("_resize" if args.upsample == "resize" else "") + ("_quick" if args.quick else "")
+    path = write_results(name, result)
     print(f"\nfigures, {objects['train']} train / {objects['val']} val objects, {WIDTH}x{HEIGHT} crops, "
           f"{mode['budget_s']} s of training per model {busy_note(share)}")
     print(f"{'model':<48} {'epochs':>6} {'obj/s':>7} {'AP':>6} {'AP50':>6} {'PCK':>6}")

@@ -130,3 +130,39 @@ def test_boxes_from_a_coco_detections_file(trained, kpset, tmp_path):
     assert sorted(r["image_id"] for r in results) == sorted(a["image_id"] for a in coco["annotations"])
     assert all(r["score"] <= 0.9 for r in results)  # the box's score scales the object's
     assert "1 detections matched no image" in json.loads((out / "inference.json").read_text())["boxes_from"]
+
+
+@pytest.mark.export
+def test_resize_head_trains_prunes_and_exports_int8_with_nothing_left_in_float(kpset, tmp_path):
+    run = tmp_path / "train"
+    assert tkit("keypoints", "train", "-r", run, *data_args(kpset), *FAST, "train.epochs=1", "model.upsample=resize") == 0
+    meta = ModelMeta.from_dict(torch.load(run / "best.ckpt", weights_only=True)["transferkit"])
+    assert meta.arch["upsample"] == "resize" and meta.arch["heatmap_stride"] == 4
+
+    pr = tmp_path / "prune"
+    assert tkit("keypoints", "prune", "-r", pr, "-m", run / "best.ckpt", *data_args(kpset), *FAST,
+                "prune.ratio=0.5", "prune.min_num_filters=8") == 0
+    assert tkit("keypoints", "train", "-r", tmp_path / "retrain", *data_args(kpset), *FAST, "train.epochs=1",
+                f"model.pruned={pr / 'pruned.ckpt'}") == 0
+    ex = tmp_path / "export"
+    assert tkit("keypoints", "export", "-r", ex, "-m", tmp_path / "retrain" / "best.ckpt", *data_args(kpset), *FAST,
+                "export.int8=true", "export.calibration_images=4") == 0
+    report = json.loads((ex / "export_report.json").read_text())
+    assert report["parity"]["ok"]
+    # no ConvTranspose: the whole head quantises (only the backbone's stem conv stays in float, as for every task)
+    assert [n for n in report["int8_float_nodes"] if not n.startswith("/backbone/stages.0/")] == []
+
+    import onnx
+    ops = {node.op_type for node in onnx.load(str(ex / "model.onnx")).graph.node}
+    assert "Resize" in ops and "ConvTranspose" not in ops
+
+
+def test_a_model_file_without_the_upsample_key_builds_the_deconv_head(trained):
+    from transferkit.tasks import get_task
+
+    ckpt = torch.load(trained / "best.ckpt", weights_only=True)
+    meta = ModelMeta.from_dict(ckpt["transferkit"])
+    old = meta.with_updates(arch={k: v for k, v in meta.arch.items() if k != "upsample"})
+    net = get_task("keypoints").build_net(old)
+    assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules()) == 3
+    net.load_state_dict({k.removeprefix("net."): v for k, v in ckpt["state_dict"].items()})

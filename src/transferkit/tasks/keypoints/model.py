@@ -1,4 +1,4 @@
-"""Top-down heatmap network: a zoo backbone's deepest map, 2x deconvolution stages, one heatmap per keypoint.
+"""Top-down heatmap network: a zoo backbone's deepest map, 2x upsampling stages, one heatmap per keypoint.
 
 With the usual stride-32 backbone and three stages the heatmaps are at stride 4 (SimpleBaseline's
 layout); `forward` returns them, [N, K, H/stride, W/stride], which is also the exported ONNX output
@@ -29,11 +29,27 @@ class DeconvStage(nn.Sequential):
                          nn.ReLU(inplace=True))
 
 
-class PoseNet(nn.Module):
-    """Backbone -> deconvolution head -> `num_keypoints` heatmaps. `final` is the output layer (never pruned)."""
+class ResizeStage(nn.Sequential):
+    """Nearest-neighbour 2x resize, then Conv 3x3, BN, ReLU ("resize-convolution": no checkerboard pattern, and
+    every layer quantises to INT8, where ONNX Runtime's int8 ConvTranspose is slower than its float one)."""
 
-    def __init__(self, backbone: Backbone, num_keypoints: int, deconv_channels: Sequence[int]):
+    def __init__(self, cin: int, cout: int):
+        super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+UPSAMPLE_STAGES = {"deconv": DeconvStage, "resize": ResizeStage}
+
+
+class PoseNet(nn.Module):
+    """Backbone -> upsampling head -> `num_keypoints` heatmaps. `final` is the output layer (never pruned).
+    `upsample`: each head stage is a 4x4 stride-2 transposed convolution ("deconv", SimpleBaseline's) or a 2x
+    nearest resize followed by a 3x3 convolution ("resize")."""
+
+    def __init__(self, backbone: Backbone, num_keypoints: int, deconv_channels: Sequence[int], upsample: str = "deconv"):
         super().__init__()
+        if upsample not in UPSAMPLE_STAGES:
+            raise ModelError(f"unknown upsampling {upsample!r}: use one of {', '.join(UPSAMPLE_STAGES)}")
         if num_keypoints < 1:
             raise ModelError(f"a keypoint model needs at least one keypoint, got {num_keypoints}")
         if backbone.strides[-1] is None:
@@ -42,7 +58,7 @@ class PoseNet(nn.Module):
         self.backbone = backbone
         stages, cin = [], backbone.channels[-1]
         for width in deconv_channels:
-            stages.append(DeconvStage(cin, int(width)))
+            stages.append(UPSAMPLE_STAGES[upsample](cin, int(width)))
             cin = int(width)
         self.head = nn.Sequential(*stages)
         self.final = nn.Conv2d(cin, num_keypoints, 1)
@@ -52,7 +68,7 @@ class PoseNet(nn.Module):
         nn.init.zeros_(self.final.bias)
         self.stride = int(backbone.strides[-1]) // 2 ** len(deconv_channels)
         if self.stride < 1:
-            raise ModelError(f"{len(deconv_channels)} deconvolution stages upsample past the input size of backbone "
+            raise ModelError(f"{len(deconv_channels)} 2x stages upsample past the input size of backbone "
                              f"{backbone.name!r} (deepest stride {backbone.strides[-1]}); use fewer")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -61,7 +77,7 @@ class PoseNet(nn.Module):
 
 def build_pose_net(backbone: str, num_keypoints: int, deconv_channels: Sequence[int],
                    pretrained: bool | str | os.PathLike = True, freeze_blocks: Sequence[int] = (),
-                   freeze_bn: bool = False) -> tuple[PoseNet, LoadReport | None]:
+                   freeze_bn: bool = False, upsample: str = "deconv") -> tuple[PoseNet, LoadReport | None]:
     """A PoseNet on zoo backbone `backbone`, and what happened to its weights.
 
     pretrained: True (zoo ImageNet weights), False, a backbone state-dict `.pth`, or a transferkit
@@ -71,7 +87,7 @@ def build_pose_net(backbone: str, num_keypoints: int, deconv_channels: Sequence[
     if ckpt is not None and not ckpt.is_file():
         raise ModelError(f"model.pretrained: checkpoint {ckpt} does not exist")
     body = build_backbone(backbone, pretrained=False if ckpt is not None else pretrained)
-    net = PoseNet(body, num_keypoints, deconv_channels)
+    net = PoseNet(body, num_keypoints, deconv_channels, upsample)
     if ckpt is not None:
         _, state = read_checkpoint(ckpt)
         report = transfer_weights(net, strip_prefix(state, "net."), str(ckpt))

@@ -68,8 +68,11 @@ class KpModelConfig(BackboneModelConfig):
     backbone: str = Field("mobilenet_v2", description="zoo model name (`tkit model list`) or timm:<name>")
     deconv_channels: list[Width] = Field(
         [128, 128, 128], min_length=1, max_length=5,
-        description="width of each 2x deconvolution stage after the backbone's deepest map (3 stages: heatmaps "
+        description="width of each 2x upsampling stage after the backbone's deepest map (3 stages: heatmaps "
                     "at stride 4)")
+    upsample: Literal["deconv", "resize"] = Field(
+        "deconv", description="each upsampling stage: deconv (4x4 stride-2 transposed convolution, SimpleBaseline's) "
+                              "| resize (2x nearest resize + 3x3 convolution: every layer quantises to INT8)")
 
 
 class KpTrainConfig(VisionTrainConfig):

@@ -74,7 +74,8 @@ class KeypointsTask(VisionTask):
                          arch={"names": list(data.names), "skeleton": [list(p) for p in data.skeleton],
                                "category_id": data.category_id, "category_name": data.category_name,
                                "flip_pairs": [list(p) for p in data.pairs], "sigmas": data.sigmas.tolist(),
-                               "deconv_channels": list(m.deconv_channels), "box_padding": d.box_padding})
+                               "deconv_channels": list(m.deconv_channels), "upsample": m.upsample,
+                               "box_padding": d.box_padding})
         report = None
         if m.pruned:
             net, meta = self.load_pruned(m, meta)
@@ -83,13 +84,15 @@ class KeypointsTask(VisionTask):
                                            "sigmas": data.sigmas.tolist(), "box_padding": d.box_padding})
         else:
             net, report = build_pose_net(m.backbone, len(data.names), m.deconv_channels, m.pretrained,
-                                         m.freeze_blocks, m.freeze_bn)
+                                         m.freeze_blocks, m.freeze_bn, m.upsample)
         meta = meta.with_updates(arch={**meta.arch, "heatmap_stride": net.stride})
         data.heatmap_stride = net.stride
         return KeypointModule(net, meta, spec.train, data, spec.evaluation.decode), report
 
     def build_net(self, meta: ModelMeta) -> nn.Module:
-        net, _ = build_pose_net(meta.backbone, len(meta.classes), meta.arch["deconv_channels"], pretrained=False)
+        # files written before model.upsample existed have transposed convolutions
+        net, _ = build_pose_net(meta.backbone, len(meta.classes), meta.arch["deconv_channels"], pretrained=False,
+                                upsample=meta.arch.get("upsample", "deconv"))
         if meta.pruned_shapes:
             apply_layer_shapes(net, meta.pruned_shapes)
         return net
