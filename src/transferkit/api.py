@@ -264,6 +264,12 @@ def load_predictor(task, model: str | Path | None, device: str = "cpu") -> Predi
         return Predictor(meta, run_onnx, "onnx", path)
     meta, state = read_checkpoint(path, task=task.name)
     net = task.load_net(meta, state, path).eval().to(device)
+    return eager_predictor(task, meta, net, path, device)
+
+
+def eager_predictor(task, meta: ModelMeta, net: torch.nn.Module, path: Path, device: str = "cpu") -> Predictor:
+    """A Predictor that runs the eager `net` (in eval mode, on `device`) as the task's eager runner does; outputs
+    come back on the CPU as a list."""
     forward = task.eager_runner(net, device)
 
     @torch.inference_mode()
@@ -331,14 +337,6 @@ def inference(task: str, spec_path, results, overrides: Sequence[str] = (), *, m
 
 
 # -- prune ----------------------------------------------------------------------------------------
-
-def _float_nodes(onnx_path: Path) -> list[str]:
-    """The nodes an INT8 file keeps in float, as its metadata names them."""
-    import onnx
-
-    props = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
-    return json.loads(props.get("float_nodes", "[]"))
-
 
 def _latency(fn, inputs: tuple[torch.Tensor, ...]) -> float:
     """Median ms of `fn(*inputs)`: an eager network or a Predictor, on the task's example inputs."""
@@ -434,14 +432,8 @@ def _recalibrate_pruned(t, spec, meta: ModelMeta, net: torch.nn.Module, model: P
 
     def score(name: str) -> float:
         started = time.perf_counter()
-        run = t.eager_runner(copy.deepcopy(net), "cpu")
-
-        @torch.inference_mode()
-        def forward(*inputs: torch.Tensor) -> list[torch.Tensor]:
-            outputs = run(*inputs)
-            return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-
-        value = t.evaluate(data_spec, Predictor(meta, forward, "pytorch", model, net=net), data, results / name)[t.headline]
+        predictor = eager_predictor(t, meta, copy.deepcopy(net), model)  # a copy: the runner may keep a folded one
+        value = t.evaluate(data_spec, predictor, data, results / name)[t.headline]
         out["evaluate_seconds"] = round(out.get("evaluate_seconds", 0.0) + time.perf_counter() - started, 2)
         return value
 
@@ -496,6 +488,14 @@ def _print_prune_table(report: dict) -> None:
 
 
 # -- export ---------------------------------------------------------------------------------------
+
+def _float_nodes(onnx_path: Path) -> list[str]:
+    """The nodes an INT8 file keeps in float, as its metadata names them."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    return json.loads(props.get("float_nodes", "[]"))
+
 
 def export(task: str, spec_path, results, overrides: Sequence[str] = (), *, model=None, log_file=None,
            overwrite: bool = False) -> dict:
